@@ -1,0 +1,5 @@
+import sys
+
+from tophosts.cli import main
+
+sys.exit(main())

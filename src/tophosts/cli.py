@@ -1,0 +1,81 @@
+"""``tophosts serve|load|bench``: the command line."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from tophosts import __version__, config
+
+log = logging.getLogger("tophosts")
+
+
+def serve(settings: config.Settings) -> None:
+    import uvicorn
+
+    from tophosts.app import create_app
+
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    app = create_app(settings)
+    log.info(
+        "tophosts %s serving on http://%s:%d store=%s top=%d max-skew=%ds max-body=%d max-hosts=%d",
+        __version__,
+        settings.host,
+        settings.port,
+        settings.store,
+        settings.top,
+        settings.max_skew,
+        settings.max_body,
+        settings.max_hosts,
+    )
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level=settings.log_level,
+        server_header=False,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tophosts",
+        description="Top hosts by requests in the past round minute and hour.",
+    )
+    parser.add_argument("--version", action="version", version=f"tophosts {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    serve_parser = commands.add_parser("serve", help="run the HTTP service")
+    config.add_arguments(serve_parser)
+    load_parser = commands.add_parser("load", help="send synthetic counters to a server")
+    from tophosts import load
+
+    load.add_arguments(load_parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        try:
+            settings = config.resolve(args, os.environ)
+        except config.SettingsError as exc:
+            print(f"tophosts: {exc}", file=sys.stderr)
+            return 2
+        serve(settings)
+        return 0
+    if args.command == "load":
+        from tophosts import load
+
+        return load.run(args)
+    parser.error(f"unknown command {args.command!r}")  # pragma: no cover - argparse exits first

@@ -1,0 +1,150 @@
+"""Settings from command-line flags and ``TOPHOSTS_*`` environment variables.
+
+Every setting has a flag (``--max-skew``) and a variable (``TOPHOSTS_MAX_SKEW``).
+A flag wins over its variable, and the variable over the default. A bad value
+raises :class:`SettingsError` with one line that names the flag or variable,
+the value, and what is accepted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+ENV_PREFIX = "TOPHOSTS_"
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
+class SettingsError(ValueError):
+    """A setting with a value that cannot be used."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    host: str = "0.0.0.0"
+    port: int = 8080
+    store: str = "memory"
+    top: int = 10
+    max_skew: int = 300
+    max_body: int = 8 * 1024 * 1024
+    max_hosts: int = 10_000
+    log_level: str = "info"
+
+    def environ(self) -> dict[str, str]:
+        """These settings as ``TOPHOSTS_*`` variables, e.g. to hand to worker processes."""
+        return {
+            ENV_PREFIX + f.name.upper(): str(getattr(self, f.name))
+            for f in dataclasses.fields(self)
+        }
+
+
+def _integer(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        text = text.strip()
+        if not re.fullmatch(r"[0-9]+", text) or not low <= int(text) <= high:
+            raise ValueError(f"an integer from {low} to {high}")
+        return int(text)
+
+    return parse
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2}
+_SIZE_UNITS |= {"mb": 1000**2, "mib": 1024**2, "g": 1000**3, "gb": 1000**3, "gib": 1024**3}
+
+
+def _size(text: str) -> int:
+    match = re.fullmatch(r"\s*([0-9]+)\s*([a-zA-Z]*)\s*", text)
+    unit = match and _SIZE_UNITS.get(match.group(2).lower())
+    if not match or not unit or not 1 <= int(match.group(1)) * unit <= 2**40:
+        raise ValueError("a size in bytes such as 8388608, 512KiB or 8MiB, from 1 B to 1 TiB")
+    return int(match.group(1)) * unit
+
+
+def _choice(*options: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text.strip().lower() not in options:
+            raise ValueError("one of " + ", ".join(options))
+        return text.strip().lower()
+
+    return parse
+
+
+def _store_url(text: str) -> str:
+    text = text.strip()
+    if text in ("memory", "memory://"):
+        return "memory"
+    if re.match(r"(redis|rediss|unix)://", text):
+        return text
+    raise ValueError("'memory', or a Redis URL such as redis://localhost:6379/0")
+
+
+def _nonempty(text: str) -> str:
+    if not text.strip():
+        raise ValueError("a non-empty value")
+    return text.strip()
+
+
+@dataclasses.dataclass(frozen=True)
+class _Spec:
+    name: str
+    parse: Callable[[str], Any]
+    help: str
+    metavar: str
+
+
+SPECS: tuple[_Spec, ...] = (
+    _Spec("host", _nonempty, "address to bind", "ADDR"),
+    _Spec("port", _integer(0, 65535), "TCP port to listen on (0 picks a free one)", "PORT"),
+    _Spec("store", _store_url, "'memory', or redis://host:port/db to share counts", "URL"),
+    _Spec("top", _integer(1, 1000), "hosts in /stats when no limit is given", "N"),
+    _Spec("max_skew", _integer(0, 86400), "seconds an event may be ahead of the clock", "S"),
+    _Spec("max_body", _size, "largest request body, e.g. 8MiB", "SIZE"),
+    _Spec("max_hosts", _integer(1, 1_000_000), "most hosts in one event", "N"),
+    _Spec("log_level", _choice(*LOG_LEVELS), "one of " + ", ".join(LOG_LEVELS), "LEVEL"),
+)
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one flag per setting; values are parsed later by :func:`resolve`."""
+    defaults = Settings()
+    for spec in SPECS:
+        parser.add_argument(
+            flag(spec.name),
+            dest=spec.name,
+            metavar=spec.metavar,
+            default=None,
+            help=f"{spec.help} (env {ENV_PREFIX}{spec.name.upper()}, "
+            f"default {getattr(defaults, spec.name)})",
+        )
+
+
+def resolve(args: argparse.Namespace | None, environ: Mapping[str, str]) -> Settings:
+    """Settings from parsed flags, then the environment, then the defaults."""
+    values: dict[str, Any] = {}
+    for spec in SPECS:
+        var = ENV_PREFIX + spec.name.upper()
+        raw = getattr(args, spec.name, None) if args is not None else None
+        source = flag(spec.name)
+        if raw is None and var in environ:
+            raw, source = environ[var], var
+        if raw is None:
+            continue
+        try:
+            values[spec.name] = spec.parse(raw)
+        except ValueError as exc:
+            raise SettingsError(f"{source}: expected {exc}, got {raw!r}") from None
+    return Settings(**values)
+
+
+def load(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
+    """Parse ``argv`` (flags only) against ``environ``: the whole path, for tests."""
+    parser = argparse.ArgumentParser(prog="tophosts serve")
+    add_arguments(parser)
+    return resolve(parser.parse_args(list(argv)), environ)

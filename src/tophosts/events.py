@@ -1,0 +1,246 @@
+"""Decode and validate request bodies into events.
+
+An event is ``{"timestamp": <unix seconds>, "<host>": <requests>, ...}``. Decoding
+is all-or-nothing: a body either yields a list of fully valid events or raises
+:class:`EventError` naming the first offending event, key or value.
+
+The fast path is a typed msgspec decode. Only when that fails do we walk the
+generic JSON again to say precisely what is wrong, so error texts cost nothing
+on valid input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Annotated, Any
+
+import msgspec
+
+MAX_COUNT = 2**53 - 1
+"""Largest count (and total) we accept: beyond it doubles, and so Redis scores, lose integers."""
+
+MAX_HOST_BYTES = 255
+TIMESTAMP = "timestamp"
+
+Event = tuple[int, dict[str, int]]
+"""``(timestamp, {host: count})``: the validated form the stores take."""
+
+_Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_COUNT)]
+_Host = Annotated[str, msgspec.Meta(min_length=1)]
+_OBJECT = dict[_Host, _Count]
+
+
+class EventError(ValueError):
+    """A body, event or field that cannot be accepted.
+
+    ``index`` is the 0-based position of the offending event in a batch, or
+    ``None`` when the error is about the body as a whole or a single event.
+    ``status`` is the HTTP status it maps to.
+    """
+
+    def __init__(self, message: str, index: int | None = None, status: int = 400) -> None:
+        super().__init__(message)
+        self.message = message
+        self.index = index
+        self.status = status
+
+
+class Decoder:
+    """Decodes ``POST /counter`` and ``POST /counters`` bodies.
+
+    One instance per server: it holds the typed msgspec decoders for the
+    configured ``max_hosts``.
+    """
+
+    def __init__(self, max_hosts: int = 10_000) -> None:
+        self.max_hosts = max_hosts
+        self._one = msgspec.json.Decoder(_OBJECT)
+        self._many = msgspec.json.Decoder(list[_OBJECT])
+
+    def one(self, body: bytes) -> Event:
+        """Decode a single event (``POST /counter``)."""
+        try:
+            obj = self._one.decode(body)
+        except (msgspec.DecodeError, RecursionError):
+            raise EventError(_explain_body(body, batch=False)) from None
+        return self._event(obj, None)
+
+    def many(self, body: bytes, ndjson: bool = False) -> list[Event]:
+        """Decode a batch (``POST /counters``): a JSON array, or NDJSON lines."""
+        try:
+            objs = self._many_ndjson(body) if ndjson else self._many.decode(body)
+        except (msgspec.DecodeError, RecursionError):
+            raise _explain_batch(body, ndjson) from None
+        event = self._event
+        return [event(obj, i) for i, obj in enumerate(objs)]
+
+    def _many_ndjson(self, body: bytes) -> list[dict[str, int]]:
+        objs = self._one.decode_lines(body)
+        if not objs:
+            raise msgspec.DecodeError("no events")
+        return objs
+
+    def _event(self, obj: dict[str, int], index: int | None) -> Event:
+        timestamp = obj.pop(TIMESTAMP, None)
+        if timestamp is None:
+            raise EventError(_MISSING_TIMESTAMP, index)
+        if not obj:
+            raise EventError(_NO_HOSTS, index)
+        if len(obj) > self.max_hosts:
+            raise EventError(_too_many_hosts(len(obj), self.max_hosts), index)
+        # A host of at most 63 characters is at most 252 UTF-8 bytes: only
+        # longer names need encoding to check the byte limit.
+        if max(map(len, obj)) * 4 > MAX_HOST_BYTES:
+            for host in obj:
+                if len(host.encode()) > MAX_HOST_BYTES:
+                    raise EventError(_host_too_long(host), index)
+        return timestamp, obj
+
+
+# -- error texts --------------------------------------------------------------
+
+_ACCEPTED = (
+    'an event is a JSON object like {"timestamp": 1700000000, "example.com": 3}: '
+    '"timestamp" in Unix seconds and at least one host with an integer count'
+)
+_MISSING_TIMESTAMP = f'missing "timestamp"; {_ACCEPTED}'
+_NO_HOSTS = f"an event needs at least one host besides the timestamp; {_ACCEPTED}"
+
+
+def _too_many_hosts(n: int, limit: int) -> str:
+    return f"an event has {n} hosts; at most {limit} are accepted per event (--max-hosts)"
+
+
+def _host_too_long(host: str) -> str:
+    return (
+        f"host name {_show(host)} is {len(host.encode())} bytes in UTF-8; "
+        f"at most {MAX_HOST_BYTES} are accepted"
+    )
+
+
+def _show(value: Any, limit: int = 60) -> str:
+    """A short, safe rendering of a user value for an error message."""
+    text = msgspec.json.encode(value).decode() if _encodable(value) else repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _encodable(value: Any) -> bool:
+    return isinstance(value, str | int | float | bool) or value is None
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return f"a boolean ({str(value).lower()})"
+    if isinstance(value, float):
+        return f"a number with a fraction or exponent ({value!r})"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return f"a string ({_show(value)})"
+    if value is None:
+        return "null"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"
+
+
+def _check_generic(obj: Any, max_hosts: int) -> str | None:
+    """What is wrong with a generically decoded event, or ``None`` if nothing is."""
+    if not isinstance(obj, dict):
+        return f"an event must be a JSON object, got {_kind(obj)}; {_ACCEPTED}"
+    if TIMESTAMP not in obj:
+        return _MISSING_TIMESTAMP
+    ts = obj[TIMESTAMP]
+    if isinstance(ts, bool) or not isinstance(ts, int) or not 0 <= ts <= MAX_COUNT:
+        return (
+            f'"timestamp" must be an integer number of Unix seconds from 0 to {MAX_COUNT}, '
+            f"got {_kind(ts)}"
+        )
+    hosts = len(obj) - 1
+    if hosts == 0:
+        return _NO_HOSTS
+    if hosts > max_hosts:
+        return _too_many_hosts(hosts, max_hosts)
+    for host, count in obj.items():
+        if host == TIMESTAMP:
+            continue
+        if host == "":
+            return "host names must not be empty"
+        if len(host.encode("utf-8", "surrogatepass")) > MAX_HOST_BYTES:
+            return _host_too_long(host)
+        if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= MAX_COUNT:
+            return (
+                f"count for host {_show(host)} must be an integer from 0 to {MAX_COUNT}, "
+                f"got {_kind(count)}"
+            )
+    return None
+
+
+def _explain_json(body: bytes) -> str | None:
+    """Why ``body`` is not a JSON document at all, or ``None`` if it is one."""
+    if not body.strip():
+        return f"the request body is empty; {_ACCEPTED}"
+    try:
+        msgspec.json.decode(body)
+    except RecursionError:
+        return "the request body nests too deeply; events are flat JSON objects"
+    except msgspec.DecodeError as exc:
+        detail = str(exc)
+        if "truncated" in detail:
+            detail = "it ends early, or holds an invalid string escape such as a lone surrogate"
+        return f"the request body is not valid UTF-8 JSON: {detail}"
+    return None
+
+
+def _explain_body(body: bytes, batch: bool) -> str:
+    reason = _explain_json(body)
+    if reason is not None:
+        return reason
+    obj = msgspec.json.decode(body)
+    if batch:
+        return f"a batch must be a JSON array of events, got {_kind(obj)}"
+    return _check_generic(obj, max_hosts=MAX_COUNT) or f"the event is invalid; {_ACCEPTED}"
+
+
+def _explain_batch(body: bytes, ndjson: bool) -> EventError:
+    lines: Iterable[bytes]
+    if ndjson:
+        lines = [line for line in body.splitlines() if line.strip()]
+        if not lines:
+            return EventError(f"the request body has no events; {_ACCEPTED}")
+        for i, line in enumerate(lines):
+            reason = _explain_json(line)
+            if reason is None:
+                reason = _check_generic(msgspec.json.decode(line), MAX_COUNT)
+            if reason is not None:
+                return EventError(f"line {i + 1}: {reason}", i)
+        return EventError(f"the NDJSON body is invalid; {_ACCEPTED}")
+    reason = _explain_json(body)
+    if reason is not None:
+        return EventError(reason)
+    objs = msgspec.json.decode(body)
+    if not isinstance(objs, list):
+        return EventError(f"a batch must be a JSON array of events, got {_kind(objs)}")
+    for i, obj in enumerate(objs):
+        reason = _check_generic(obj, MAX_COUNT)
+        if reason is not None:
+            return EventError(reason, i)
+    return EventError(f"the batch is invalid; {_ACCEPTED}")
+
+
+def too_far_ahead(timestamp: int, now: float, max_skew: int, index: int | None) -> EventError:
+    """The error for an event stamped more than ``max_skew`` seconds after ``now``."""
+    return EventError(
+        f"timestamp {timestamp} is {timestamp - int(now)} s ahead of the server clock "
+        f"({int(now)}); at most {max_skew} s ahead is accepted (--max-skew)",
+        index,
+    )
+
+
+def total_too_large(host: str, index: int | None) -> EventError:
+    """The error for an event that would push a host's window total past ``MAX_COUNT``."""
+    return EventError(
+        f"the count for host {_show(host)} would take its window total past {MAX_COUNT}, "
+        "the largest total kept exactly; the event was not applied",
+        index,
+    )

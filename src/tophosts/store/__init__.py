@@ -1,0 +1,71 @@
+"""Where counts live: the :class:`Store` protocol and :func:`open_store`.
+
+The app talks to a store through this protocol alone. Every store keeps the
+same semantics to the letter: clock-aligned windows, expired and future events,
+top N with ties broken by host name, zero totals never listed, and batches that
+are applied whole or not at all.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import NamedTuple, Protocol
+
+from tophosts.events import Event
+from tophosts.windows import Window
+
+Clock = Callable[[], float]
+TopHosts = list[tuple[str, int]]
+
+
+class Added(NamedTuple):
+    accepted: int
+    expired: int
+
+
+class Sizes(NamedTuple):
+    """Size figures for metrics: tracked (host, window) pairs and live windows."""
+
+    minute_hosts: int
+    hour_hosts: int
+    windows: int
+
+
+class Store(Protocol):
+    kind: str
+    """``"memory"`` or ``"redis"``."""
+
+    async def add(self, events: Sequence[Event]) -> Added:
+        """Apply a validated batch atomically.
+
+        Raises :class:`tophosts.events.EventError` (and applies nothing) when an
+        event is too far in the future or would overflow a total. Events older
+        than the past round hour are counted as expired and not stored.
+        """
+        ...
+
+    async def top(self, window: Window, limit: int) -> TopHosts:
+        """The top ``limit`` hosts of the past round ``window``: count descending, then host."""
+        ...
+
+    async def sizes(self) -> Sizes: ...
+
+    async def ping(self) -> None:
+        """Raise :class:`StoreUnavailable` if the store cannot serve right now."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class StoreUnavailable(RuntimeError):
+    """The backing service is down or too slow; nothing was applied."""
+
+
+def open_store(url: str = "memory", *, clock: Clock = time.time, max_skew: int = 300) -> Store:
+    """Open the store named by ``url``: ``memory`` (the default) or ``redis://…``."""
+    if url in ("memory", "memory://"):
+        from tophosts.store.memory import MemoryStore
+
+        return MemoryStore(clock=clock, max_skew=max_skew)
+    raise ValueError(f"unknown store {url!r}; use 'memory' or a redis:// URL")
