@@ -6,6 +6,7 @@ import argparse
 import importlib.util
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -34,6 +35,10 @@ def serve(settings: config.Settings) -> None:
         settings.max_body,
         settings.max_hosts,
     )
+    # uvicorn re-raises the signal that stopped it once it has shut down
+    # gracefully; exit 0 then, so supervisors see a clean stop.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _exit_cleanly)
     uvicorn.run(
         app,
         host=settings.host,
@@ -45,6 +50,10 @@ def serve(settings: config.Settings) -> None:
         log_level=settings.log_level,
         server_header=False,
     )
+
+
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,7 +11,6 @@ on valid input.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Annotated, Any
 
 import msgspec
@@ -62,7 +61,7 @@ class Decoder:
         try:
             obj = self._one.decode(body)
         except (msgspec.DecodeError, RecursionError):
-            raise EventError(_explain_body(body, batch=False)) from None
+            raise EventError(_explain_one(body)) from None
         return self._event(obj, None)
 
     def many(self, body: bytes, ndjson: bool = False) -> list[Event]:
@@ -139,13 +138,18 @@ def _kind(value: Any) -> str:
         return f"a string ({_show(value)})"
     if value is None:
         return "null"
+    if isinstance(value, _Huge):
+        return f"a {value.digits}-digit number"
     if isinstance(value, list):
         return "an array"
     return "an object"
 
 
-def _check_generic(obj: Any, max_hosts: int) -> str | None:
-    """What is wrong with a generically decoded event, or ``None`` if nothing is."""
+def _check_generic(obj: Any) -> str | None:
+    """What is wrong with a generically decoded event, or ``None`` if nothing is.
+
+    The host limit is checked after the fast decode succeeds, so it is not here.
+    """
     if not isinstance(obj, dict):
         return f"an event must be a JSON object, got {_kind(obj)}; {_ACCEPTED}"
     if TIMESTAMP not in obj:
@@ -156,11 +160,8 @@ def _check_generic(obj: Any, max_hosts: int) -> str | None:
             f'"timestamp" must be an integer number of Unix seconds from 0 to {MAX_COUNT}, '
             f"got {_kind(ts)}"
         )
-    hosts = len(obj) - 1
-    if hosts == 0:
+    if len(obj) == 1:
         return _NO_HOSTS
-    if hosts > max_hosts:
-        return _too_many_hosts(hosts, max_hosts)
     for host, count in obj.items():
         if host == TIMESTAMP:
             continue
@@ -176,6 +177,27 @@ def _check_generic(obj: Any, max_hosts: int) -> str | None:
     return None
 
 
+class _Huge:
+    """Stands in for an integer too large for msgspec to decode, so messages can name it."""
+
+    def __init__(self, text: bytes) -> None:
+        self.digits = len(text.strip().lstrip(b"-"))
+
+
+def _lenient(raw: bytes) -> Any:
+    """Decode valid JSON generically, keeping out-of-range integers as :class:`_Huge`."""
+    try:
+        return msgspec.json.decode(raw)
+    except msgspec.ValidationError:
+        head = raw.lstrip()[:1]
+        if head == b"{":
+            obj = msgspec.json.decode(raw, type=dict[str, msgspec.Raw])
+            return {key: _lenient(bytes(value)) for key, value in obj.items()}
+        if head == b"[":
+            return [_lenient(bytes(v)) for v in msgspec.json.decode(raw, type=list[msgspec.Raw])]
+        return _Huge(raw)
+
+
 def _explain_json(body: bytes) -> str | None:
     """Why ``body`` is not a JSON document at all, or ``None`` if it is one."""
     if not body.strip():
@@ -184,6 +206,8 @@ def _explain_json(body: bytes) -> str | None:
         msgspec.json.decode(body)
     except RecursionError:
         return "the request body nests too deeply; events are flat JSON objects"
+    except msgspec.ValidationError:
+        return None  # well-formed, with an integer out of range: _lenient names it
     except msgspec.DecodeError as exc:
         detail = str(exc)
         if "truncated" in detail:
@@ -192,37 +216,29 @@ def _explain_json(body: bytes) -> str | None:
     return None
 
 
-def _explain_body(body: bytes, batch: bool) -> str:
-    reason = _explain_json(body)
-    if reason is not None:
-        return reason
-    obj = msgspec.json.decode(body)
-    if batch:
-        return f"a batch must be a JSON array of events, got {_kind(obj)}"
-    return _check_generic(obj, max_hosts=MAX_COUNT) or f"the event is invalid; {_ACCEPTED}"
+def _explain_one(body: bytes) -> str:
+    reason = _explain_json(body) or _check_generic(_lenient(body))
+    return reason or f"the event is invalid; {_ACCEPTED}"
 
 
 def _explain_batch(body: bytes, ndjson: bool) -> EventError:
-    lines: Iterable[bytes]
     if ndjson:
         lines = [line for line in body.splitlines() if line.strip()]
         if not lines:
             return EventError(f"the request body has no events; {_ACCEPTED}")
         for i, line in enumerate(lines):
-            reason = _explain_json(line)
-            if reason is None:
-                reason = _check_generic(msgspec.json.decode(line), MAX_COUNT)
+            reason = _explain_json(line) or _check_generic(_lenient(line))
             if reason is not None:
                 return EventError(f"line {i + 1}: {reason}", i)
         return EventError(f"the NDJSON body is invalid; {_ACCEPTED}")
     reason = _explain_json(body)
     if reason is not None:
         return EventError(reason)
-    objs = msgspec.json.decode(body)
+    objs = _lenient(body)
     if not isinstance(objs, list):
         return EventError(f"a batch must be a JSON array of events, got {_kind(objs)}")
     for i, obj in enumerate(objs):
-        reason = _check_generic(obj, MAX_COUNT)
+        reason = _check_generic(obj)
         if reason is not None:
             return EventError(reason, i)
     return EventError(f"the batch is invalid; {_ACCEPTED}")

@@ -76,9 +76,9 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     if message["type"] != "http.request":
         raise ClientGone
     body: bytes = message.get("body", b"")
+    if len(body) > limit:
+        raise BodyTooLarge
     if not message.get("more_body", False):
-        if len(body) > limit:
-            raise BodyTooLarge
         return body
     chunks = [body]
     size = len(body)

@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import pytest
+
+from tophosts.config import Settings, SettingsError, load
+
+
+def test_defaults() -> None:
+    assert load([], {}) == Settings(
+        host="0.0.0.0",
+        port=8080,
+        store="memory",
+        top=10,
+        max_skew=300,
+        max_body=8 * 1024 * 1024,
+        max_hosts=10_000,
+        log_level="info",
+    )
+
+
+def test_environment_variables_set_every_setting() -> None:
+    env = {
+        "TOPHOSTS_HOST": "127.0.0.1",
+        "TOPHOSTS_PORT": "9000",
+        "TOPHOSTS_STORE": "redis://localhost:6379/2",
+        "TOPHOSTS_TOP": "25",
+        "TOPHOSTS_MAX_SKEW": "30",
+        "TOPHOSTS_MAX_BODY": "1MiB",
+        "TOPHOSTS_MAX_HOSTS": "50",
+        "TOPHOSTS_LOG_LEVEL": "WARNING",
+    }
+    assert load([], env) == Settings(
+        host="127.0.0.1",
+        port=9000,
+        store="redis://localhost:6379/2",
+        top=25,
+        max_skew=30,
+        max_body=1024 * 1024,
+        max_hosts=50,
+        log_level="warning",
+    )
+
+
+def test_a_flag_wins_over_its_variable() -> None:
+    settings = load(
+        ["--port", "7000", "--max-skew", "5"], {"TOPHOSTS_PORT": "9000", "TOPHOSTS_TOP": "3"}
+    )
+    assert (settings.port, settings.max_skew, settings.top) == (7000, 5, 3)
+
+
+def test_settings_round_trip_through_the_environment() -> None:
+    settings = load(["--top", "7", "--max-body", "512KiB"], {})
+    assert load([], settings.environ()) == settings
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "message"),
+    [
+        (["--port", "http"], {}, "--port: expected an integer from 0 to 65535, got 'http'"),
+        ([], {"TOPHOSTS_PORT": "70000"}, "TOPHOSTS_PORT: expected an integer from 0 to 65535"),
+        (["--top", "0"], {}, "--top: expected an integer from 1 to 1000, got '0'"),
+        (["--max-skew", "-1"], {}, "--max-skew: expected an integer from 0 to 86400"),
+        (["--max-body", "lots"], {}, "--max-body: expected a size in bytes such as 8388608"),
+        (["--max-body", "0"], {}, "--max-body: expected a size"),
+        (["--log-level", "loud"], {}, "--log-level: expected one of critical, error"),
+        (["--store", "mysql://x"], {}, "--store: expected 'memory', or a Redis URL"),
+        (["--host", " "], {}, "--host: expected a non-empty value"),
+    ],
+)
+def test_bad_values_raise_one_clear_line(
+    argv: list[str], env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(SettingsError) as info:
+        load(argv, env)
+    assert str(info.value).startswith(message)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        ("8388608", 8388608),
+        ("8MiB", 8 * 1024**2),
+        ("512 KiB", 512 * 1024),
+        ("1kb", 1000),
+        ("2M", 2_000_000),
+    ],
+)
+def test_sizes_accept_units(text: str, size: int) -> None:
+    assert load(["--max-body", text], {}).max_body == size

@@ -1,0 +1,145 @@
+from __future__ import annotations
+
+import msgspec
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tophosts.events import MAX_COUNT, Decoder, EventError
+
+decoder = Decoder(max_hosts=5)
+
+
+def one_error(body: bytes) -> EventError:
+    with pytest.raises(EventError) as info:
+        decoder.one(body)
+    return info.value
+
+
+def test_a_valid_event_decodes_into_timestamp_and_counts() -> None:
+    assert decoder.one(b'{"timestamp": 100, "a.com": 3, "b.com": 0}') == (
+        100,
+        {"a.com": 3, "b.com": 0},
+    )
+
+
+def test_a_batch_decodes_in_order() -> None:
+    body = b'[{"timestamp": 1, "a": 1}, {"b": 2, "timestamp": 2}]'
+    assert decoder.many(body) == [(1, {"a": 1}), (2, {"b": 2})]
+
+
+def test_an_empty_array_is_an_empty_batch() -> None:
+    assert decoder.many(b"[]") == []
+
+
+def test_ndjson_batches_skip_blank_lines() -> None:
+    body = b'{"timestamp": 1, "a": 1}\n\n{"timestamp": 2, "b": 2}\n'
+    assert decoder.many(body, ndjson=True) == [(1, {"a": 1}), (2, {"b": 2})]
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        (b"", ["empty"]),
+        (b"   ", ["empty"]),
+        (b"{", ["not valid UTF-8 JSON"]),
+        (b'{"timestamp": 1, "a": 1}x', ["not valid UTF-8 JSON", "trailing"]),
+        (b'{"timestamp": 1, "\xff": 1}', ["not valid UTF-8 JSON"]),
+        (b'{"timestamp": 1, "\\ud800": 1}', ["not valid UTF-8 JSON", "lone surrogate"]),
+        (b'{"timestamp": 1, "a": NaN}', ["not valid UTF-8 JSON"]),
+        (b"[" * 100_000 + b"]" * 100_000, ["nests too deeply"]),
+        (b"[]", ["must be a JSON object", "an array"]),
+        (b'"a"', ["must be a JSON object", '"a"']),
+        (b'{"a": 1}', ['missing "timestamp"']),
+        (b'{"timestamp": 1}', ["at least one host"]),
+        (b'{"timestamp": -1, "a": 1}', ['"timestamp" must be an integer', "got -1"]),
+        (b'{"timestamp": 1.5, "a": 1}', ['"timestamp" must be an integer', "1.5"]),
+        (b'{"timestamp": "1", "a": 1}', ['"timestamp" must be an integer', 'a string ("1")']),
+        (b'{"timestamp": 1, "a.com": true}', ['host "a.com"', "a boolean (true)"]),
+        (b'{"timestamp": 1, "a.com": 2.0}', ['host "a.com"', "2.0"]),
+        (b'{"timestamp": 1, "a.com": -3}', ['host "a.com"', "got -3"]),
+        (b'{"timestamp": 1, "a.com": null}', ['host "a.com"', "null"]),
+        (b'{"timestamp": 1, "a.com": {"x": 1}}', ['host "a.com"', "an object"]),
+        (b'{"timestamp": 1, "a": 9007199254740992}', ['host "a"', "9007199254740991"]),
+        (b'{"timestamp": 1, "a": 1' + b"0" * 10_000 + b"}", ['host "a"', "9007199254740991"]),
+        (b'{"timestamp": 1, "": 1}', ["must not be empty"]),
+        (
+            b'{"timestamp": 1, "a": 1, "b": 1, "c": 1, "d": 1, "e": 1, "f": 1}',
+            ["6 hosts", "at most 5"],
+        ),
+    ],
+)
+def test_invalid_events_say_what_is_wrong(body: bytes, words: list[str]) -> None:
+    message = one_error(body).message
+    for word in words:
+        assert word in message
+
+
+def test_host_names_are_limited_to_255_utf8_bytes_not_characters() -> None:
+    assert decoder.one(msgspec.json.encode({"timestamp": 1, "x" * 255: 1}))[1] == {"x" * 255: 1}
+    assert decoder.one(msgspec.json.encode({"timestamp": 1, "\U0001f600" * 63: 1}))[0] == 1
+    error = one_error(msgspec.json.encode({"timestamp": 1, "\U0001f600" * 64: 1}))
+    assert "256 bytes" in error.message
+    assert "at most 255" in error.message
+    assert "x" * 256 not in one_error(msgspec.json.encode({"timestamp": 1, "x" * 256: 1})).message
+
+
+def test_any_unicode_host_is_accepted() -> None:
+    assert decoder.one('{"timestamp": 1, "bücher.de": 1, "例え.jp": 2}'.encode()) == (
+        1,
+        {"bücher.de": 1, "例え.jp": 2},
+    )
+
+
+def test_batch_errors_name_the_first_bad_event() -> None:
+    with pytest.raises(EventError) as info:
+        decoder.many(b'[{"timestamp": 1, "a": 1}, {"timestamp": 1}, {"timestamp": 1, "a": true}]')
+    assert info.value.index == 1
+    assert "at least one host" in info.value.message
+
+
+def test_batch_that_is_not_an_array() -> None:
+    with pytest.raises(EventError) as info:
+        decoder.many(b'{"timestamp": 1, "a": 1}')
+    assert info.value.index is None
+    assert "JSON array" in info.value.message
+
+
+def test_ndjson_errors_name_the_line_and_index() -> None:
+    with pytest.raises(EventError) as info:
+        decoder.many(b'{"timestamp": 1, "a": 1}\n{"timestamp": 1, "a": "x"}\n', ndjson=True)
+    assert info.value.index == 1
+    assert info.value.message.startswith("line 2: ")
+
+
+def test_ndjson_with_no_events_is_refused() -> None:
+    with pytest.raises(EventError) as info:
+        decoder.many(b"\n\n", ndjson=True)
+    assert "no events" in info.value.message
+
+
+hosts = st.text(min_size=1, max_size=20).filter(lambda h: h != "timestamp")
+events = st.fixed_dictionaries(
+    {"timestamp": st.integers(0, MAX_COUNT)},
+    optional={},
+).flatmap(
+    lambda base: st.dictionaries(hosts, st.integers(0, MAX_COUNT), min_size=1, max_size=5).map(
+        lambda counts: {**base, **counts}
+    )
+)
+
+
+@given(event=events)
+def test_every_valid_event_round_trips(event: dict[str, int]) -> None:
+    counts = dict(event)
+    ts = counts.pop("timestamp")
+    assert decoder.one(msgspec.json.encode(event)) == (ts, counts)
+
+
+@given(batch=st.lists(events, max_size=10))
+def test_every_valid_batch_round_trips_as_json_and_ndjson(batch: list[dict[str, int]]) -> None:
+    expected = [(e["timestamp"], {h: n for h, n in e.items() if h != "timestamp"}) for e in batch]
+    assert decoder.many(msgspec.json.encode(batch)) == expected
+    if batch:
+        ndjson = b"\n".join(msgspec.json.encode(e) for e in batch)
+        assert decoder.many(ndjson, ndjson=True) == expected

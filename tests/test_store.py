@@ -1,0 +1,209 @@
+"""Store semantics through the Store protocol, for every store (see ``store_url``)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import Counter
+from collections.abc import Callable
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.conftest import T0, FakeClock
+from tophosts.events import MAX_COUNT, Event, EventError
+from tophosts.store import Added, Store, open_store
+from tophosts.windows import Window, past
+
+pytestmark = pytest.mark.anyio
+
+MakeStore = Callable[..., Store]
+
+# T0 is 22:13:20; the past minute is [22:12, 22:13) and the past hour [21:00, 22:00).
+PAST_MINUTE = past(T0, Window.MINUTE).start
+PAST_HOUR = past(T0, Window.HOUR).start
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+async def test_counts_land_in_the_past_minute_and_hour(make_store: MakeStore) -> None:
+    store = make_store()
+    assert await store.add([(PAST_MINUTE + 5, {"a.com": 3, "b.com": 1})]) == Added(1, 0)
+    assert await store.add([(PAST_MINUTE + 59, {"a.com": 1})]) == Added(1, 0)
+    assert await store.add([(PAST_HOUR, {"c.com": 7})]) == Added(1, 0)
+    assert await store.top(Window.MINUTE, 10) == [("a.com", 4), ("b.com", 1)]
+    assert await store.top(Window.HOUR, 10) == [("c.com", 7)]
+
+
+async def test_the_current_minute_counts_only_once_it_is_past(
+    make_store: MakeStore, clock: FakeClock
+) -> None:
+    store = make_store()
+    await store.add([(int(clock.now), {"now.com": 2})])
+    assert await store.top(Window.MINUTE, 10) == []
+    clock.advance(60)
+    assert await store.top(Window.MINUTE, 10) == [("now.com", 2)]
+    clock.advance(60)
+    assert await store.top(Window.MINUTE, 10) == []
+
+
+async def test_the_hour_window_rolls_on_the_hour(make_store: MakeStore, clock: FakeClock) -> None:
+    store = make_store()
+    await store.add([(int(clock.now), {"a.com": 1}), (PAST_HOUR + 1, {"b.com": 1})])
+    assert await store.top(Window.HOUR, 10) == [("b.com", 1)]
+    clock.set(PAST_HOUR + 2 * 3600)  # the hour holding T0 is now the past one
+    assert await store.top(Window.HOUR, 10) == [("a.com", 1)]
+
+
+async def test_ties_break_by_host_name_and_limit_cuts(make_store: MakeStore) -> None:
+    store = make_store()
+    await store.add([(PAST_MINUTE, {"d": 5, "c": 5, "b": 9, "a": 5, "e": 1})])
+    assert await store.top(Window.MINUTE, 10) == [("b", 9), ("a", 5), ("c", 5), ("d", 5), ("e", 1)]
+    assert await store.top(Window.MINUTE, 3) == [("b", 9), ("a", 5), ("c", 5)]
+    assert await store.top(Window.MINUTE, 1) == [("b", 9)]
+    assert await store.top(Window.MINUTE, 5) == [("b", 9), ("a", 5), ("c", 5), ("d", 5), ("e", 1)]
+
+
+async def test_zero_totals_are_not_listed(make_store: MakeStore) -> None:
+    store = make_store()
+    await store.add([(PAST_MINUTE, {"zero.com": 0, "one.com": 1})])
+    assert await store.top(Window.MINUTE, 10) == [("one.com", 1)]
+    assert await store.top(Window.MINUTE, 1) == [("one.com", 1)]
+
+
+async def test_late_events_count_and_refresh_the_answer(make_store: MakeStore) -> None:
+    store = make_store()
+    await store.add([(PAST_MINUTE + 1, {"a.com": 1, "b.com": 2})])
+    assert await store.top(Window.MINUTE, 10) == [("b.com", 2), ("a.com", 1)]
+    await store.add([(PAST_MINUTE + 2, {"a.com": 5})])
+    assert await store.top(Window.MINUTE, 10) == [("a.com", 6), ("b.com", 2)]
+    assert await store.top(Window.HOUR, 10) == []  # T0's own hour is not past yet
+
+
+async def test_events_before_the_past_hour_are_expired_and_not_stored(
+    make_store: MakeStore, clock: FakeClock
+) -> None:
+    store = make_store()
+    added = await store.add([(PAST_HOUR - 1, {"old.com": 5}), (PAST_HOUR, {"edge.com": 1})])
+    assert added == Added(accepted=1, expired=1)
+    assert await store.add([(0, {"old.com": 1})]) == Added(0, 1)
+    assert await store.top(Window.HOUR, 10) == [("edge.com", 1)]
+
+
+async def test_future_events_within_the_skew_count_when_their_window_comes(
+    make_store: MakeStore, clock: FakeClock
+) -> None:
+    store = make_store(max_skew=300)
+    await store.add([(T0 + 300, {"soon.com": 4})])
+    assert await store.top(Window.MINUTE, 10) == []
+    clock.advance(360)
+    assert await store.top(Window.MINUTE, 10) == [("soon.com", 4)]
+
+
+async def test_events_beyond_the_skew_are_refused_naming_the_clock(make_store: MakeStore) -> None:
+    store = make_store(max_skew=300)
+    with pytest.raises(EventError) as info:
+        await store.add([(T0 + 301, {"late.com": 1})])
+    assert info.value.index is None
+    for text in (str(T0 + 301), str(T0), "300", "301 s ahead"):
+        assert text in info.value.message
+
+
+async def test_a_batch_is_all_or_nothing(make_store: MakeStore) -> None:
+    store = make_store(max_skew=300)
+    batch: list[Event] = [(PAST_MINUTE, {"a.com": 1}), (T0 + 10_000, {"b.com": 1})]
+    with pytest.raises(EventError) as info:
+        await store.add(batch)
+    assert info.value.index == 1
+    assert await store.top(Window.MINUTE, 10) == []
+    assert await store.top(Window.HOUR, 10) == []
+
+
+async def test_a_total_past_2_53_is_refused_and_nothing_applied(make_store: MakeStore) -> None:
+    store = make_store()
+    await store.add([(PAST_MINUTE, {"big.com": MAX_COUNT - 1})])
+    await store.add([(PAST_MINUTE, {"big.com": 1})])
+    assert await store.top(Window.MINUTE, 1) == [("big.com", MAX_COUNT)]
+    with pytest.raises(EventError) as info:
+        await store.add([(PAST_MINUTE, {"other.com": 1}), (PAST_MINUTE, {"big.com": 1})])
+    assert info.value.index == 1
+    assert '"big.com"' in info.value.message
+    assert await store.top(Window.MINUTE, 10) == [("big.com", MAX_COUNT)]
+
+
+async def test_memory_is_released_when_windows_expire(
+    make_store: MakeStore, clock: FakeClock
+) -> None:
+    store = make_store()
+    await store.add([(PAST_MINUTE + i % 60, {f"h{i}.com": 1}) for i in range(5_000)])
+    sizes = await store.sizes()
+    assert (sizes.minute_hosts, sizes.hour_hosts, sizes.windows) == (5_000, 5_000, 2)
+    clock.advance(60)  # the minute leaves; its hour (T0's) is still live
+    sizes = await store.sizes()
+    assert (sizes.minute_hosts, sizes.hour_hosts, sizes.windows) == (0, 5_000, 1)
+    clock.advance(2 * 3600)
+    assert await store.sizes() == (0, 0, 0)
+
+
+async def test_many_events_over_few_hosts_keep_few_entries(make_store: MakeStore) -> None:
+    store = make_store()
+    for _ in range(20):
+        await store.add([(PAST_MINUTE, {f"h{i % 100}": 1}) for i in range(1_000)])
+    sizes = await store.sizes()
+    assert (sizes.minute_hosts, sizes.hour_hosts) == (100, 100)
+    assert await store.top(Window.MINUTE, 1) == [("h0", 200)]
+
+
+# -- the model: any order and batching of valid events gives the naive recount --
+
+
+def naive_top(events: list[Event], now: float, window: Window, limit: int) -> list[tuple[str, int]]:
+    start, end = past(now, window)
+    totals: Counter[str] = Counter()
+    for ts, counts in events:
+        if start <= ts < end:
+            totals.update(counts)
+    ranked = sorted(((h, n) for h, n in totals.items() if n > 0), key=lambda kv: (-kv[1], kv[0]))
+    return ranked[:limit]
+
+
+timestamps = st.integers(PAST_HOUR - 120, T0 + 300)
+counts = st.dictionaries(st.sampled_from("abcdefgh"), st.integers(0, 5), min_size=1, max_size=4)
+event_lists = st.lists(st.tuples(timestamps, counts), max_size=40)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    events=event_lists,
+    cuts=st.lists(st.integers(0, 40), max_size=6),
+    limit=st.integers(1, 9),
+    later=st.sampled_from([0, 60, 3600, 3660]),
+)
+def test_any_order_and_batching_matches_a_naive_recount(
+    store_url: str,
+    events: list[Event],
+    cuts: list[int],
+    limit: int,
+    later: int,
+) -> None:
+    clock = FakeClock()
+    store = open_store(store_url, clock=clock)
+    bounds = sorted({0, len(events), *(c for c in cuts if c < len(events))})
+    batches = [events[a:b] for a, b in itertools.pairwise(bounds)]
+
+    async def run() -> None:
+        for batch in batches:
+            await store.add([(ts, dict(c)) for ts, c in batch])
+        clock.advance(later)
+        live = [(ts, c) for ts, c in events if ts >= past(T0, Window.HOUR).start]
+        for window in Window:
+            assert await store.top(window, limit) == naive_top(live, clock.now, window, limit)
+        await store.close()
+
+    asyncio.run(run())

@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tophosts.windows import HOUR, MINUTE, Span, Window, bucket, oldest_live, past
+
+
+def utc(text: str) -> float:
+    return dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC).timestamp()
+
+
+def test_past_minute_and_hour_at_10_32_15() -> None:
+    now = utc("2026-11-30T10:32:15")
+    assert past(now, Window.MINUTE) == Span(
+        int(utc("2026-11-30T10:31:00")), int(utc("2026-11-30T10:32:00"))
+    )
+    assert past(now, Window.HOUR) == Span(
+        int(utc("2026-11-30T09:00:00")), int(utc("2026-11-30T10:00:00"))
+    )
+
+
+def test_on_the_boundary_the_window_just_closed_is_the_past_one() -> None:
+    now = utc("2026-11-30T10:00:00")
+    assert past(now, Window.MINUTE) == Span(int(utc("2026-11-30T09:59:00")), int(now))
+    assert past(now, Window.HOUR) == Span(int(utc("2026-11-30T09:00:00")), int(now))
+
+
+def test_fractional_clock_readings_floor() -> None:
+    assert past(119.999, Window.MINUTE) == Span(0, 60)
+    assert past(120.0, Window.MINUTE) == Span(60, 120)
+
+
+def test_windows_ignore_local_time_zones_and_dst(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The last Sunday of March 2026 in Europe: clocks jump at 01:00 UTC.
+    now = utc("2026-03-29T01:30:10")
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    assert past(now, Window.HOUR) == Span(
+        int(utc("2026-03-29T00:00:00")), int(utc("2026-03-29T01:00:00"))
+    )
+
+
+def test_oldest_live_is_the_start_of_the_past_hour() -> None:
+    assert oldest_live(utc("2026-11-30T10:32:15")) == int(utc("2026-11-30T09:00:00"))
+
+
+def test_labels_round_trip() -> None:
+    assert [w.label for w in Window] == ["minute", "hour"]
+    assert Window.from_label("hour") is Window.HOUR
+    with pytest.raises(KeyError):
+        Window.from_label("day")
+
+
+@given(now=st.floats(min_value=0, max_value=2**40, allow_nan=False), window=st.sampled_from(Window))
+def test_past_window_is_the_last_whole_aligned_window_before_now(
+    now: float, window: Window
+) -> None:
+    start, end = past(now, window)
+    assert end - start == window.value
+    assert end % window.value == 0
+    assert end <= now < end + window.value
+
+
+@given(ts=st.integers(min_value=0, max_value=2**53), size=st.sampled_from([MINUTE, HOUR]))
+def test_bucket_holds_the_timestamp(ts: int, size: int) -> None:
+    start = bucket(ts, size)
+    assert start % size == 0
+    assert start <= ts < start + size
