@@ -31,6 +31,14 @@ lint: $(VENV)/.dev-installed
 test: lint
 	$(BIN)/pytest
 
+# The benchmark suite (issue 3): all five scenarios in under 10 minutes, charts
+# and JSON under bench/results/. `bench-quick` is the < 30 s smoke run.
+bench: $(VENV)/.dev-installed
+	$(BIN)/python -m tophosts bench --plot
+
+bench-quick: $(VENV)/.dev-installed
+	$(BIN)/python -m tophosts bench --quick
+
 format: $(VENV)/.dev-installed
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .

@@ -1,0 +1,317 @@
+"""The five scenarios, each run against tophosts, the ceiling and the naive baseline."""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import msgspec
+
+from tophosts.bench.data import PER_EVENT, Events, distinct_batches
+from tophosts.bench.loadgen import Conn, Generator, Load, LoadResult, request_bytes, time_queries
+from tophosts.bench.loadgen import percentile as pct
+from tophosts.bench.servers import TARGETS, Server, Target
+from tophosts.windows import HOUR, MINUTE, Window, past
+
+SCENARIOS = ("single", "bulk", "query", "mixed", "cardinality")
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """How long and how big: ``FULL`` for ``make bench``, ``QUICK`` for the test suite."""
+
+    seconds: int  # per timed load run
+    warmup: int  # untimed load before each timed run
+    single_connections: tuple[int, ...]
+    bulk_connections: int
+    bulk_events: int  # events per POST /counters
+    sizes: tuple[int, ...]  # stored events per window, scenario 3
+    query_samples: int  # most timed queries per (size, window)
+    query_budget: float  # seconds of timed queries per (size, window)
+    hosts_stored: int  # host pool of the stored data
+    cardinality: int  # distinct hosts, scenario 5
+
+
+FULL = Plan(
+    seconds=8,
+    warmup=1,
+    single_connections=(16, 64),
+    bulk_connections=4,
+    bulk_events=1000,
+    sizes=(1_000, 10_000, 100_000, 1_000_000),
+    query_samples=2000,
+    query_budget=2.0,
+    hosts_stored=10_000,
+    cardinality=1_000_000,
+)
+QUICK = Plan(
+    seconds=1,
+    warmup=0,
+    single_connections=(16,),
+    bulk_connections=4,
+    bulk_events=1000,
+    sizes=(1_000, 10_000),
+    query_samples=200,
+    query_budget=0.2,
+    hosts_stored=10_000,
+    cardinality=20_000,
+)
+
+INGEST_HOSTS = 1000  # host pool of scenarios 1, 2 and 4
+MIXED_CONNECTIONS = 16
+
+Row = dict[str, Any]
+Step = Callable[[str], None]
+
+
+def now() -> float:
+    return time.time()
+
+
+def ingest_span() -> tuple[int, int]:
+    """The past 60 seconds: where the ingest scenarios stamp their events."""
+    t = int(now())
+    return t - 60, t
+
+
+def hour_span() -> tuple[int, int]:
+    """The past round hour, less the past minute where that falls inside it."""
+    start, end = past(now(), Window.HOUR)
+    return start, min(end, past(now(), Window.MINUTE).start)
+
+
+def minute_span() -> tuple[int, int]:
+    return tuple(past(now(), Window.MINUTE))  # type: ignore[return-value]
+
+
+def post_all(port: int, bodies: Iterable[bytes], connections: int = 2) -> int:
+    """POST every body to ``/counters`` over ``connections`` keep-alive connections.
+
+    Bodies are built on this thread while the connections wait for answers, so
+    the server is never idle for the client. Returns the events accepted.
+    """
+    local = threading.local()
+    conns: list[Conn] = []
+    lock = threading.Lock()
+    accepted = 0
+
+    def post(body: bytes) -> int:
+        conn: Conn | None = getattr(local, "conn", None)
+        if conn is None:
+            conn = local.conn = Conn(port)
+            with lock:
+                conns.append(conn)
+        status, answer = conn.request(request_bytes("POST", "/counters", body))
+        if status != 200:
+            raise RuntimeError(f"POST /counters answered {status}: {answer[:300]!r}")
+        return int(msgspec.json.decode(answer).get("accepted", 0))
+
+    pending: collections.deque[Future[int]] = collections.deque()
+    try:
+        with ThreadPoolExecutor(connections) as pool:
+            for body in bodies:
+                pending.append(pool.submit(post, body))
+                while len(pending) > 2 * connections:
+                    accepted += pending.popleft().result()
+            while pending:
+                accepted += pending.popleft().result()
+    finally:
+        for conn in conns:
+            conn.close()
+    return accepted
+
+
+class Loaded:
+    """What one server holds of the past minute and hour, refilled when a window turns."""
+
+    def __init__(self, server: Server, events: Events) -> None:
+        self.server = server
+        self.events = events
+        self.held: dict[Window, tuple[int, int]] = {}  # window -> (start, events)
+
+    def fill(self, size: int, windows: Iterable[Window]) -> None:
+        for window in windows:
+            span = hour_span() if window is Window.HOUR else minute_span()
+            start, held = self.held.get(window, (-1, 0))
+            if start != span[0]:
+                held = 0  # the window turned: what we sent no longer counts there
+            if size > held:
+                post_all(self.server.port, self.events.batches(size - held, *span))
+            self.held[window] = (span[0], max(size, held))
+
+    def current(self, window: Window) -> bool:
+        span = hour_span() if window is Window.HOUR else minute_span()
+        return self.held.get(window, (-1, 0))[0] == span[0]
+
+
+def load_row(result: LoadResult) -> Row:
+    return {
+        "requests": result.requests,
+        "seconds": round(result.seconds, 3),
+        "rps": round(result.rps, 1),
+        "p50_ms": round(result.p50_ms, 3),
+        "p99_ms": round(result.p99_ms, 3),
+        "max_ms": round(result.max_ms, 3),
+        "non2xx": result.non2xx,
+        "errors": result.errors,
+    }
+
+
+class Bench:
+    def __init__(self, plan: Plan, generator: Generator, step: Step) -> None:
+        self.plan = plan
+        self.gen = generator
+        self.step = step
+        self.started_steps = 0
+        self.results: dict[str, list[Row]] = {name: [] for name in SCENARIOS}
+
+    def steps(self, scenarios: Iterable[str]) -> int:
+        per_target = {
+            "single": len(self.plan.single_connections),
+            "bulk": 1,
+            "query": len(self.plan.sizes),
+            "mixed": 1,
+            "cardinality": 1,
+        }
+        return len(TARGETS) * sum(per_target[s] for s in scenarios)
+
+    def run(self, scenarios: Iterable[str]) -> dict[str, list[Row]]:
+        chosen = set(scenarios)
+        for group in (("single", "bulk"), ("query", "mixed"), ("cardinality",)):
+            todo = [s for s in group if s in chosen]
+            if not todo:
+                continue
+            for target in TARGETS:
+                with Server(target) as server:
+                    for scenario in todo:
+                        getattr(self, scenario)(server)
+        return self.results
+
+    def _timed(self, port: int, loads: list[Load]) -> list[LoadResult]:
+        if self.plan.warmup:
+            self.gen.run(port, loads[:1], self.plan.warmup)
+        return self.gen.run(port, loads, self.plan.seconds)
+
+    # -- 1. single-event ingest ---------------------------------------------------
+
+    def single(self, server: Server) -> None:
+        bodies = Events(INGEST_HOSTS, seed=11).bodies(2000, *ingest_span())
+        for conns in self.plan.single_connections:
+            self.step(f"single-event ingest, {conns} connections")
+            [result] = self._timed(server.port, [Load("POST", "/counter", conns, bodies)])
+            self.results["single"].append(
+                {"target": server.target, "connections": conns, **load_row(result)}
+            )
+
+    # -- 2. bulk ingest ---------------------------------------------------------
+
+    def bulk(self, server: Server) -> None:
+        self.step(f"bulk ingest, {self.plan.bulk_events} events per POST")
+        events = Events(INGEST_HOSTS, seed=12)
+        bodies = [events.batch(self.plan.bulk_events, *ingest_span()) for _ in range(16)]
+        conns = self.plan.bulk_connections
+        [result] = self._timed(server.port, [Load("POST", "/counters", conns, bodies)])
+        row = {"target": server.target, "connections": conns, **load_row(result)}
+        row["events_per_s"] = round(result.rps * self.plan.bulk_events)
+        row["host_counts_per_s"] = row["events_per_s"] * PER_EVENT
+        self.results["bulk"].append(row)
+
+    # -- 3. query against stored data ------------------------------------------
+
+    def query(self, server: Server) -> None:
+        loaded = Loaded(server, Events(self.plan.hosts_stored, seed=13))
+        self._loaded = loaded
+        for size in self.plan.sizes:
+            self.step(f"query with {size:,} events stored per window")
+            rows = []
+            for _attempt in range(3):
+                loaded.fill(size, (Window.HOUR, Window.MINUTE))
+                rows = [self._time_window(server, window, size) for window in Window]
+                if all(loaded.current(w) for w in Window):
+                    break  # else a window turned while timing: fill it again, retime
+            rss = server.rss_mb()
+            for row in rows:
+                row["rss_mb"] = round(rss, 1) if rss is not None else None
+            self.results["query"].extend(rows)
+
+    def _time_window(self, server: Server, window: Window, size: int) -> Row:
+        path = f"/stats?stats_type={window.label}"
+        ms = time_queries(server.port, path, self.plan.query_samples, self.plan.query_budget)
+        first, ranked = ms[0], sorted(ms)
+        return {
+            "target": server.target,
+            "window": window.label,
+            "stored_events": size,
+            "samples": len(ms),
+            "first_ms": round(first, 3),
+            "p50_ms": round(pct(ranked, 50), 3),
+            "p99_ms": round(pct(ranked, 99), 3),
+            "max_ms": round(ranked[-1], 3),
+        }
+
+    # -- 4. mixed ----------------------------------------------------------------
+
+    def mixed(self, server: Server) -> None:
+        size = max(self.plan.sizes)
+        self.step(f"mixed: ingest while GET /stats loops, {size:,} events stored")
+        loaded = getattr(self, "_loaded", None) or Loaded(server, Events(self.plan.hosts_stored))
+        loaded.fill(size, (Window.HOUR,))
+        bodies = Events(INGEST_HOSTS, seed=14).bodies(2000, *ingest_span())
+        ingest = Load("POST", "/counter", MIXED_CONNECTIONS, bodies)
+        queries = Load("GET", "/stats?stats_type=hour", 1)
+        [alone] = self._timed(server.port, [ingest])
+        mixed, query = self.gen.run(server.port, [ingest, queries], self.plan.seconds)
+        drop = 1 - mixed.rps / alone.rps if alone.rps else 0.0
+        self.results["mixed"].append(
+            {
+                "target": server.target,
+                "stored_events": size,
+                "ingest_rps_alone": round(alone.rps, 1),
+                "ingest_rps_mixed": round(mixed.rps, 1),
+                "ingest_drop_pct": round(100 * drop, 1),
+                "ingest_p99_ms_mixed": round(mixed.p99_ms, 3),
+                "queries": query.requests,
+                "query_p50_ms": round(query.p50_ms, 3),
+                "query_p99_ms": round(query.p99_ms, 3),
+                "non2xx": mixed.non2xx + query.non2xx + alone.non2xx,
+            }
+        )
+
+    # -- 5. cardinality -----------------------------------------------------------
+
+    def cardinality(self, server: Server) -> None:
+        hosts = self.plan.cardinality
+        self.step(f"cardinality: {hosts:,} distinct hosts in the past hour")
+        for _attempt in range(2):
+            span = hour_span()
+            post_all(server.port, distinct_batches(hosts, *span))
+            path = "/stats?stats_type=hour"
+            ms = time_queries(server.port, path, self.plan.query_samples, self.plan.query_budget)
+            if hour_span() == span:
+                break
+        cold, cached = ms[0], sorted(ms[1:]) or [ms[0]]
+        rss = server.rss_mb()
+        self.results["cardinality"].append(
+            {
+                "target": server.target,
+                "hosts": hosts,
+                "events": -(-hosts // PER_EVENT),
+                "cold_ms": round(cold, 3),
+                "cached_samples": len(ms) - 1,
+                "cached_p50_ms": round(pct(cached, 50), 3),
+                "cached_p99_ms": round(pct(cached, 99), 3),
+                "rss_mb": round(rss, 1) if rss is not None else None,
+            }
+        )
+
+
+def rows_for(results: dict[str, list[Row]], scenario: str, target: Target) -> Iterator[Row]:
+    return (row for row in results[scenario] if row["target"] == target)
+
+
+__all__ = ["FULL", "HOUR", "MINUTE", "QUICK", "SCENARIOS", "Bench", "Plan"]
