@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -27,6 +29,8 @@ class Plan:
 
     seconds: int  # per timed load run
     warmup: int  # untimed load before each timed run
+    rounds: int  # ingest runs per target, interleaved across targets; the median is kept
+    quiet_wait: float  # most seconds to wait for other processes to calm down before a run
     single_connections: tuple[int, ...]
     bulk_connections: int
     bulk_events: int  # events per POST /counters
@@ -38,8 +42,10 @@ class Plan:
 
 
 FULL = Plan(
-    seconds=8,
+    seconds=5,
     warmup=1,
+    rounds=3,
+    quiet_wait=15.0,
     single_connections=(16, 64),
     bulk_connections=4,
     bulk_events=1000,
@@ -52,6 +58,8 @@ FULL = Plan(
 QUICK = Plan(
     seconds=1,
     warmup=0,
+    rounds=1,
+    quiet_wait=0.0,
     single_connections=(16,),
     bulk_connections=4,
     bulk_events=1000,
@@ -87,6 +95,38 @@ def hour_span() -> tuple[int, int]:
 
 def minute_span() -> tuple[int, int]:
     return tuple(past(now(), Window.MINUTE))  # type: ignore[return-value]
+
+
+def background_cores(interval: float = 0.5) -> float:
+    """CPU cores kept busy over ``interval`` s by whatever runs (0 where there is no /proc)."""
+
+    def snapshot() -> tuple[int, int]:
+        with open("/proc/stat") as stat:
+            values = [int(v) for v in stat.readline().split()[1:]]
+        return sum(values), values[3] + values[4]  # all, idle + iowait
+
+    try:
+        total0, idle0 = snapshot()
+        time.sleep(interval)
+        total1, idle1 = snapshot()
+    except OSError:
+        return 0.0
+    if total1 == total0:
+        return 0.0
+    return (1 - (idle1 - idle0) / (total1 - total0)) * (os.cpu_count() or 1)
+
+
+def wait_quiet(max_wait: float, threshold: float = 0.25) -> float:
+    """Wait until other processes use under ``threshold`` cores, at most ``max_wait`` s.
+
+    Called while our own servers and load are idle, so what it sees is the
+    neighbours'. Returns the last reading, which the results keep.
+    """
+    deadline = time.monotonic() + max_wait
+    while True:
+        busy = background_cores()
+        if busy < threshold or time.monotonic() > deadline:
+            return busy
 
 
 def post_all(port: int, bodies: Iterable[bytes], connections: int = 2) -> int:
@@ -171,55 +211,92 @@ class Bench:
         self.results: dict[str, list[Row]] = {name: [] for name in SCENARIOS}
 
     def steps(self, scenarios: Iterable[str]) -> int:
+        rounds = self.plan.rounds
         per_target = {
-            "single": len(self.plan.single_connections),
-            "bulk": 1,
+            "single": len(self.plan.single_connections) * rounds,
+            "bulk": rounds,
             "query": len(self.plan.sizes),
-            "mixed": 1,
+            "mixed": rounds,
             "cardinality": 1,
         }
         return len(TARGETS) * sum(per_target[s] for s in scenarios)
 
     def run(self, scenarios: Iterable[str]) -> dict[str, list[Row]]:
         chosen = set(scenarios)
-        for group in (("single", "bulk"), ("query", "mixed"), ("cardinality",)):
+        # Ingest: all three servers up at once, runs interleaved round by round,
+        # so that a noisy neighbour hits every target alike.
+        ingest = [s for s in ("single", "bulk") if s in chosen]
+        if ingest:
+            with contextlib.ExitStack() as stack:
+                running = [stack.enter_context(Server(t)) for t in TARGETS]
+                for name in ingest:
+                    getattr(self, name)(running)
+        # Stored data: one server at a time, each holding its own data set.
+        groups: tuple[tuple[str, ...], ...] = (("query", "mixed"), ("cardinality",))
+        for group in groups:
             todo = [s for s in group if s in chosen]
-            if not todo:
-                continue
-            for target in TARGETS:
+            for target in TARGETS if todo else ():
                 with Server(target) as server:
                     for scenario in todo:
                         getattr(self, scenario)(server)
         return self.results
 
-    def _timed(self, port: int, loads: list[Load]) -> list[LoadResult]:
+    def _quiet(self) -> float | None:
+        """Wait (bounded) until other processes leave the CPUs alone; their load in cores."""
+        if not self.plan.quiet_wait:
+            return None
+        return round(wait_quiet(self.plan.quiet_wait), 2)
+
+    def _timed(self, port: int, loads: list[Load]) -> tuple[list[LoadResult], float | None]:
+        background = self._quiet()
         if self.plan.warmup:
             self.gen.run(port, loads[:1], self.plan.warmup)
-        return self.gen.run(port, loads, self.plan.seconds)
+        return self.gen.run(port, loads, self.plan.seconds), background
+
+    def _rounds(self, servers: list[Server], load: Load, label: str) -> dict[Target, Row]:
+        """``plan.rounds`` timed runs per server, interleaved; each server's median run."""
+        runs: dict[Target, list[Row]] = {server.target: [] for server in servers}
+        for n in range(self.plan.rounds):
+            for server in servers:
+                self.step(f"{label}: {server.target}, round {n + 1}/{self.plan.rounds}")
+                [result], background = self._timed(server.port, [load])
+                row = load_row(result)
+                row["background_cores"] = background
+                runs[server.target].append(row)
+        out = {}
+        for target, rows in runs.items():
+            median = sorted(rows, key=lambda r: r["rps"])[len(rows) // 2]
+            out[target] = {
+                **median,
+                "rps_rounds": [r["rps"] for r in rows],
+                "non2xx": sum(r["non2xx"] for r in rows),
+                "errors": sum(r["errors"] for r in rows),
+            }
+        return out
 
     # -- 1. single-event ingest ---------------------------------------------------
 
-    def single(self, server: Server) -> None:
+    def single(self, servers: list[Server]) -> None:
         bodies = Events(INGEST_HOSTS, seed=11).bodies(2000, *ingest_span())
         for conns in self.plan.single_connections:
-            self.step(f"single-event ingest, {conns} connections")
-            [result] = self._timed(server.port, [Load("POST", "/counter", conns, bodies)])
-            self.results["single"].append(
-                {"target": server.target, "connections": conns, **load_row(result)}
-            )
+            load = Load("POST", "/counter", conns, bodies)
+            for target, row in self._rounds(servers, load, f"single, {conns} conns").items():
+                self.results["single"].append({"target": target, "connections": conns, **row})
 
     # -- 2. bulk ingest ---------------------------------------------------------
 
-    def bulk(self, server: Server) -> None:
-        self.step(f"bulk ingest, {self.plan.bulk_events} events per POST")
+    def bulk(self, servers: list[Server]) -> None:
         events = Events(INGEST_HOSTS, seed=12)
-        bodies = [events.batch(self.plan.bulk_events, *ingest_span()) for _ in range(16)]
-        conns = self.plan.bulk_connections
-        [result] = self._timed(server.port, [Load("POST", "/counters", conns, bodies)])
-        row = {"target": server.target, "connections": conns, **load_row(result)}
-        row["events_per_s"] = round(result.rps * self.plan.bulk_events)
-        row["host_counts_per_s"] = row["events_per_s"] * PER_EVENT
-        self.results["bulk"].append(row)
+        per = self.plan.bulk_events
+        bodies = [events.batch(per, *ingest_span()) for _ in range(16)]
+        load = Load("POST", "/counters", self.plan.bulk_connections, bodies)
+        for target, row in self._rounds(servers, load, f"bulk, {per} events per POST").items():
+            row["events_per_s"] = round(row["rps"] * per)
+            row["host_counts_per_s"] = row["events_per_s"] * PER_EVENT
+            row["events_per_s_rounds"] = [round(r * per) for r in row.pop("rps_rounds")]
+            self.results["bulk"].append(
+                {"target": target, "connections": self.plan.bulk_connections, **row}
+            )
 
     # -- 3. query against stored data ------------------------------------------
 
@@ -231,6 +308,7 @@ class Bench:
             rows = []
             for _attempt in range(3):
                 loaded.fill(size, (Window.HOUR, Window.MINUTE))
+                self._quiet()
                 rows = [self._time_window(server, window, size) for window in Window]
                 if all(loaded.current(w) for w in Window):
                     break  # else a window turned while timing: fill it again, retime
@@ -258,27 +336,37 @@ class Bench:
 
     def mixed(self, server: Server) -> None:
         size = max(self.plan.sizes)
-        self.step(f"mixed: ingest while GET /stats loops, {size:,} events stored")
         loaded = getattr(self, "_loaded", None) or Loaded(server, Events(self.plan.hosts_stored))
-        loaded.fill(size, (Window.HOUR,))
         bodies = Events(INGEST_HOSTS, seed=14).bodies(2000, *ingest_span())
         ingest = Load("POST", "/counter", MIXED_CONNECTIONS, bodies)
         queries = Load("GET", "/stats?stats_type=hour", 1)
-        [alone] = self._timed(server.port, [ingest])
-        mixed, query = self.gen.run(server.port, [ingest, queries], self.plan.seconds)
-        drop = 1 - mixed.rps / alone.rps if alone.rps else 0.0
+        alone: list[LoadResult] = []
+        mixed: list[tuple[LoadResult, LoadResult]] = []
+        for n in range(self.plan.rounds):
+            self.step(f"mixed, {size:,} stored: {server.target}, round {n + 1}/{self.plan.rounds}")
+            loaded.fill(size, (Window.HOUR,))
+            [result], _ = self._timed(server.port, [ingest])
+            alone.append(result)
+            self._quiet()
+            with_queries = self.gen.run(server.port, [ingest, queries], self.plan.seconds)
+            mixed.append((with_queries[0], with_queries[1]))
+        rps_alone = sorted(r.rps for r in alone)[len(alone) // 2]
+        ingest_mixed, query = sorted(mixed, key=lambda pair: pair[0].rps)[len(mixed) // 2]
+        drop = 1 - ingest_mixed.rps / rps_alone if rps_alone else 0.0
         self.results["mixed"].append(
             {
                 "target": server.target,
                 "stored_events": size,
-                "ingest_rps_alone": round(alone.rps, 1),
-                "ingest_rps_mixed": round(mixed.rps, 1),
+                "ingest_rps_alone": round(rps_alone, 1),
+                "ingest_rps_mixed": round(ingest_mixed.rps, 1),
                 "ingest_drop_pct": round(100 * drop, 1),
-                "ingest_p99_ms_mixed": round(mixed.p99_ms, 3),
+                "ingest_p99_ms_mixed": round(ingest_mixed.p99_ms, 3),
                 "queries": query.requests,
                 "query_p50_ms": round(query.p50_ms, 3),
                 "query_p99_ms": round(query.p99_ms, 3),
-                "non2xx": mixed.non2xx + query.non2xx + alone.non2xx,
+                "rounds_alone": [round(r.rps, 1) for r in alone],
+                "rounds_mixed": [round(pair[0].rps, 1) for pair in mixed],
+                "non2xx": sum(r.non2xx for r in alone) + sum(a.non2xx + b.non2xx for a, b in mixed),
             }
         )
 
@@ -290,6 +378,7 @@ class Bench:
         for _attempt in range(2):
             span = hour_span()
             post_all(server.port, distinct_batches(hosts, *span))
+            self._quiet()
             path = "/stats?stats_type=hour"
             ms = time_queries(server.port, path, self.plan.query_samples, self.plan.query_budget)
             if hour_span() == span:
