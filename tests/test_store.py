@@ -135,6 +135,28 @@ async def test_a_total_past_2_53_is_refused_and_nothing_applied(make_store: Make
     assert await store.top(Window.MINUTE, 10) == [("big.com", MAX_COUNT)]
 
 
+async def test_an_overflow_in_the_hour_alone_is_refused_too(make_store: MakeStore) -> None:
+    # Events older than the past minute reach only their hour: the check must
+    # cover that path of a batch as well as the minute one.
+    store = make_store()
+    await store.add([(PAST_HOUR + 5, {"big.com": MAX_COUNT}), (PAST_MINUTE, {"a.com": 1})])
+    with pytest.raises(EventError) as info:
+        await store.add(
+            [
+                (PAST_MINUTE, {"a.com": 1}),
+                (PAST_HOUR + 7, {"x.com": 1}),
+                (PAST_HOUR, {"big.com": 1}),
+            ]
+        )
+    assert info.value.index == 2
+    assert '"big.com"' in info.value.message
+    assert await store.top(Window.HOUR, 10) == [("big.com", MAX_COUNT)]
+    assert await store.top(Window.MINUTE, 10) == [("a.com", 1)]
+    with pytest.raises(EventError) as info:
+        await store.add([(PAST_HOUR, {"big.com": 1})])
+    assert info.value.index is None
+
+
 async def test_memory_is_released_when_windows_expire(
     make_store: MakeStore, clock: FakeClock
 ) -> None:

@@ -7,13 +7,13 @@ answer with prebuilt headers.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
 import msgspec
 
-from tophosts.events import Decoder, EventError
-from tophosts.store import Store, StoreUnavailable
+from tophosts.events import Decoder, Event, EventError
+from tophosts.store import Added, Store, StoreUnavailable
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -115,15 +115,20 @@ class Ingest:
         self.decoder = decoder
         self.max_body = max_body
         self.batch = batch
+        # A store that applies events synchronously (the memory store) is called
+        # directly: no coroutine per request on the hot path.
+        self.add_now: Callable[[Sequence[Event]], Added] | None = getattr(store, "add_now", None)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             body = await read_body(scope, receive, self.max_body)
+            events: Sequence[Event]
             if self.batch:
                 events = self.decoder.many(body, _is_ndjson(scope))
-                added = await self.store.add(events)
             else:
-                added = await self.store.add((self.decoder.one(body),))
+                events = (self.decoder.one(body),)
+            add_now = self.add_now
+            added = add_now(events) if add_now is not None else await self.store.add(events)
         except EventError as exc:
             payload: dict[str, Any] = {"error": exc.message}
             if exc.index is not None:
