@@ -176,6 +176,8 @@ COLUMNS: dict[str, list[tuple[str, str]]] = {
     "single": [
         ("connections", "conns"),
         ("rps", "req/s"),
+        ("rps_per_cpu_s", "req/CPU-s"),
+        ("server_cpu_util", "srv CPU"),
         ("p50_ms", "p50 ms"),
         ("p99_ms", "p99 ms"),
         ("max_ms", "max ms"),
@@ -185,6 +187,7 @@ COLUMNS: dict[str, list[tuple[str, str]]] = {
     "bulk": [
         ("events_per_s", "events/s"),
         ("host_counts_per_s", "host-counts/s"),
+        ("server_cpu_util", "srv CPU"),
         ("rps", "POST/s"),
         ("p50_ms", "p50 ms"),
         ("p99_ms", "p99 ms"),

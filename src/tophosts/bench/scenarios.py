@@ -254,11 +254,22 @@ class Bench:
         self.quiet_left -= time.monotonic() - started
         return round(busy, 2)
 
-    def _timed(self, port: int, loads: list[Load]) -> tuple[list[LoadResult], float | None]:
+    def _timed(self, server: Server, loads: list[Load]) -> tuple[list[LoadResult], Row]:
+        """Wait for quiet, warm up, then one timed run; also what the server's CPU did."""
         background = self._quiet()
         if self.plan.warmup:
-            self.gen.run(port, loads[:1], self.plan.warmup)
-        return self.gen.run(port, loads, self.plan.seconds), background
+            self.gen.run(server.port, loads[:1], self.plan.warmup)
+        cpu = server.cpu_seconds()
+        results = self.gen.run(server.port, loads, self.plan.seconds)
+        used = server.cpu_seconds() - cpu
+        seconds = results[0].seconds
+        return results, {
+            "background_cores": background,
+            # Share of its core the server got, and what it did per CPU-second:
+            # the second stays meaningful when neighbours take part of the core.
+            "server_cpu_util": round(used / seconds, 2) if seconds else None,
+            "rps_per_cpu_s": round(results[0].requests / used) if used > 0 else None,
+        }
 
     def _rounds(self, servers: list[Server], load: Load, label: str) -> dict[Target, Row]:
         """``plan.rounds`` timed runs per server, interleaved; each server's median run."""
@@ -266,10 +277,8 @@ class Bench:
         for n in range(self.plan.rounds):
             for server in servers:
                 self.step(f"{label}: {server.target}, round {n + 1}/{self.plan.rounds}")
-                [result], background = self._timed(server.port, [load])
-                row = load_row(result)
-                row["background_cores"] = background
-                runs[server.target].append(row)
+                [result], cpu = self._timed(server, [load])
+                runs[server.target].append({**load_row(result), **cpu})
         out = {}
         for target, rows in runs.items():
             median = sorted(rows, key=lambda r: r["rps"])[len(rows) // 2]
@@ -352,7 +361,7 @@ class Bench:
         for n in range(self.plan.rounds):
             self.step(f"mixed, {size:,} stored: {server.target}, round {n + 1}/{self.plan.rounds}")
             loaded.fill(size, (Window.HOUR,))
-            [result], _ = self._timed(server.port, [ingest])
+            [result], _ = self._timed(server, [ingest])
             alone.append(result)
             self._quiet()
             with_queries = self.gen.run(server.port, [ingest, queries], self.plan.seconds)

@@ -104,6 +104,16 @@ class Server:
             return None
         return None
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the server has used so far (0 where there is no /proc)."""
+        try:
+            with open(f"/proc/{self.proc.pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        # Fields 14 and 15 of stat(5), counted after the ")" that ends the name.
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
