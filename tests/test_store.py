@@ -229,3 +229,38 @@ def test_any_order_and_batching_matches_a_naive_recount(
         await store.close()
 
     asyncio.run(run())
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    steps=st.lists(
+        st.tuples(st.sampled_from([0, 1, 30, 59, 60, 61, 600, 3540, 3600]), event_lists),
+        min_size=1,
+        max_size=6,
+    ),
+    limit=st.integers(1, 9),
+)
+def test_adds_between_window_turns_match_a_naive_recount(
+    store_url: str, steps: list[tuple[int, list[Event]]], limit: int
+) -> None:
+    # The clock moves between batches, so minutes leave (and are folded into
+    # their hour) while more events arrive for them, late or on time; every
+    # query along the way must match a recount of what was accepted.
+    clock = FakeClock()
+    store = open_store(store_url, clock=clock, max_skew=86_400)
+    accepted: list[Event] = []
+
+    async def run() -> None:
+        for advance, batch in steps:
+            clock.advance(advance)
+            await store.add([(ts, dict(c)) for ts, c in batch])
+            floor = past(clock.now, Window.HOUR).start
+            accepted.extend((ts, c) for ts, c in batch if ts >= floor)
+            for window in Window:
+                got = await store.top(window, limit)
+                assert got == naive_top(accepted, clock.now, window, limit)
+        await store.close()
+
+    asyncio.run(run())

@@ -1,9 +1,15 @@
 """The embedded store: per-window aggregates in plain dicts.
 
-Each live window is a dict ``host -> count``: one per minute that can still be
-asked about (the past minute, the current one and any within the future skew)
-and one per such hour. Raw events are never kept, so memory follows the number
-of distinct (host, live window) pairs, not the number of events.
+Raw events are never kept, so memory follows the number of distinct (host,
+live window) pairs, not the number of events.
+
+* Each minute that can still be asked about (the past minute, the current one
+  and any within the future skew) is a dict ``host -> count``.
+* Each live hour is a dict too, holding the hour's events *except* those of its
+  still-live minutes: when a minute leaves, its dict is folded into its hour.
+  So an event costs one dict merge, not two, and an hour's counts are its dict
+  plus those of its live minutes (at most the past minute, for a query).
+* Each hour's total (all its events) is kept for a cheap overflow bound.
 """
 
 from __future__ import annotations
@@ -23,7 +29,6 @@ Counts = dict[str, int]
 # million hosts never holds up the event loop for long.
 _FREE_PER_CALL = 20_000
 
-
 _ONE = Added(1, 0)
 _EXPIRED = Added(0, 1)
 
@@ -34,13 +39,9 @@ class MemoryStore:
     def __init__(self, clock: Clock = time.time, max_skew: int = 300) -> None:
         self._clock = clock
         self._max_skew = max_skew
-        # window size -> {window start -> counts}, and the same for each window's total.
-        self._minutes: dict[int, Counts] = {}
-        self._hours: dict[int, Counts] = {}
-        self._windows = {MINUTE: self._minutes, HOUR: self._hours}
-        self._minute_totals: dict[int, int] = {}
-        self._hour_totals: dict[int, int] = {}
-        self._totals = {MINUTE: self._minute_totals, HOUR: self._hour_totals}
+        self._minutes: dict[int, Counts] = {}  # live minute start -> counts
+        self._hours: dict[int, Counts] = {}  # live hour start -> counts of its left minutes
+        self._hour_totals: dict[int, int] = {}  # live hour start -> total of all its events
         # (size, start) -> (limit it was computed for, result)
         self._cache: dict[tuple[int, int], tuple[int, TopHosts]] = {}
         self._graveyard: list[Counts] = []
@@ -59,20 +60,26 @@ class MemoryStore:
     async def sizes(self) -> Sizes:
         self._roll(self._clock())
         minutes, hours = self._minutes, self._hours
+        # Hosts of a live minute count in its hour too, once.
+        hour_hosts = sum(map(len, hours.values()))
+        live_hours = set(hours)
+        for start, counts in minutes.items():
+            hour = hours.get(start - start % HOUR, {})
+            hour_hosts += sum(1 for host in counts if host not in hour)
+            live_hours.add(start - start % HOUR)
         return Sizes(
             minute_hosts=sum(map(len, minutes.values())),
-            hour_hosts=sum(map(len, hours.values())),
-            windows=len(minutes) + len(hours),
+            hour_hosts=hour_hosts,
+            windows=len(minutes) + len(live_hours),
         )
 
     async def ping(self) -> None:
         return None
 
     async def close(self) -> None:
-        for windows in self._windows.values():
-            windows.clear()
-        for totals in self._totals.values():
-            totals.clear()
+        self._minutes.clear()
+        self._hours.clear()
+        self._hour_totals.clear()
         self._cache.clear()
         self._graveyard.clear()
 
@@ -97,8 +104,8 @@ class MemoryStore:
             i = next(i for i, ts in enumerate(stamps) if ts > horizon)
             raise too_far_ahead(stamps[i], now, self._max_skew, i)
 
-        # Group the batch: events of a live minute by that minute (they count in
-        # the minute and its hour), older live events by their hour.
+        # Group the batch: events of a live minute by that minute, older live
+        # events by their hour.
         by_minute: dict[int, list[Counts]] = {}
         by_hour: dict[int, list[Counts]] = {}
         expired = 0
@@ -119,30 +126,40 @@ class MemoryStore:
             else:
                 expired += 1
 
-        # Pre-aggregate each minute's events, so each host touches the minute
-        # and hour dicts once however many events of the batch mention it.
+        # Pre-aggregate each minute's events, so each host touches its minute
+        # dict once however many events of the batch mention it.
         minute_adds = {start: _summed(group) for start, group in by_minute.items()}
-        hour_parts = by_hour  # older events go to their hour as they are
+        added: dict[int, int] = {}  # hour start -> what the batch adds to its total
+        for start, group in by_hour.items():
+            added[start] = sum(map(sum, map(dict.values, group)))
         for start, counts in minute_adds.items():
-            hour_parts.setdefault(start - start % HOUR, []).append(counts)
-        minute_sums = {start: sum(c.values()) for start, c in minute_adds.items()}
-        hour_sums = {start: sum(map(sum, map(dict.values, p))) for start, p in hour_parts.items()}
+            hour = start - start % HOUR
+            added[hour] = added.get(hour, 0) + sum(counts.values())
 
-        # A host total can only pass MAX_COUNT if its window total does: check
-        # the cheap bound first, and every host only when it is crossed.
-        for start, added in hour_sums.items():
-            if self._hour_totals.get(start, 0) + added > MAX_COUNT:
-                self._check_overflow(HOUR, start, _summed(hour_parts[start]), events)
-        for start, added in minute_sums.items():
-            if self._minute_totals.get(start, 0) + added > MAX_COUNT:
-                self._check_overflow(MINUTE, start, minute_adds[start], events)
+        # A host total can only pass MAX_COUNT if its hour's total does (the
+        # hour holds every event of its minutes): check that bound first, and
+        # every host only when it is crossed.
+        totals = self._hour_totals
+        for hour, more in added.items():
+            if totals.get(hour, 0) + more > MAX_COUNT:
+                parts = by_hour.get(hour, []) + [
+                    c for m, c in minute_adds.items() if m - m % HOUR == hour
+                ]
+                self._check_overflow(HOUR, hour, _summed(parts), events)
+                for m, c in minute_adds.items():
+                    if m - m % HOUR == hour:
+                        self._check_overflow(MINUTE, m, c, events)
 
         for start, counts in minute_adds.items():
-            self._merge(MINUTE, start, counts, minute_sums[start])
-        for start, parts in hour_parts.items():
-            for counts in parts:
-                self._merge(HOUR, start, counts, 0)
-            self._hour_totals[start] = self._hour_totals.get(start, 0) + hour_sums[start]
+            self._merge(self._minutes, start, counts)
+            self._forget(MINUTE, start)
+            self._forget(HOUR, start - start % HOUR)
+        for start, group in by_hour.items():
+            for counts in group:
+                self._merge(self._hours, start, counts)
+            self._forget(HOUR, start)
+        for hour, more in added.items():
+            totals[hour] = totals.get(hour, 0) + more
         return Added(len(events) - expired, expired)
 
     def _add_one(self, now: float, ts: int, counts: Counts) -> Added:
@@ -154,15 +171,12 @@ class MemoryStore:
             raise too_far_ahead(ts, now, self._max_skew, None)
         if ts < self._hour_floor:
             return _EXPIRED
-        added = sum(counts.values())
         hour = ts - ts % HOUR
-        hour_total = self._hour_totals.get(hour, 0) + added
-        if hour_total > MAX_COUNT:
-            self._check_overflow(HOUR, hour, counts, ((ts, counts),))
+        total = self._hour_totals.get(hour, 0) + sum(counts.values())
         if ts >= self._minute_floor:
             minute = ts - ts % MINUTE
-            minute_total = self._minute_totals.get(minute, 0) + added
-            if minute_total > MAX_COUNT:
+            if total > MAX_COUNT:
+                self._check_overflow(HOUR, hour, counts, ((ts, counts),))
                 self._check_overflow(MINUTE, minute, counts, ((ts, counts),))
             target = self._minutes.get(minute)
             if target is None:
@@ -171,45 +185,56 @@ class MemoryStore:
                 get = target.get
                 for host, n in counts.items():
                     target[host] = get(host, 0) + n
-            self._minute_totals[minute] = minute_total
             if self._cache:
                 self._cache.pop((MINUTE, minute), None)
-        target = self._hours.get(hour)
-        if target is None:
-            self._hours[hour] = dict(counts)
         else:
-            get = target.get
-            for host, n in counts.items():
-                target[host] = get(host, 0) + n
-        self._hour_totals[hour] = hour_total
+            if total > MAX_COUNT:
+                self._check_overflow(HOUR, hour, counts, ((ts, counts),))
+            target = self._hours.get(hour)
+            if target is None:
+                self._hours[hour] = dict(counts)
+            else:
+                get = target.get
+                for host, n in counts.items():
+                    target[host] = get(host, 0) + n
+        self._hour_totals[hour] = total
         if self._cache:
             self._cache.pop((HOUR, hour), None)
         return _ONE
 
-    def _merge(self, size: int, start: int, counts: Counts, added: int) -> None:
-        """Add ``counts`` (already checked) to a window, and ``added`` to its total."""
-        target = self._windows[size].get(start)
+    @staticmethod
+    def _merge(windows: dict[int, Counts], start: int, counts: Counts) -> None:
+        """Add ``counts`` (already checked) to the window ``start`` of ``windows``."""
+        target = windows.get(start)
         if target is None:
-            # A copy: the caller's dict may be merged into another window too.
-            self._windows[size][start] = dict(counts)
+            # A copy: the caller's dict may be merged elsewhere too.
+            windows[start] = dict(counts)
         else:
             get = target.get
             for host, n in counts.items():
                 target[host] = get(host, 0) + n
-        if added:
-            totals = self._totals[size]
-            totals[start] = totals.get(start, 0) + added
+
+    def _forget(self, size: int, start: int) -> None:
         if self._cache:
             self._cache.pop((size, start), None)
+
+    def _count(self, size: int, start: int, host: str) -> int:
+        """What ``host`` has in a window now (an hour: its dict plus its live minutes)."""
+        if size == MINUTE:
+            return self._minutes.get(start, {}).get(host, 0)
+        n = self._hours.get(start, {}).get(host, 0)
+        for minute, counts in self._minutes.items():
+            if minute - minute % HOUR == start:
+                n += counts.get(host, 0)
+        return n
 
     def _check_overflow(
         self, size: int, start: int, counts: Counts, events: Sequence[Event]
     ) -> None:
-        target = self._windows[size].get(start, {})
         for host, n in counts.items():
-            if target.get(host, 0) + n > MAX_COUNT:
+            if self._count(size, start, host) + n > MAX_COUNT:
                 # Name the first event that pushes this host over.
-                running = target.get(host, 0)
+                running = self._count(size, start, host)
                 for i, (ts, event) in enumerate(events):
                     if ts - ts % size == start:
                         running += event.get(host, 0)
@@ -226,27 +251,56 @@ class MemoryStore:
         cached = self._cache.get(key)
         if cached is not None and limit <= cached[0]:
             return cached[1][:limit]
-        counts = self._windows[size].get(start)
+        if size == MINUTE:
+            counts = self._minutes.get(start)
+        else:
+            counts = self._hours.get(start)
+            # In the first minute of an hour, the past minute still belongs to
+            # the past hour: count it on a copy (the cache keeps the answer).
+            live = [c for m, c in self._minutes.items() if m - m % HOUR == start]
+            if live:
+                counts = dict(counts or {})
+                get = counts.get
+                for part in live:
+                    for host, n in part.items():
+                        counts[host] = get(host, 0) + n
         result = _top(counts, limit) if counts else []
         self._cache[key] = (limit, result)
         return result
 
     def _roll(self, now: float) -> None:
-        """Drop windows no query can reach any more; cheap unless the minute turned."""
+        """Fold minutes that left into their hour, drop dead windows; cheap unless the
+        minute turned."""
         minute = int(now // MINUTE)
         if self._graveyard:
             self._free_some()
         if minute == self._rolled_at:
             return
         self._rolled_at = minute
-        self._minute_floor = past(now, Window.MINUTE).start
-        self._hour_floor = past(now, Window.HOUR).start
-        for size, floor in ((MINUTE, self._minute_floor), (HOUR, self._hour_floor)):
-            windows = self._windows[size]
-            for start in [s for s in windows if s < floor]:
-                self._graveyard.append(windows.pop(start))
-                self._totals[size].pop(start, None)
-                self._cache.pop((size, start), None)
+        self._minute_floor = minute_floor = past(now, Window.MINUTE).start
+        self._hour_floor = hour_floor = past(now, Window.HOUR).start
+        for start in [s for s in self._hours if s < hour_floor]:
+            self._graveyard.append(self._hours.pop(start))
+            self._hour_totals.pop(start, None)
+            self._cache.pop((HOUR, start), None)
+        for start in [s for s in self._minutes if s < minute_floor]:
+            counts = self._minutes.pop(start)
+            self._cache.pop((MINUTE, start), None)
+            hour = start - start % HOUR
+            if hour < hour_floor:
+                self._graveyard.append(counts)
+                self._hour_totals.pop(hour, None)
+                continue
+            # The hour's answer does not change: its cache stays valid.
+            target = self._hours.get(hour)
+            if target is None:
+                self._hours[hour] = counts
+                continue
+            if len(target) < len(counts):  # merge the smaller into the larger
+                self._hours[hour], target, counts = counts, counts, target
+            get = target.get
+            for host, n in counts.items():
+                target[host] = get(host, 0) + n
 
     def _free_some(self) -> None:
         budget = _FREE_PER_CALL
