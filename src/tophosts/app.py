@@ -61,9 +61,9 @@ class TopHosts:
         if scope["type"] == "http" and scope["method"] == "POST":
             path = scope["path"]
             if path == "/counter":
-                return await self.counter(scope, receive, send)
+                return await self.counter.handle(scope, receive, send)
             if path == "/counters":
-                return await self.counters(scope, receive, send)
+                return await self.counters.handle(scope, receive, send)
         await self.router(scope, receive, send)
 
     @contextlib.asynccontextmanager

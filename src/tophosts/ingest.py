@@ -73,17 +73,20 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
                 raise BodyTooLarge
             break
     message = await receive()
-    if message["type"] != "http.request":
-        raise ClientGone
     body: bytes = message.get("body", b"")
+    if message.get("more_body", False) or message["type"] != "http.request":
+        return await read_rest(message, receive, limit)
     if len(body) > limit:
         raise BodyTooLarge
-    if not message.get("more_body", False):
-        return body
-    chunks = [body]
-    size = len(body)
+    return body
+
+
+async def read_rest(first: Message, receive: Receive, limit: int) -> bytes:
+    """The body from its ``first`` message on, when it comes in several (or none)."""
+    message = first
+    chunks = []
+    size = 0
     while True:
-        message = await receive()
         if message["type"] != "http.request":
             raise ClientGone
         chunk = message.get("body", b"")
@@ -93,6 +96,7 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
+        message = await receive()
 
 
 def _header(scope: Scope, wanted: bytes) -> bytes:
@@ -107,6 +111,10 @@ def _is_ndjson(scope: Scope) -> bool:
     return content_type in (b"application/x-ndjson", b"application/jsonl")
 
 
+# Failures answered by the route itself; anything else is a server error.
+_ANSWERED = (EventError, BodyTooLarge, StoreUnavailable, ClientGone)
+
+
 class Ingest:
     """ASGI endpoint for both ingest routes; ``batch`` picks ``/counters``."""
 
@@ -118,48 +126,74 @@ class Ingest:
         # A store that applies events synchronously (the memory store) is called
         # directly: no coroutine per request on the hot path.
         self.add_now: Callable[[Sequence[Event]], Added] | None = getattr(store, "add_now", None)
+        self.add_one_now: Callable[[int, dict[str, int]], Added] | None = getattr(
+            store, "add_one_now", None
+        )
+        self.handle = self._many if batch else self._one
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.handle(scope, receive, send)
+
+    async def _one(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``POST /counter``: the hottest route, so the common case is written out flat."""
+        try:
+            for name, value in scope["headers"]:
+                if name == b"content-length":
+                    if not value.isdigit() or int(value) > self.max_body:
+                        raise BodyTooLarge
+                    break
+            message = await receive()
+            body = message.get("body", b"")
+            if message.get("more_body", False) or message["type"] != "http.request":
+                body = await read_rest(message, receive, self.max_body)
+            elif len(body) > self.max_body:
+                raise BodyTooLarge
+            ts, counts = self.decoder.one(body)
+            if self.add_one_now is not None:
+                added = self.add_one_now(ts, counts)
+            else:
+                added = await self.store.add(((ts, counts),))
+        except _ANSWERED as exc:
+            return await self._fail(send, exc)
+        if added.accepted:
+            await send(_OK_START)
+            await send(_OK)
+        else:
+            await send(_EXPIRED_START)
+            await send(_EXPIRED)
+
+    async def _many(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``POST /counters``: a JSON array or NDJSON body of events, applied whole."""
         try:
             body = await read_body(scope, receive, self.max_body)
-            events: Sequence[Event]
-            if self.batch:
-                events = self.decoder.many(body, _is_ndjson(scope))
-            else:
-                events = (self.decoder.one(body),)
+            events = self.decoder.many(body, _is_ndjson(scope))
             add_now = self.add_now
             added = add_now(events) if add_now is not None else await self.store.add(events)
-        except EventError as exc:
+        except _ANSWERED as exc:
+            return await self._fail(send, exc)
+        await send_json(
+            send, 200, {"status": "ok", "accepted": added.accepted, "expired": added.expired}
+        )
+
+    async def _fail(self, send: Send, exc: Exception) -> None:
+        """Answer an ingest failure the client can act on."""
+        if isinstance(exc, EventError):
             payload: dict[str, Any] = {"error": exc.message}
             if exc.index is not None:
                 payload["index"] = exc.index
             await send_json(send, exc.status, payload)
-            return
-        except BodyTooLarge:
+        elif isinstance(exc, BodyTooLarge):
             await send_json(
                 send,
                 413,
                 {"error": f"the request body is larger than {self.max_body} bytes (--max-body)"},
                 [(b"connection", b"close")],
             )
-            return
-        except StoreUnavailable as exc:
+        elif isinstance(exc, StoreUnavailable):
             await send_json(
                 send,
                 503,
                 {"error": f"the store is unavailable, nothing was applied; retry: {exc}"},
                 [(b"retry-after", RETRY_AFTER.encode())],
             )
-            return
-        except ClientGone:
-            return
-        if self.batch:
-            await send_json(
-                send, 200, {"status": "ok", "accepted": added.accepted, "expired": added.expired}
-            )
-        elif added.accepted:
-            await send(_OK_START)
-            await send(_OK)
-        else:
-            await send(_EXPIRED_START)
-            await send(_EXPIRED)
+        # ClientGone: nobody is left to answer.

@@ -162,8 +162,15 @@ class MemoryStore:
             totals[hour] = totals.get(hour, 0) + more
         return Added(len(events) - expired, expired)
 
+    def add_one_now(self, ts: int, counts: Counts) -> Added:
+        """``add_now([(ts, counts)])`` for ``POST /counter``, with no tuples on the way."""
+        now = self._clock()
+        if self._graveyard or int(now // MINUTE) != self._rolled_at:
+            self._roll(now)
+        return self._add_one(now, ts, counts)
+
     def _add_one(self, now: float, ts: int, counts: Counts) -> Added:
-        """One event (``POST /counter``): the same checks, without the batch machinery.
+        """One event: the same checks, without the batch machinery.
 
         This is the hottest code of the service, so it is written out flat.
         """
