@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -15,10 +16,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tophosts.config import Settings
+from tophosts import snapshot
+from tophosts.config import Settings, SettingsError
 from tophosts.events import Decoder
 from tophosts.ingest import RETRY_AFTER, Ingest, Receive, Scope, Send
 from tophosts.store import Clock, Store, StoreUnavailable, open_store
+from tophosts.store.memory import MemoryStore
 from tophosts.windows import Window
 
 MAX_LIMIT = 1000
@@ -68,10 +71,13 @@ class TopHosts:
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        try:
+        async with contextlib.AsyncExitStack() as stack:
+            stack.push_async_callback(self.store.close)
+            if self.settings.snapshot:
+                assert isinstance(self.store, MemoryStore)
+                path, interval = Path(self.settings.snapshot), self.settings.snapshot_interval
+                await stack.enter_async_context(snapshot.periodic(self.store, path, interval))
             yield
-        finally:
-            await self.store.close()
 
     async def stats(self, request: Request) -> Response:
         seen: dict[str, str] = {}
@@ -147,4 +153,11 @@ def create_app(
     settings = settings or Settings()
     if store is None:
         store = open_store(settings.store, clock=clock, max_skew=settings.max_skew)
+    if settings.snapshot:
+        if not isinstance(store, MemoryStore):
+            raise SettingsError(
+                "--snapshot keeps the memory store across restarts; "
+                f"the {store.kind} store keeps its own data, so drop --snapshot"
+            )
+        snapshot.restore(store, Path(settings.snapshot), settings.snapshot_ignore_corrupt)
     return TopHosts(settings, store)

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from tophosts import __version__, config
+from tophosts.snapshot import SnapshotError
 
 log = logging.getLogger("tophosts")
 
@@ -23,7 +24,11 @@ def serve(settings: config.Settings) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except (config.SettingsError, SnapshotError) as exc:
+        log.critical("%s", exc)
+        raise SystemExit(2) from None
     log.info(
         "tophosts %s serving on http://%s:%d store=%s top=%d max-skew=%ds max-body=%d max-hosts=%d",
         __version__,

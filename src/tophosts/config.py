@@ -32,6 +32,10 @@ class Settings:
     max_body: int = 8 * 1024 * 1024
     max_hosts: int = 10_000
     log_level: str = "info"
+    log_format: str = "text"
+    snapshot: str = ""
+    snapshot_interval: float = 10.0
+    snapshot_ignore_corrupt: bool = False
 
     def environ(self) -> dict[str, str]:
         """These settings as ``TOPHOSTS_*`` variables, e.g. to hand to worker processes."""
@@ -72,6 +76,35 @@ def _choice(*options: str) -> Callable[[str], str]:
     return parse
 
 
+def _seconds(low: float, high: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not low <= value <= high:
+            raise ValueError(f"a number of seconds from {low:g} to {high:g}")
+        return value
+
+    return parse
+
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "")
+
+
+def _boolean(text: str) -> bool:
+    if text.strip().lower() in _TRUE:
+        return True
+    if text.strip().lower() in _FALSE:
+        return False
+    raise ValueError("a boolean: " + ", ".join(_TRUE) + " or " + ", ".join(_FALSE[:-1]))
+
+
+def _path(text: str) -> str:
+    return text.strip()
+
+
 def _store_url(text: str) -> str:
     text = text.strip()
     if text in ("memory", "memory://"):
@@ -93,6 +126,8 @@ class _Spec:
     parse: Callable[[str], Any]
     help: str
     metavar: str
+    switch: bool = False
+    """A flag that takes no value (``--snapshot-ignore-corrupt``)."""
 
 
 SPECS: tuple[_Spec, ...] = (
@@ -104,6 +139,16 @@ SPECS: tuple[_Spec, ...] = (
     _Spec("max_body", _size, "largest request body, e.g. 8MiB", "SIZE"),
     _Spec("max_hosts", _integer(1, 1_000_000), "most hosts in one event", "N"),
     _Spec("log_level", _choice(*LOG_LEVELS), "one of " + ", ".join(LOG_LEVELS), "LEVEL"),
+    _Spec("log_format", _choice("text", "json"), "text, or json for one JSON object a line", "FMT"),
+    _Spec("snapshot", _path, "file to keep the memory store in across restarts", "PATH"),
+    _Spec("snapshot_interval", _seconds(0.1, 86400), "seconds between snapshots", "S"),
+    _Spec(
+        "snapshot_ignore_corrupt",
+        _boolean,
+        "start empty, with a warning, if the snapshot is unreadable",
+        "",
+        switch=True,
+    ),
 )
 
 
@@ -115,13 +160,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add one flag per setting; values are parsed later by :func:`resolve`."""
     defaults = Settings()
     for spec in SPECS:
+        help = f"{spec.help} (env {ENV_PREFIX}{spec.name.upper()}"
+        if spec.switch:
+            parser.add_argument(
+                flag(spec.name), dest=spec.name, action="store_const", const="true", help=help + ")"
+            )
+            continue
+        default = getattr(defaults, spec.name)
         parser.add_argument(
             flag(spec.name),
             dest=spec.name,
             metavar=spec.metavar,
             default=None,
-            help=f"{spec.help} (env {ENV_PREFIX}{spec.name.upper()}, "
-            f"default {getattr(defaults, spec.name)})",
+            help=help + (f", default {default})" if default != "" else ")"),
         )
 
 

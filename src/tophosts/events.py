@@ -24,9 +24,9 @@ TIMESTAMP = "timestamp"
 Event = tuple[int, dict[str, int]]
 """``(timestamp, {host: count})``: the validated form the stores take."""
 
-_Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_COUNT)]
+Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_COUNT)]
 _Host = Annotated[str, msgspec.Meta(min_length=1)]
-_OBJECT = dict[_Host, _Count]
+_OBJECT = dict[_Host, Count]
 
 
 class EventError(ValueError):

@@ -17,6 +17,8 @@ from tophosts.store import Added, Clock, Sizes, TopHosts
 from tophosts.windows import HOUR, MINUTE, Window, past
 
 Counts = dict[str, int]
+WindowDump = tuple[int, int, Counts]
+"""``(size, start, counts)``: one live window, as snapshots hold it."""
 
 # Dead windows are freed a slice at a time so that dropping a window of a
 # million hosts never holds up the event loop for long.
@@ -64,6 +66,30 @@ class MemoryStore:
         self._totals.clear()
         self._cache.clear()
         self._graveyard.clear()
+
+    # -- snapshots ------------------------------------------------------------
+
+    def dump(self) -> list[WindowDump]:
+        """Copies of the live windows; the copies are cheap and safe to encode elsewhere."""
+        self._roll(self._clock())
+        return [
+            (size, start, dict(counts))
+            for size, windows in self._windows.items()
+            for start, counts in windows.items()
+        ]
+
+    def restore(self, windows: list[WindowDump]) -> int:
+        """Add dumped windows to this store, dropping those no query can reach any more."""
+        self._rolled_at = -1
+        self._roll(self._clock())
+        kept = 0
+        floors = {MINUTE: self._minute_floor, HOUR: self._hour_floor}
+        for size, start, counts in windows:
+            if size not in floors or start < floors[size] or start % size:
+                continue
+            self._apply([(size, start, counts)], [])
+            kept += 1
+        return kept
 
     # -- synchronous core -----------------------------------------------------
 
