@@ -111,7 +111,7 @@ def test_a_failed_write_leaves_the_previous_snapshot(tmp_path: Path, clock: Fake
         raise Boom
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(snapshot.os, "fsync", explode)
+        mp.setattr("os.fsync", explode)
         with pytest.raises(Boom):
             snapshot.write(path, [], 0.0)
     assert path.read_bytes() == before
@@ -181,4 +181,5 @@ def test_a_corrupt_snapshot_stops_start_up(tmp_path: Path) -> None:
         assert hour_top(srv.url) == {}
     finally:
         code, out = srv.stop()
+    assert code == 0
     assert "starting empty" in out
