@@ -4,6 +4,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -95,21 +96,26 @@ class Server:
     def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # A file, not a pipe: a pipe nobody reads fills up and blocks the server's logging.
+        self.log = tempfile.TemporaryFile("w+")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [*SERVE, "--port", str(self.port), *args],
             env={**os.environ, **(env or {})},
-            stdout=subprocess.PIPE,
+            stdout=self.log,
             stderr=subprocess.STDOUT,
             text=True,
         )
         self.wait_ready()
 
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read()
+
     def wait_ready(self, timeout: float = 15.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                out = self.proc.stdout.read() if self.proc.stdout else ""
-                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{out}")
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.output()}")
             try:
                 if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
                     return
@@ -120,8 +126,11 @@ class Server:
     def stop(self, timeout: float = 10.0) -> tuple[int, str]:
         if self.proc.poll() is None:
             self.proc.terminate()
-        out, _ = self.proc.communicate(timeout=timeout)
-        return self.proc.returncode, out
+        self.proc.wait(timeout=timeout)
+        if not self.log.closed:
+            self.out = self.output()
+            self.log.close()
+        return self.proc.returncode, self.out
 
 
 @pytest.fixture
@@ -130,4 +139,4 @@ def server() -> Iterator[Server]:
     yield srv
     if srv.proc.poll() is None:
         srv.proc.kill()
-        srv.proc.wait()
+    srv.stop()

@@ -4,9 +4,11 @@ rest is a small Starlette app behind it."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
+from time import perf_counter
 from typing import Any
 
 import msgspec
@@ -16,10 +18,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tophosts import snapshot
+from tophosts import logs, snapshot
 from tophosts.config import Settings, SettingsError
 from tophosts.events import Decoder
-from tophosts.ingest import RETRY_AFTER, Ingest, Receive, Scope, Send
+from tophosts.ingest import RETRY_AFTER, Ingest, Message, Receive, Scope, Send
+from tophosts.metrics import Metrics, route_of
 from tophosts.store import Clock, Store, StoreUnavailable, open_store
 from tophosts.store.memory import MemoryStore
 from tophosts.windows import Window
@@ -42,15 +45,17 @@ class TopHosts:
     def __init__(self, settings: Settings, store: Store) -> None:
         self.settings = settings
         self.store = store
+        self.metrics = Metrics(store.kind)
         decoder = Decoder(settings.max_hosts)
-        self.counter = Ingest(store, decoder, settings.max_body, batch=False)
-        self.counters = Ingest(store, decoder, settings.max_body, batch=True)
+        self.counter = Ingest(store, decoder, settings.max_body, False, self.metrics)
+        self.counters = Ingest(store, decoder, settings.max_body, True, self.metrics)
         self.router = Starlette(
             routes=[
                 Route("/counter", self.counter, methods=["POST"]),
                 Route("/counters", self.counters, methods=["POST"]),
                 Route("/stats", self.stats, methods=["GET"]),
                 Route("/healthz", self.healthz, methods=["GET"]),
+                Route("/metrics", self.prometheus, methods=["GET"]),
             ],
             exception_handlers={
                 HTTPException: self.http_error,
@@ -67,7 +72,32 @@ class TopHosts:
                 return await self.counter(scope, receive, send)
             if path == "/counters":
                 return await self.counters(scope, receive, send)
-        await self.router(scope, receive, send)
+        if scope["type"] != "http":
+            return await self.router(scope, receive, send)
+        await self.observed(scope, receive, send)
+
+    async def observed(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve through Starlette, counting and logging the request like the fast lane does."""
+        started = perf_counter()
+        status, sent = 500, 0
+
+        async def watch(message: Message) -> None:
+            nonlocal status, sent
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body":
+                sent += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.router(scope, receive, watch)
+        finally:
+            seconds = perf_counter() - started
+            path = scope["path"]
+            self.metrics.request(route_of(path), status, seconds)
+            if logs.access.isEnabledFor(logging.INFO):
+                received = _content_length(scope)
+                logs.request(scope["method"], path, status, seconds, received, sent)
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -121,6 +151,14 @@ class TopHosts:
             return unavailable(exc)
         return json_response(200, {"status": "ok"})
 
+    async def prometheus(self, request: Request) -> Response:
+        # The counters are worth scraping even when the store is down; the
+        # size gauges then keep their last value.
+        with contextlib.suppress(StoreUnavailable):
+            self.metrics.set_sizes(await self.store.sizes())
+        body, content_type = self.metrics.exposition(request.headers.get("accept"))
+        return Response(body, 200, headers={"content-type": content_type})
+
     async def http_error(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         method, path = request.method, request.url.path
@@ -139,7 +177,14 @@ class TopHosts:
         return error(500, "internal server error")
 
 
-ROUTES = ("POST /counter", "POST /counters", "GET /stats", "GET /healthz")
+def _content_length(scope: Scope) -> int:
+    for name, value in scope["headers"]:
+        if name == b"content-length" and value.isdigit():
+            return int(value)
+    return 0
+
+
+ROUTES = ("POST /counter", "POST /counters", "GET /stats", "GET /healthz", "GET /metrics")
 
 
 def unavailable(exc: StoreUnavailable) -> Response:

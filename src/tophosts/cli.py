@@ -6,11 +6,12 @@ import argparse
 import importlib.util
 import logging
 import os
+import re
 import signal
 import sys
 from collections.abc import Sequence
 
-from tophosts import __version__, config
+from tophosts import __version__, config, logs
 from tophosts.snapshot import SnapshotError
 
 log = logging.getLogger("tophosts")
@@ -21,24 +22,22 @@ def serve(settings: config.Settings) -> None:
 
     from tophosts.app import create_app
 
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure(settings.log_level, settings.log_format)
     try:
         app = create_app(settings)
     except (config.SettingsError, SnapshotError) as exc:
         log.critical("%s", exc)
         raise SystemExit(2) from None
     log.info(
-        "tophosts %s serving on http://%s:%d store=%s top=%d max-skew=%ds max-body=%d max-hosts=%d",
+        "tophosts %s serving on http://%s:%d store=%s workers=%d top=%d max-skew=%ds snapshot=%s",
         __version__,
         settings.host,
         settings.port,
-        settings.store,
+        redact(settings.store),
+        1,
         settings.top,
         settings.max_skew,
-        settings.max_body,
-        settings.max_hosts,
+        settings.snapshot or "off",
     )
     # uvicorn re-raises the signal that stopped it once it has shut down
     # gracefully; exit 0 then, so supervisors see a clean stop.
@@ -53,8 +52,14 @@ def serve(settings: config.Settings) -> None:
         lifespan="on",
         access_log=False,
         log_level=settings.log_level,
+        log_config=None,
         server_header=False,
     )
+
+
+def redact(url: str) -> str:
+    """``url`` with any password replaced, fit for logs."""
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
 
 
 def _exit_cleanly(signum: int, frame: object) -> None:

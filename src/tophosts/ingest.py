@@ -7,12 +7,16 @@ answer with prebuilt headers.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, MutableMapping
+from time import perf_counter
 from typing import Any
 
 import msgspec
 
-from tophosts.events import Decoder, EventError
+from tophosts import logs
+from tophosts.events import Decoder, Event, EventError
+from tophosts.metrics import Metrics
 from tophosts.store import Store, StoreUnavailable
 
 Scope = MutableMapping[str, Any]
@@ -37,6 +41,8 @@ _EXPIRED_START: Message = {
 }
 _EXPIRED: Message = {"type": "http.response.body", "body": _EXPIRED_BODY}
 RETRY_AFTER = "1"
+_RETRY = [(b"retry-after", RETRY_AFTER.encode())]
+_CLOSE = [(b"connection", b"close")]
 
 
 class BodyTooLarge(Exception):
@@ -49,7 +55,8 @@ class ClientGone(Exception):
 
 async def send_json(
     send: Send, status: int, payload: Any, headers: list[tuple[bytes, bytes]] | None = None
-) -> None:
+) -> int:
+    """Send ``payload`` as a JSON response; returns the body size."""
     body = _encode(payload)
     await send(
         {
@@ -59,6 +66,7 @@ async def send_json(
         }
     )
     await send({"type": "http.response.body", "body": body})
+    return len(body)
 
 
 async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
@@ -110,51 +118,81 @@ def _is_ndjson(scope: Scope) -> bool:
 class Ingest:
     """ASGI endpoint for both ingest routes; ``batch`` picks ``/counters``."""
 
-    def __init__(self, store: Store, decoder: Decoder, max_body: int, batch: bool) -> None:
+    def __init__(
+        self, store: Store, decoder: Decoder, max_body: int, batch: bool, metrics: Metrics
+    ) -> None:
         self.store = store
         self.decoder = decoder
         self.max_body = max_body
         self.batch = batch
+        self.metrics = metrics
+        self.route = "/counters" if batch else "/counter"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = perf_counter()
+        metrics = self.metrics
+        body = b""
+        events: list[Event] = []
         try:
             body = await read_body(scope, receive, self.max_body)
             if self.batch:
                 events = self.decoder.many(body, _is_ndjson(scope))
-                added = await self.store.add(events)
             else:
-                added = await self.store.add((self.decoder.one(body),))
+                events = [self.decoder.one(body)]
+            added = await self.store.add(events)
         except EventError as exc:
+            metrics.rejected += len(events) or 1
             payload: dict[str, Any] = {"error": exc.message}
             if exc.index is not None:
                 payload["index"] = exc.index
-            await send_json(send, exc.status, payload)
-            return
+            return await self._answer(scope, send, started, exc.status, payload, body, exc.message)
         except BodyTooLarge:
-            await send_json(
-                send,
-                413,
-                {"error": f"the request body is larger than {self.max_body} bytes (--max-body)"},
-                [(b"connection", b"close")],
+            metrics.rejected += 1
+            message = f"the request body is larger than {self.max_body} bytes (--max-body)"
+            return await self._answer(
+                scope, send, started, 413, {"error": message}, body, message, _CLOSE
             )
-            return
         except StoreUnavailable as exc:
-            await send_json(
-                send,
-                503,
-                {"error": f"the store is unavailable, nothing was applied; retry: {exc}"},
-                [(b"retry-after", RETRY_AFTER.encode())],
+            message = f"the store is unavailable, nothing was applied; retry: {exc}"
+            return await self._answer(
+                scope, send, started, 503, {"error": message}, body, message, _RETRY
             )
-            return
         except ClientGone:
-            return
+            return None
+        metrics.accepted += added.accepted
+        metrics.expired += added.expired
+        if added.accepted:
+            metrics.host_counts += sum(sum(counts.values()) for _, counts in events)
         if self.batch:
-            await send_json(
-                send, 200, {"status": "ok", "accepted": added.accepted, "expired": added.expired}
-            )
-        elif added.accepted:
+            payload = {"status": "ok", "accepted": added.accepted, "expired": added.expired}
+            return await self._answer(scope, send, started, 200, payload, body)
+        if added.accepted:
             await send(_OK_START)
             await send(_OK)
+            out = len(_OK_BODY)
         else:
             await send(_EXPIRED_START)
             await send(_EXPIRED)
+            out = len(_EXPIRED_BODY)
+        seconds = perf_counter() - started
+        metrics.request(self.route, 200, seconds)
+        if logs.access.isEnabledFor(logging.INFO):
+            logs.request("POST", self.route, 200, seconds, len(body), out)
+        return None
+
+    async def _answer(
+        self,
+        scope: Scope,
+        send: Send,
+        started: float,
+        status: int,
+        payload: Any,
+        body: bytes,
+        error: str | None = None,
+        headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        out = await send_json(send, status, payload, headers)
+        seconds = perf_counter() - started
+        self.metrics.request(self.route, status, seconds)
+        if logs.access.isEnabledFor(logging.INFO):
+            logs.request("POST", self.route, status, seconds, len(body), out, error)
