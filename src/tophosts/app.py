@@ -15,10 +15,11 @@ import msgspec
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
+from starlette.responses import FileResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 
-from tophosts import logs, snapshot
+from tophosts import logs, openapi, snapshot
 from tophosts.config import Settings, SettingsError
 from tophosts.events import Decoder
 from tophosts.ingest import RETRY_AFTER, Ingest, Message, Receive, Scope, Send
@@ -27,7 +28,16 @@ from tophosts.store import Clock, Store, StoreUnavailable, open_store
 from tophosts.store.memory import MemoryStore
 from tophosts.windows import Window
 
-MAX_LIMIT = 1000
+MAX_LIMIT = openapi.MAX_LIMIT
+DOCS = Path(__file__).parent / "docs"
+# Pages load their script and style from files only, so no inline script can run.
+PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+}
 STATS_PARAMS = ("stats_type", "limit")
 
 
@@ -46,6 +56,7 @@ class TopHosts:
         self.settings = settings
         self.store = store
         self.metrics = Metrics(store.kind)
+        self._spec = openapi.spec()
         decoder = Decoder(settings.max_hosts)
         self.counter = Ingest(store, decoder, settings.max_body, False, self.metrics)
         self.counters = Ingest(store, decoder, settings.max_body, True, self.metrics)
@@ -56,6 +67,9 @@ class TopHosts:
                 Route("/stats", self.stats, methods=["GET"]),
                 Route("/healthz", self.healthz, methods=["GET"]),
                 Route("/metrics", self.prometheus, methods=["GET"]),
+                Route("/openapi.json", self.openapi, methods=["GET"]),
+                Route("/docs", self.docs, methods=["GET"]),
+                Mount("/docs/assets", StaticFiles(directory=DOCS), name="docs"),
             ],
             exception_handlers={
                 HTTPException: self.http_error,
@@ -159,6 +173,12 @@ class TopHosts:
         body, content_type = self.metrics.exposition(request.headers.get("accept"))
         return Response(body, 200, headers={"content-type": content_type})
 
+    async def openapi(self, request: Request) -> Response:
+        return json_response(200, self._spec)
+
+    async def docs(self, request: Request) -> Response:
+        return FileResponse(DOCS / "index.html", headers=PAGE_HEADERS)
+
     async def http_error(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         method, path = request.method, request.url.path
@@ -184,7 +204,9 @@ def _content_length(scope: Scope) -> int:
     return 0
 
 
-ROUTES = ("POST /counter", "POST /counters", "GET /stats", "GET /healthz", "GET /metrics")
+ROUTES = tuple(
+    f"{method.upper()} {path}" for path, item in openapi.PATHS.items() for method in item
+)
 
 
 def unavailable(exc: StoreUnavailable) -> Response:
