@@ -117,6 +117,7 @@ class TopHosts:
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
             stack.push_async_callback(self.store.close)
+            await stack.enter_async_context(self.metrics.flushing())
             if self.settings.snapshot:
                 assert isinstance(self.store, MemoryStore)
                 path, interval = Path(self.settings.snapshot), self.settings.snapshot_interval

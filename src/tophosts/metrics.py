@@ -8,9 +8,11 @@ client's multiprocess directory and a scrape sums them all).
 
 from __future__ import annotations
 
+import asyncio
 import bisect
+import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Final
 
 from prometheus_client import (
@@ -129,6 +131,27 @@ class Metrics:
                 if n:
                     value.inc(n)
             child._sum.inc(sums[route])
+
+    @contextlib.asynccontextmanager
+    async def flushing(self, interval: float = 1.0) -> AsyncIterator[None]:
+        """Under multiprocess mode, flush every ``interval`` s so other workers' scrapes see us."""
+        if not self.multiprocess:
+            yield
+            return
+
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(interval)
+                self.flush()
+
+        task = asyncio.create_task(loop())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            self.flush()
 
     def set_sizes(self, sizes: Sizes) -> None:
         self._tracked.labels("minute").set(sizes.minute_hosts)
