@@ -11,6 +11,7 @@ on valid input.
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
 import msgspec
@@ -62,6 +63,8 @@ class Decoder:
             obj = self._one.decode(body)
         except (msgspec.DecodeError, RecursionError):
             raise EventError(_explain_one(body)) from None
+        if body.count(b",") != len(obj) - 1 or _NUL in body:
+            _check_keys(body, batch=False)
         return self._event(obj, None)
 
     def many(self, body: bytes, ndjson: bool = False) -> list[Event]:
@@ -70,6 +73,13 @@ class Decoder:
             objs = self._many_ndjson(body) if ndjson else self._many.decode(body)
         except (msgspec.DecodeError, RecursionError):
             raise _explain_batch(body, ndjson) from None
+        # In a flat event every comma separates two members, so a body with
+        # more commas than that holds a duplicate key (or a host name with a
+        # comma in it): only then is the exact, slower check needed.
+        members = sum(map(len, objs))
+        separators = len(objs) - 1 if not ndjson else 0
+        if body.count(b",") != members - len(objs) + separators or _NUL in body:
+            _check_keys(body, batch=True, ndjson=ndjson)
         event = self._event
         return [event(obj, i) for i, obj in enumerate(objs)]
 
@@ -94,6 +104,53 @@ class Decoder:
                 if len(host.encode()) > MAX_HOST_BYTES:
                     raise EventError(_host_too_long(host), index)
         return timestamp, obj
+
+
+# -- duplicate keys and NUL ---------------------------------------------------
+
+_NUL = b"\\u0000"
+
+
+def _key_problem(pairs: list[tuple[str, Any]]) -> str | None:
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            return f"duplicate key {_show(key)}: each key may appear once per event"
+        if "\x00" in key:
+            return f"host name {_show(key)} contains NUL (U+0000), which is not accepted"
+        seen.add(key)
+    return None
+
+
+def _check_keys(body: bytes, batch: bool, ndjson: bool = False) -> None:
+    """Raise :class:`EventError` for the first event with a duplicate key or a NUL in a key.
+
+    msgspec keeps the last of duplicate keys silently, so this re-reads the
+    (already validated, flat) body with the standard library, which shows every
+    pair. It runs only when the cheap comma count above cannot rule them out.
+    """
+    found: list[tuple[int, str]] = []
+    seen = 0
+
+    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        nonlocal seen
+        problem = _key_problem(pairs)
+        if problem is not None and not found:
+            found.append((seen, problem))
+        seen += 1
+        return {}
+
+    if ndjson:
+        lines = [line for line in body.splitlines() if line.strip()]
+        for i, line in enumerate(lines):
+            json.loads(line, object_pairs_hook=hook)
+            if found:
+                raise EventError(f"line {i + 1}: {found[0][1]}", i)
+        return
+    json.loads(body, object_pairs_hook=hook)
+    if found:
+        index, problem = found[0]
+        raise EventError(problem, index if batch else None)
 
 
 # -- error texts --------------------------------------------------------------
