@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from time import perf_counter
 from typing import Any
@@ -20,6 +20,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from tophosts import logs, openapi, snapshot
+from tophosts.auth import Tokens, parse_tokens
 from tophosts.config import Settings, SettingsError
 from tophosts.events import Decoder
 from tophosts.ingest import RETRY_AFTER, Ingest, Message, Receive, Scope, Send
@@ -39,6 +40,9 @@ PAGE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
 }
 STATS_PARAMS = ("stats_type", "limit")
+INGEST_PATHS = ("/counter", "/counters")
+READ_PATHS = ("/stats", "/metrics")
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 def json_response(status: int, payload: Any, headers: Mapping[str, str] | None = None) -> Response:
@@ -57,6 +61,13 @@ class TopHosts:
         self.store = store
         self.metrics = Metrics(store.kind)
         self._spec = openapi.spec()
+        self.guards: dict[str, Tokens] = {}
+        if settings.ingest_token:
+            ingest = Tokens(parse_tokens(settings.ingest_token), "ingest")
+            self.guards |= dict.fromkeys(INGEST_PATHS, ingest)
+        if settings.read_token:
+            read = Tokens(parse_tokens(settings.read_token), "reading stats and metrics")
+            self.guards |= dict.fromkeys(READ_PATHS, read)
         decoder = Decoder(settings.max_hosts)
         self.counter = Ingest(store, decoder, settings.max_body, False, self.metrics)
         self.counters = Ingest(store, decoder, settings.max_body, True, self.metrics)
@@ -79,6 +90,10 @@ class TopHosts:
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.guards and scope["type"] == "http":
+            tokens = self.guards.get(scope["path"])
+            if tokens is not None and not tokens.allows(scope):
+                return await self.observed(scope, receive, send, tokens.refuse)
         # The fast lane: the ingest routes skip Starlette's routing and middleware.
         if scope["type"] == "http" and scope["method"] == "POST":
             path = scope["path"]
@@ -90,8 +105,10 @@ class TopHosts:
             return await self.router(scope, receive, send)
         await self.observed(scope, receive, send)
 
-    async def observed(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Serve through Starlette, counting and logging the request like the fast lane does."""
+    async def observed(
+        self, scope: Scope, receive: Receive, send: Send, app: ASGIApp | None = None
+    ) -> None:
+        """Serve through Starlette (or ``app``), counting and logging like the fast lane."""
         started = perf_counter()
         status, sent = 500, 0
 
@@ -104,7 +121,7 @@ class TopHosts:
             await send(message)
 
         try:
-            await self.router(scope, receive, watch)
+            await (app or self.router)(scope, receive, watch)
         finally:
             seconds = perf_counter() - started
             path = scope["path"]

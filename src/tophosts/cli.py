@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import ipaddress
 import logging
 import os
 import re
@@ -39,6 +40,9 @@ def serve(settings: config.Settings) -> None:
         settings.max_skew,
         settings.snapshot or "off",
     )
+    warning = exposure_warning(settings)
+    if warning:
+        log.warning("%s", warning)
     # uvicorn re-raises the signal that stopped it once it has shut down
     # gracefully; exit 0 then, so supervisors see a clean stop.
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -54,6 +58,25 @@ def serve(settings: config.Settings) -> None:
         log_level=settings.log_level,
         log_config=None,
         server_header=False,
+    )
+
+
+def exposure_warning(settings: config.Settings) -> str | None:
+    """A warning when anyone who can reach the port may post or read counts."""
+    try:
+        loopback = ipaddress.ip_address(settings.host).is_loopback
+    except ValueError:
+        loopback = settings.host == "localhost"
+    if loopback or (settings.ingest_token and settings.read_token):
+        return None
+    open_routes = [
+        name
+        for name, token in (("ingest", settings.ingest_token), ("stats", settings.read_token))
+        if not token
+    ]
+    return (
+        f"listening on {settings.host} with no token for {' or '.join(open_routes)}: anyone "
+        "who can reach this port can use them; see --ingest-token and --read-token"
     )
 
 

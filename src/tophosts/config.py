@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import re
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "TOPHOSTS_"
@@ -36,12 +37,15 @@ class Settings:
     snapshot: str = ""
     snapshot_interval: float = 10.0
     snapshot_ignore_corrupt: bool = False
+    ingest_token: str = dataclasses.field(default="", repr=False)
+    read_token: str = dataclasses.field(default="", repr=False)
 
     def environ(self) -> dict[str, str]:
         """These settings as ``TOPHOSTS_*`` variables, e.g. to hand to worker processes."""
         return {
             ENV_PREFIX + f.name.upper(): str(getattr(self, f.name))
             for f in dataclasses.fields(self)
+            if getattr(self, f.name) != ""
         }
 
 
@@ -105,6 +109,21 @@ def _path(text: str) -> str:
     return text.strip()
 
 
+def _tokens(text: str) -> str:
+    tokens = [t.strip() for t in text.replace("\n", ",").split(",") if t.strip()]
+    if not tokens or any(len(t) < 16 or not t.isascii() or " " in t for t in tokens):
+        raise ValueError("tokens of at least 16 ASCII characters without spaces, comma-separated")
+    return ",".join(tokens)
+
+
+def _token_file(path: str) -> str:
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ValueError(f"a readable file ({exc.strerror})") from None
+    return _tokens(text)
+
+
 def _store_url(text: str) -> str:
     text = text.strip()
     if text in ("memory", "memory://"):
@@ -143,6 +162,12 @@ SPECS: tuple[_Spec, ...] = (
     _Spec("snapshot", _path, "file to keep the memory store in across restarts", "PATH"),
     _Spec("snapshot_interval", _seconds(0.1, 86400), "seconds between snapshots", "S"),
     _Spec(
+        "ingest_token", _tokens, "bearer token(s) POST /counter(s) require, comma-separated", "T"
+    ),
+    _Spec("ingest_token_file", _token_file, "read the ingest token(s) from this file", "PATH"),
+    _Spec("read_token", _tokens, "bearer token(s) /stats and /metrics require", "T"),
+    _Spec("read_token_file", _token_file, "read the read token(s) from this file", "PATH"),
+    _Spec(
         "snapshot_ignore_corrupt",
         _boolean,
         "start empty, with a warning, if the snapshot is unreadable",
@@ -166,7 +191,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                 flag(spec.name), dest=spec.name, action="store_const", const="true", help=help + ")"
             )
             continue
-        default = getattr(defaults, spec.name)
+        default = getattr(defaults, spec.name, "")
         parser.add_argument(
             flag(spec.name),
             dest=spec.name,
@@ -188,9 +213,13 @@ def resolve(args: argparse.Namespace | None, environ: Mapping[str, str]) -> Sett
         if raw is None:
             continue
         try:
-            values[spec.name] = spec.parse(raw)
+            value = spec.parse(raw)
         except ValueError as exc:
-            raise SettingsError(f"{source}: expected {exc}, got {raw!r}") from None
+            secret = spec.name.endswith("token")
+            got = "a value not shown here" if secret else repr(raw)
+            raise SettingsError(f"{source}: expected {exc}, got {got}") from None
+        # A token file fills in the token setting it names.
+        values[spec.name.removesuffix("_file")] = value
     return Settings(**values)
 
 
