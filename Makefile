@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PORT   ?= 8080
 
-.PHONY: all run test lint format bench bench-quick clean
+.PHONY: all run test lint format fuzz clean
 
 all: test run
 
@@ -30,6 +30,11 @@ lint: $(VENV)/.dev-installed
 
 test: lint
 	$(BIN)/pytest
+
+# Many more generated bodies and schemathesis examples than `make test` runs.
+fuzz: $(VENV)/.dev-installed
+	TOPHOSTS_FUZZ_EXAMPLES=5000 TOPHOSTS_SCHEMATHESIS_EXAMPLES=1000 \
+		$(BIN)/pytest -q tests/test_fuzz.py tests/test_openapi.py
 
 format: $(VENV)/.dev-installed
 	$(BIN)/ruff format .

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import hypothesis
@@ -12,6 +13,7 @@ from starlette.testclient import TestClient
 from tophosts.app import create_app
 
 app = create_app()
+EXAMPLES = int(os.environ.get("TOPHOSTS_SCHEMATHESIS_EXAMPLES", "25"))
 
 
 def served_routes() -> set[tuple[str, str]]:
@@ -66,7 +68,7 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", app)
 
 
 @schema.parametrize()
-@hypothesis.settings(max_examples=25, deadline=None, derandomize=True)
+@hypothesis.settings(max_examples=EXAMPLES, deadline=None, derandomize=True)
 def test_the_live_app_honours_its_contract(case: schemathesis.Case[Any]) -> None:
     # Schema-valid events can still be refused by design, with a documented 400:
     # a timestamp too far ahead, or a total past 2^53 - 1. Everything else holds:
