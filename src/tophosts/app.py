@@ -26,7 +26,7 @@ from tophosts.ingest import RETRY_AFTER, Ingest, Message, Receive, Scope, Send
 from tophosts.metrics import Metrics, route_of
 from tophosts.store import Clock, Store, StoreUnavailable, open_store
 from tophosts.store.memory import MemoryStore
-from tophosts.windows import Window
+from tophosts.windows import Window, past
 
 MAX_LIMIT = openapi.MAX_LIMIT
 DOCS = Path(__file__).parent / "docs"
@@ -52,9 +52,10 @@ def error(status: int, message: str, headers: Mapping[str, str] | None = None) -
 class TopHosts:
     """The tophosts ASGI application."""
 
-    def __init__(self, settings: Settings, store: Store) -> None:
+    def __init__(self, settings: Settings, store: Store, clock: Clock = time.time) -> None:
         self.settings = settings
         self.store = store
+        self.clock = clock
         self.metrics = Metrics(store.kind)
         self._spec = openapi.spec()
         decoder = Decoder(settings.max_hosts)
@@ -153,11 +154,15 @@ class TopHosts:
                     400, f"limit must be an integer from 1 to {MAX_LIMIT}, got {raw_limit!r}"
                 )
             limit = int(raw_limit)
+        # The window in headers, so the body stays exactly {"top_hosts": ...} and a
+        # client (the dashboard) can label it with the server's clock, not its own.
+        span = past(self.clock(), window)
         try:
             top = await self.store.top(window, limit)
         except StoreUnavailable as exc:
             return unavailable(exc)
-        return json_response(200, {"top_hosts": dict(top)})
+        headers = {"X-Window-Start": str(span.start), "X-Window-End": str(span.end)}
+        return json_response(200, {"top_hosts": dict(top)}, headers)
 
     async def healthz(self, request: Request) -> Response:
         try:
@@ -228,4 +233,4 @@ def create_app(
                 f"the {store.kind} store keeps its own data, so drop --snapshot"
             )
         snapshot.restore(store, Path(settings.snapshot), settings.snapshot_ignore_corrupt)
-    return TopHosts(settings, store)
+    return TopHosts(settings, store, clock)

@@ -138,7 +138,19 @@ PATHS: dict[str, Any] = {
                 },
             ],
             "responses": {
-                "200": _json(_ref("TopHosts"), "The top hosts."),
+                "200": {
+                    **_json(_ref("TopHosts"), "The top hosts."),
+                    "headers": {
+                        "X-Window-Start": {
+                            "description": "Start of the window answered, Unix seconds (UTC).",
+                            "schema": {"type": "integer"},
+                        },
+                        "X-Window-End": {
+                            "description": "End of the window answered (excluded), Unix seconds.",
+                            "schema": {"type": "integer"},
+                        },
+                    },
+                },
                 "400": _ERRORS["400"],
                 "503": _ERRORS["503"],
             },
