@@ -30,6 +30,7 @@ from tophosts.windows import Window, past
 
 MAX_LIMIT = openapi.MAX_LIMIT
 DOCS = Path(__file__).parent / "docs"
+DASHBOARD = Path(__file__).parent / "dashboard"
 # Pages load their script and style from files only, so no inline script can run.
 PAGE_HEADERS = {
     "Content-Security-Policy": (
@@ -71,6 +72,8 @@ class TopHosts:
                 Route("/openapi.json", self.openapi, methods=["GET"]),
                 Route("/docs", self.docs, methods=["GET"]),
                 Mount("/docs/assets", StaticFiles(directory=DOCS), name="docs"),
+                Route("/", self.dashboard, methods=["GET"]),
+                Mount("/dashboard/assets", StaticFiles(directory=DASHBOARD), name="dashboard"),
             ],
             exception_handlers={
                 HTTPException: self.http_error,
@@ -184,6 +187,9 @@ class TopHosts:
 
     async def docs(self, request: Request) -> Response:
         return FileResponse(DOCS / "index.html", headers=PAGE_HEADERS)
+
+    async def dashboard(self, request: Request) -> Response:
+        return FileResponse(DASHBOARD / "index.html", headers=PAGE_HEADERS)
 
     async def http_error(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)

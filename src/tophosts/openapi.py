@@ -193,6 +193,21 @@ PATHS: dict[str, Any] = {
             },
         }
     },
+    "/": {
+        "get": {
+            "summary": "A live dashboard of the top hosts, for people",
+            "description": (
+                "Polls /stats and /metrics every 2 s; its script and style are served "
+                "from /dashboard/assets/."
+            ),
+            "responses": {
+                "200": {
+                    "description": "An HTML page.",
+                    "content": {"text/html": {"schema": {"type": "string"}}},
+                }
+            },
+        }
+    },
 }
 
 
