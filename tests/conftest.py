@@ -93,8 +93,10 @@ SERVE = (sys.executable, "-m", "tophosts", "serve", "--host", "127.0.0.1")
 class Server:
     """A real ``python -m tophosts serve`` process on a free port."""
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
-        self.port = free_port()
+    def __init__(
+        self, *args: str, env: dict[str, str] | None = None, port: int | None = None
+    ) -> None:
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         # A file, not a pipe: a pipe nobody reads fills up and blocks the server's logging.
         self.log = tempfile.TemporaryFile("w+")  # noqa: SIM115 - closed in stop()

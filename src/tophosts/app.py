@@ -27,10 +27,11 @@ from tophosts.ingest import RETRY_AFTER, Ingest, Message, Receive, Scope, Send
 from tophosts.metrics import Metrics, route_of
 from tophosts.store import Clock, Store, StoreUnavailable, open_store
 from tophosts.store.memory import MemoryStore
-from tophosts.windows import Window
+from tophosts.windows import Window, past
 
 MAX_LIMIT = openapi.MAX_LIMIT
 DOCS = Path(__file__).parent / "docs"
+DASHBOARD = Path(__file__).parent / "dashboard"
 # Pages load their script and style from files only, so no inline script can run.
 PAGE_HEADERS = {
     "Content-Security-Policy": (
@@ -56,9 +57,10 @@ def error(status: int, message: str, headers: Mapping[str, str] | None = None) -
 class TopHosts:
     """The tophosts ASGI application."""
 
-    def __init__(self, settings: Settings, store: Store) -> None:
+    def __init__(self, settings: Settings, store: Store, clock: Clock = time.time) -> None:
         self.settings = settings
         self.store = store
+        self.clock = clock
         self.metrics = Metrics(store.kind)
         self._spec = openapi.spec()
         self.guards: dict[str, Tokens] = {}
@@ -81,6 +83,8 @@ class TopHosts:
                 Route("/openapi.json", self.openapi, methods=["GET"]),
                 Route("/docs", self.docs, methods=["GET"]),
                 Mount("/docs/assets", StaticFiles(directory=DOCS), name="docs"),
+                Route("/", self.dashboard, methods=["GET"]),
+                Mount("/dashboard/assets", StaticFiles(directory=DASHBOARD), name="dashboard"),
             ],
             exception_handlers={
                 HTTPException: self.http_error,
@@ -170,11 +174,15 @@ class TopHosts:
                     400, f"limit must be an integer from 1 to {MAX_LIMIT}, got {raw_limit!r}"
                 )
             limit = int(raw_limit)
+        # The window in headers, so the body stays exactly {"top_hosts": ...} and a
+        # client (the dashboard) can label it with the server's clock, not its own.
+        span = past(self.clock(), window)
         try:
             top = await self.store.top(window, limit)
         except StoreUnavailable as exc:
             return unavailable(exc)
-        return json_response(200, {"top_hosts": dict(top)})
+        headers = {"X-Window-Start": str(span.start), "X-Window-End": str(span.end)}
+        return json_response(200, {"top_hosts": dict(top)}, headers)
 
     async def healthz(self, request: Request) -> Response:
         try:
@@ -196,6 +204,9 @@ class TopHosts:
 
     async def docs(self, request: Request) -> Response:
         return FileResponse(DOCS / "index.html", headers=PAGE_HEADERS)
+
+    async def dashboard(self, request: Request) -> Response:
+        return FileResponse(DASHBOARD / "index.html", headers=PAGE_HEADERS)
 
     async def http_error(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -245,4 +256,4 @@ def create_app(
                 f"the {store.kind} store keeps its own data, so drop --snapshot"
             )
         snapshot.restore(store, Path(settings.snapshot), settings.snapshot_ignore_corrupt)
-    return TopHosts(settings, store)
+    return TopHosts(settings, store, clock)

@@ -138,7 +138,19 @@ PATHS: dict[str, Any] = {
                 },
             ],
             "responses": {
-                "200": _json(_ref("TopHosts"), "The top hosts."),
+                "200": {
+                    **_json(_ref("TopHosts"), "The top hosts."),
+                    "headers": {
+                        "X-Window-Start": {
+                            "description": "Start of the window answered, Unix seconds (UTC).",
+                            "schema": {"type": "integer"},
+                        },
+                        "X-Window-End": {
+                            "description": "End of the window answered (excluded), Unix seconds.",
+                            "schema": {"type": "integer"},
+                        },
+                    },
+                },
                 "400": _ERRORS["400"],
                 "503": _ERRORS["503"],
             },
@@ -173,6 +185,21 @@ PATHS: dict[str, Any] = {
     "/docs": {
         "get": {
             "summary": "This document, rendered for people",
+            "responses": {
+                "200": {
+                    "description": "An HTML page.",
+                    "content": {"text/html": {"schema": {"type": "string"}}},
+                }
+            },
+        }
+    },
+    "/": {
+        "get": {
+            "summary": "A live dashboard of the top hosts, for people",
+            "description": (
+                "Polls /stats and /metrics every 2 s; its script and style are served "
+                "from /dashboard/assets/."
+            ),
             "responses": {
                 "200": {
                     "description": "An HTML page.",
