@@ -7,6 +7,7 @@ import re
 
 from starlette.testclient import TestClient
 
+from tests.conftest import MakeClient
 from tophosts.app import DASHBOARD
 
 ASSETS = {
@@ -61,3 +62,27 @@ def test_the_script_never_turns_text_into_markup_and_fetches_nothing_remote() ->
     assert "@import" not in css
     assert re.search(r"url\(", css) is None
     assert "prefers-color-scheme: dark" in css
+
+
+def test_with_a_read_token_the_page_and_its_assets_stay_open(make_client: MakeClient) -> None:
+    client = make_client(read_token="a-read-token-of-16+")
+    assert client.get("/stats").status_code == 401
+    assert client.get("/").status_code == 200
+    for name in ASSETS:
+        assert client.get(f"/dashboard/assets/{name}").status_code == 200, name
+
+
+def test_the_token_form_cannot_leak_the_token() -> None:
+    page = (DASHBOARD / "index.html").read_text()
+    field = re.search(r"<input\b[^>]*>", page)
+    assert field is not None
+    # No name: even a submit the script missed would put nothing in a query string.
+    assert re.search(r"\sname=", field.group()) is None
+    assert 'type="password"' in field.group()
+    assert 'for="token"' in page
+    script = (DASHBOARD / "dashboard.js").read_text()
+    assert "sessionStorage.setItem(TOKEN_KEY" in script
+    # localStorage holds the top-N choice and nothing else.
+    assert re.findall(r"localStorage\.\w+\(([^,)]*)", script) == ['"tophosts.limit"'] * 2
+    assert "window.prompt" not in script
+    assert "prompt(" not in script

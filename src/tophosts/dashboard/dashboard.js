@@ -2,6 +2,9 @@
 // Host names are untrusted: they only ever reach the page through textContent and
 // title, never as markup. Styles are set through the CSSOM (element.style), which
 // the page's Content-Security-Policy allows; there is no inline script or style.
+// A server started with --read-token answers 401 until the page sends a token: the
+// page then asks for one and keeps it in sessionStorage (this tab only), never in the
+// URL, localStorage or the page's text.
 "use strict";
 
 (() => {
@@ -10,6 +13,9 @@
   const RATE_SPAN_MS = 10000;
   const LIMITS = [5, 10, 25, 50];
   const WINDOW_SECONDS = { minute: 60, hour: 3600 };
+  const TOKEN_KEY = "tophosts.readToken";
+  const TOKEN_TEXT = /^[\x21-\x7e]+$/; // printable ASCII without spaces, as the server takes
+  const ASKING = "This server asks for a token to show its stats.";
 
   const $ = (selector, root = document) => root.querySelector(selector);
   const numbers = new Intl.NumberFormat();
@@ -89,6 +95,19 @@
       this.dataKey = null;
       this.windowKey = null;
       this.renders = 0;
+    }
+
+    /** Forget what is shown, as on a fresh page. */
+    reset() {
+      this.list.replaceChildren();
+      this.rows.clear();
+      this.list.hidden = false;
+      this.empty.hidden = true;
+      this.dataKey = null;
+      this.windowKey = null;
+      this.utc.textContent = "\u2013";
+      this.local.textContent = "";
+      this.windowEl.removeAttribute("title");
     }
 
     /** Show the window [start, end) (Unix seconds) and the hosts; touch nothing that did not change. */
@@ -224,17 +243,32 @@
 
   // -- state and polling -------------------------------------------------------------
 
-  const panels = [...document.querySelectorAll(".panel")].map((section) => new Panel(section));
+  // The token form is a .panel too, so look inside <main> only.
+  const panels = [...document.querySelectorAll(".panels > .panel")].map(
+    (section) => new Panel(section),
+  );
   const limitSelect = $("#limit");
   const pauseButton = $("#pause");
   const banner = $("#banner");
   const bannerDetail = $("#banner-detail");
   const status = $("#status");
   const main = $(".panels");
+  const signin = $("#signin");
+  const tokenForm = $("#token-form");
+  const tokenInput = $("#token");
+  const tokenMessage = $("#token-message");
+  const tokenError = $("#token-error");
+  const signedIn = $("#signed-in");
+  const blankFigures = ["#rate", "#tracked", "#store", "#tracked-box", "#store-box"].map((id) => {
+    const el = $(id);
+    return [el, el.textContent, el.title];
+  });
 
   const state = {
     limit: 10,
     paused: false,
+    locked: false, // the server wants a read token and the page is asking for one
+    token: null,
     timer: 0,
     inflight: false,
     again: false,
@@ -243,11 +277,22 @@
 
   class Unhealthy extends Error {}
 
-  async function get(url) {
+  /** A 401: the token sent with the request (null for none) was not good enough. */
+  class Unauthorized extends Error {
+    constructor(token) {
+      super("unauthorized");
+      this.token = token;
+    }
+  }
+
+  async function get(url, token) {
+    const headers = token ? { Authorization: `Bearer ${token}` } : {};
     const response = await fetch(url, {
       cache: "no-store",
+      headers,
       signal: AbortSignal.timeout(TIMEOUT_MS),
     });
+    if (response.status === 401) throw new Unauthorized(token);
     if (!response.ok) {
       let detail = `${url} answered ${response.status}`;
       try {
@@ -261,8 +306,8 @@
     return response;
   }
 
-  async function stats(kind, limit) {
-    const response = await get(`/stats?stats_type=${kind}&limit=${limit}`);
+  async function stats(kind, limit, token) {
+    const response = await get(`/stats?stats_type=${kind}&limit=${limit}`, token);
     const body = await response.json();
     let start = Number(response.headers.get("X-Window-Start"));
     let end = Number(response.headers.get("X-Window-End"));
@@ -275,8 +320,8 @@
     return { start, end, topHosts: body.top_hosts };
   }
 
-  async function metrics() {
-    return parseMetrics(await (await get("/metrics")).text());
+  async function metrics(token) {
+    return parseMetrics(await (await get("/metrics", token)).text());
   }
 
   function showFigures(samples) {
@@ -323,14 +368,15 @@
   }
 
   async function poll() {
-    const limit = state.limit;
+    const { limit, token } = state;
     try {
       const [minute, hour, samples] = await Promise.all([
-        stats("minute", limit),
-        stats("hour", limit),
-        metrics(),
+        stats("minute", limit, token),
+        stats("hour", limit, token),
+        metrics(token),
       ]);
-      if (state.paused || limit !== state.limit) return; // a newer poll follows
+      if (state.paused || state.locked || token !== state.token) return;
+      if (limit !== state.limit) return; // a newer poll follows
       const answers = { minute, hour };
       for (const panel of panels) {
         const answer = answers[panel.kind];
@@ -339,7 +385,16 @@
       showFigures(samples);
       setHealthy(true);
     } catch (error) {
-      if (state.paused) return;
+      if (state.paused || state.locked || token !== state.token) return;
+      if (error instanceof Unauthorized) {
+        if (token) {
+          forgetToken();
+          lock("That token was not accepted; it may be mistyped or withdrawn. Try again.");
+        } else {
+          lock();
+        }
+        return;
+      }
       setHealthy(
         false,
         error instanceof Unhealthy
@@ -355,7 +410,7 @@
   }
 
   async function tick() {
-    if (state.paused) return;
+    if (state.paused || state.locked) return;
     if (state.inflight) {
       state.again = true;
       return;
@@ -367,7 +422,7 @@
     } finally {
       state.inflight = false;
     }
-    if (state.paused) return;
+    if (state.paused || state.locked) return;
     const again = state.again;
     state.again = false;
     schedule(again ? 0 : Math.max(0, POLL_MS - (performance.now() - started)));
@@ -385,6 +440,103 @@
       schedule(0);
     }
   }
+
+  // -- the read token ----------------------------------------------------------------
+
+  function storedToken() {
+    try {
+      return sessionStorage.getItem(TOKEN_KEY) || null;
+    } catch {
+      return null;
+    }
+  }
+
+  function keepToken(token) {
+    state.token = token;
+    try {
+      sessionStorage.setItem(TOKEN_KEY, token);
+    } catch {
+      // storage may be off; the token still holds for this page
+    }
+    signedIn.hidden = false;
+  }
+
+  function forgetToken() {
+    state.token = null;
+    try {
+      sessionStorage.removeItem(TOKEN_KEY);
+    } catch {
+      // nothing stored
+    }
+    signedIn.hidden = true;
+  }
+
+  function askAgain(problem) {
+    tokenError.textContent = problem;
+    tokenError.hidden = false;
+    tokenInput.setAttribute("aria-invalid", "true");
+    tokenInput.focus();
+  }
+
+  /** Stop polling, hide the figures and ask for a token; ``problem`` says what went wrong. */
+  function lock(problem, note = ASKING) {
+    state.locked = true;
+    clearTimeout(state.timer);
+    state.rates.length = 0;
+    for (const panel of panels) panel.reset();
+    for (const [el, text, title] of blankFigures) {
+      if (el.children.length === 0) el.textContent = text;
+      el.title = title;
+    }
+    banner.hidden = true; // a refusal is an answer: the server is reachable
+    main.classList.remove("stale");
+    main.hidden = true;
+    pauseButton.disabled = true; // nothing to pause until the server answers
+    signin.hidden = false;
+    tokenInput.value = "";
+    tokenMessage.textContent = note;
+    status.textContent = "Waiting for a read token";
+    if (problem) {
+      askAgain(problem);
+    } else {
+      tokenError.hidden = true;
+      tokenError.textContent = "";
+      tokenInput.setAttribute("aria-invalid", "false");
+      tokenInput.focus();
+    }
+  }
+
+  function unlock() {
+    state.locked = false;
+    signin.hidden = true;
+    main.hidden = false;
+    pauseButton.disabled = false;
+    tokenError.hidden = true;
+    tokenError.textContent = "";
+    tokenInput.setAttribute("aria-invalid", "false");
+    status.textContent = "Connecting…";
+    if (!state.paused) schedule(0);
+  }
+
+  tokenForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const token = tokenInput.value.trim();
+    tokenInput.value = "";
+    if (!token) {
+      askAgain("Enter the read token.");
+      return;
+    }
+    if (!TOKEN_TEXT.test(token)) {
+      askAgain("That cannot be a token: tokens are printable ASCII characters without spaces.");
+      return;
+    }
+    keepToken(token);
+    unlock();
+  });
+  $("#forget").addEventListener("click", () => {
+    forgetToken();
+    lock(null, "The token is forgotten. Enter a read token to see the stats again.");
+  });
 
   // -- controls --------------------------------------------------------------------
 
@@ -413,5 +565,7 @@
   pauseButton.addEventListener("click", () => setPaused(!state.paused));
   $("#controls").addEventListener("submit", (event) => event.preventDefault());
 
+  state.token = storedToken();
+  signedIn.hidden = !state.token;
   schedule(0);
 })();
