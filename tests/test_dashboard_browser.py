@@ -39,7 +39,15 @@ def _need(what: str) -> None:
 
 
 try:
-    from playwright.sync_api import Browser, ConsoleMessage, Dialog, Page, expect, sync_playwright
+    from playwright.sync_api import (
+        Browser,
+        ConsoleMessage,
+        Dialog,
+        Page,
+        Request,
+        expect,
+        sync_playwright,
+    )
 except ImportError:  # pragma: no cover - the dev extras install it
     sync_playwright = None  # type: ignore[assignment]
 
@@ -337,3 +345,183 @@ def test_realistic_traffic_on_a_laptop_and_a_phone(
         page.screenshot(path=ARTIFACTS / f"{name}.png", full_page=name.endswith("phone"))
     context.close()
     assert not problems
+
+
+# -- a server that wants a read token ---------------------------------------------------
+
+TOKEN = "s3cret-read-token-2"
+OLD_TOKEN = "old-read-token-0001"  # both are accepted, as while rotating tokens
+REFUSED = "the server responded with a status of 401"  # Chromium logs each 401 fetch
+DOWN = "net::ERR_CONNECTION_REFUSED"
+
+
+@pytest.fixture
+def guarded() -> Iterator[Server]:
+    srv = Server("--log-level", "warning", "--read-token", f"{OLD_TOKEN},{TOKEN}")
+    yield srv
+    if srv.proc.poll() is None:
+        srv.proc.kill()
+    srv.stop()
+
+
+def session_token(page: Page) -> str | None:
+    return page.evaluate("sessionStorage.getItem('tophosts.readToken')")  # type: ignore[no-any-return]
+
+
+def assert_token_kept_out(page: Page, token: str) -> None:
+    """The token is in sessionStorage only: not in the URL, localStorage, cookies or DOM."""
+    assert token not in page.url
+    assert token not in page.evaluate("JSON.stringify(Object.entries(localStorage))")
+    assert page.context.cookies() == []
+    assert token not in page.content()
+    assert token not in page.evaluate("document.body.innerText")
+    assert page.locator("#token").input_value() == ""
+
+
+def test_the_page_asks_for_the_read_token_once_per_browser_session(
+    guarded: Server, browser: Browser, page: Page, problems: Problems
+) -> None:
+    hold_still(3600, 30)
+    post(guarded, {"timestamp": int(time.time()) - 3600, "a.example": 3, "b.example": 2})
+    assert httpx.get(guarded.url + "/stats").status_code == 401
+    page.goto(guarded.url + "/")
+
+    # Asked in a form, with the focus in its field; not the "unreachable" banner.
+    signin, panels, field = page.locator("#signin"), page.locator(".panels"), page.locator("#token")
+    expect(signin).to_be_visible(timeout=WAIT)
+    expect(page.get_by_label("Read token", exact=True)).to_be_focused()
+    expect(field).to_have_attribute("type", "password")
+    expect(page.get_by_role("heading", name="Read token needed")).to_be_visible()
+    expect(page.locator("#token-error")).to_be_hidden()
+    expect(page.locator("#banner")).to_be_hidden()
+    expect(panels).to_be_hidden()
+    expect(page.locator("#status")).to_have_text("Waiting for a read token")
+    expect(page.locator("#forget")).to_be_hidden()
+
+    # A wrong token is refused, forgotten, and asked for again.
+    field.fill("wrong-token")
+    field.press("Enter")
+    error = page.get_by_role("alert").filter(has_text="not accepted")
+    expect(error).to_be_visible(timeout=WAIT)
+    expect(field).to_have_attribute("aria-invalid", "true")
+    expect(field).to_have_value("")
+    expect(field).to_be_focused()
+    expect(page.locator("#banner")).to_be_hidden()
+    expect(panels).to_be_hidden()
+    assert session_token(page) is None
+    assert "wrong-token" not in page.url
+
+    # The right one: the bars, with the right counts, and the token on every poll.
+    polls: list[Request] = []
+    page.on(
+        "request", lambda r: polls.append(r) if "/stats" in r.url or "/metrics" in r.url else None
+    )
+    field.fill(TOKEN)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator("#hour .row .host")).to_have_text(["a.example", "b.example"], timeout=WAIT)
+    expect(page.locator("#hour .count")).to_have_text(["3", "2"])
+    bars_in_proportion(page, "hour", [3, 2])
+    expect(page.locator("#store")).to_have_text("memory")
+    expect(signin).to_be_hidden()
+    expect(page.locator("#token-error")).to_be_hidden()
+    expect(page.locator("#forget")).to_be_visible()
+    assert session_token(page) == TOKEN
+    assert_token_kept_out(page, TOKEN)
+
+    # A reload keeps the token: no question, no 401.
+    statuses: list[int] = []
+    page.on("response", lambda r: statuses.append(r.status))
+    page.reload()
+    expect(page.locator("#hour .count")).to_have_text(["3", "2"], timeout=WAIT)
+    expect(page.locator("#status")).to_have_text(re.compile("^Updated"))
+    expect(signin).to_be_hidden()
+    assert statuses
+    assert 401 not in statuses
+    assert polls
+    for request in polls:
+        assert request.all_headers().get("authorization") == f"Bearer {TOKEN}", request.url
+        assert TOKEN not in request.url
+    assert_token_kept_out(page, TOKEN)
+
+    # A fresh browser session asks again.
+    context = browser.new_context()
+    try:
+        fresh = context.new_page()
+        fresh.goto(guarded.url + "/")
+        expect(fresh.locator("#signin")).to_be_visible(timeout=WAIT)
+        expect(fresh.locator(".panels")).to_be_hidden()
+        assert session_token(fresh) is None
+    finally:
+        context.close()
+
+    # "Forget token" drops it and hides the figures at once.
+    page.get_by_role("button", name="Forget token").click()
+    expect(signin).to_be_visible()
+    expect(page.locator("#token-message")).to_contain_text("forgotten")
+    expect(panels).to_be_hidden()
+    expect(page.locator("#hour .row")).to_have_count(0)
+    expect(page.locator("#store")).to_have_text(DASH)
+    assert session_token(page) is None
+    page.wait_for_timeout(2_500)  # longer than a poll: the page must not poll without a token
+    expect(signin).to_be_visible()
+    expect(page.locator("#token-error")).to_be_hidden()
+    assert [p for p in problems if REFUSED not in p] == []
+
+
+def test_a_withdrawn_token_is_asked_for_again_and_an_outage_is_not_a_refusal(
+    guarded: Server, page: Page, problems: Problems
+) -> None:
+    hold_still(3600, 30)
+    post(guarded, {"timestamp": int(time.time()) - 3600, "a.example": 1})
+    page.goto(guarded.url + "/")
+    field = page.locator("#token")
+    expect(field).to_be_visible(timeout=WAIT)
+    field.fill(f"  {OLD_TOKEN} ")  # pasted with blanks around it
+    field.press("Enter")
+    expect(page.locator("#hour .row .host")).to_have_text(["a.example"], timeout=WAIT)
+    assert session_token(page) == OLD_TOKEN
+
+    # The server goes away: the banner says so; nobody asks for a token.
+    guarded.stop()
+    banner = page.locator("#banner")
+    expect(banner).to_be_visible(timeout=WAIT)
+    expect(banner).to_contain_text("unreachable")
+    expect(page.locator("#signin")).to_be_hidden()
+    assert session_token(page) == OLD_TOKEN
+
+    # It comes back (empty) without the old token: the banner goes and the page asks again.
+    again = Server("--log-level", "warning", "--read-token", TOKEN, port=guarded.port)
+    try:
+        post(again, {"timestamp": int(time.time()) - 3600, "b.example": 2})
+        expect(page.get_by_role("alert").filter(has_text="not accepted")).to_be_visible(
+            timeout=WAIT
+        )
+        expect(banner).to_be_hidden()
+        expect(page.locator(".panels")).to_be_hidden()
+        assert session_token(page) is None
+
+        # The form fits a phone and follows the dark theme.
+        page.set_viewport_size({"width": 390, "height": 844})
+        page.emulate_media(color_scheme="dark")
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        box = field.bounding_box()
+        assert box is not None
+        assert box["x"] >= 0
+        assert box["x"] + box["width"] <= 390
+        background = page.evaluate("getComputedStyle(document.body).backgroundColor")
+        assert background == "rgb(15, 17, 21)"
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=ARTIFACTS / "dashboard-token-phone-dark.png")
+
+        # An empty submit is caught on the page.
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.get_by_role("alert")).to_have_text("Enter the read token.")
+
+        field.fill(TOKEN)
+        field.press("Enter")
+        expect(page.locator("#hour .row .host")).to_have_text(["b.example"], timeout=WAIT)
+        expect(page.locator("#hour .count")).to_have_text(["2"])
+        expect(banner).to_be_hidden()
+    finally:
+        again.stop()
+    assert [p for p in problems if REFUSED not in p and DOWN not in p] == []
