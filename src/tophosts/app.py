@@ -23,7 +23,7 @@ from tophosts import logs, openapi, snapshot
 from tophosts.auth import Tokens, parse_tokens
 from tophosts.config import Settings, SettingsError
 from tophosts.events import Decoder
-from tophosts.ingest import RETRY_AFTER, Ingest, Message, Receive, Scope, Send
+from tophosts.ingest import RETRY_AFTER, Ingest, Message, Receive, Scope, Send, send_json
 from tophosts.metrics import Metrics, route_of
 from tophosts.store import Clock, Store, StoreUnavailable, open_store
 from tophosts.store.memory import MemoryStore
@@ -199,6 +199,10 @@ class TopHosts:
         body, content_type = self.metrics.exposition(request.headers.get("accept"))
         return Response(body, 200, headers={"content-type": content_type})
 
+    async def shed(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The answer to a request over --limit-concurrency (see :mod:`tophosts.protocol`)."""
+        await self.observed(scope, receive, send, _overloaded)
+
     async def openapi(self, request: Request) -> Response:
         return json_response(200, self._spec)
 
@@ -226,6 +230,15 @@ class TopHosts:
         return error(500, "internal server error")
 
 
+async def _overloaded(scope: Scope, receive: Receive, send: Send) -> None:
+    await send_json(
+        send,
+        503,
+        {"error": "the server is at --limit-concurrency; nothing was applied, retry shortly"},
+        [(b"retry-after", RETRY_AFTER.encode())],
+    )
+
+
 def _content_length(scope: Scope) -> int:
     for name, value in scope["headers"]:
         if name == b"content-length" and value.isdigit():
@@ -242,13 +255,24 @@ def unavailable(exc: StoreUnavailable) -> Response:
     return error(503, f"the store is unavailable: {exc}", {"Retry-After": RETRY_AFTER})
 
 
+def _shifted(clock: Clock, offset: float) -> Clock:
+    return lambda: clock() + offset
+
+
 def create_app(
     settings: Settings | None = None, store: Store | None = None, clock: Clock = time.time
 ) -> TopHosts:
     """Build the app; ``clock`` is only used when the store is opened here."""
     settings = settings or Settings()
+    if settings.clock_offset:
+        clock = _shifted(clock, settings.clock_offset)
     if store is None:
-        store = open_store(settings.store, clock=clock, max_skew=settings.max_skew)
+        store = open_store(
+            settings.store,
+            clock=clock,
+            max_skew=settings.max_skew,
+            max_tracked_hosts=settings.max_tracked_hosts,
+        )
     if settings.snapshot:
         if not isinstance(store, MemoryStore):
             raise SettingsError(

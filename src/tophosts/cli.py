@@ -12,7 +12,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from tophosts import __version__, config, logs
+from tophosts import __version__, config, logs, protocol
 from tophosts.snapshot import SnapshotError
 
 log = logging.getLogger("tophosts")
@@ -29,6 +29,9 @@ def serve(settings: config.Settings) -> None:
     except (config.SettingsError, SnapshotError) as exc:
         log.critical("%s", exc)
         raise SystemExit(2) from None
+    protocol.configure(
+        settings.header_timeout, settings.body_timeout, settings.limit_concurrency, app.shed
+    )
     log.info(
         "tophosts %s serving on http://%s:%d store=%s workers=%d top=%d max-skew=%ds snapshot=%s",
         __version__,
@@ -52,7 +55,8 @@ def serve(settings: config.Settings) -> None:
         host=settings.host,
         port=settings.port,
         loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
-        http="httptools",
+        http=protocol.Protocol,
+        timeout_keep_alive=settings.timeout_keep_alive,
         lifespan="on",
         access_log=False,
         log_level=settings.log_level,

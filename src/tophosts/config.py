@@ -37,6 +37,12 @@ class Settings:
     snapshot: str = ""
     snapshot_interval: float = 10.0
     snapshot_ignore_corrupt: bool = False
+    limit_concurrency: int = 1024
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    timeout_keep_alive: int = 5
+    max_tracked_hosts: int = 1_000_000
+    clock_offset: float = 0.0
     ingest_token: str = dataclasses.field(default="", repr=False)
     read_token: str = dataclasses.field(default="", repr=False)
 
@@ -158,6 +164,29 @@ SPECS: tuple[_Spec, ...] = (
     _Spec("max_body", _size, "largest request body, e.g. 8MiB", "SIZE"),
     _Spec("max_hosts", _integer(1, 1_000_000), "most hosts in one event", "N"),
     _Spec("log_level", _choice(*LOG_LEVELS), "one of " + ", ".join(LOG_LEVELS), "LEVEL"),
+    _Spec(
+        "limit_concurrency",
+        _integer(0, 1_000_000),
+        "requests served at once; more get 503 with Retry-After (0: no limit)",
+        "N",
+    ),
+    _Spec(
+        "header_timeout", _seconds(0.1, 3600), "seconds a request may take to send its headers", "S"
+    ),
+    _Spec("body_timeout", _seconds(0.1, 3600), "seconds a request may take to send its body", "S"),
+    _Spec("timeout_keep_alive", _integer(1, 3600), "seconds an idle connection is kept", "S"),
+    _Spec(
+        "max_tracked_hosts",
+        _integer(1, 100_000_000),
+        "distinct hosts per window; events adding more get 429",
+        "N",
+    ),
+    _Spec(
+        "clock_offset",
+        _seconds(-(10**9), 10**9),
+        "shift the server clock by S seconds, for drills and tests only",
+        "S",
+    ),
     _Spec("log_format", _choice("text", "json"), "text, or json for one JSON object a line", "FMT"),
     _Spec("snapshot", _path, "file to keep the memory store in across restarts", "PATH"),
     _Spec("snapshot_interval", _seconds(0.1, 86400), "seconds between snapshots", "S"),

@@ -310,6 +310,18 @@ def too_far_ahead(timestamp: int, now: float, max_skew: int, index: int | None) 
     )
 
 
+def too_many_tracked(size: int, host: str, limit: int, index: int | None) -> EventError:
+    """The error for an event that would add a host past ``--max-tracked-hosts``."""
+    window = "minute" if size == 60 else "hour"
+    return EventError(
+        f"the {window} window already tracks {limit} hosts (--max-tracked-hosts); an event "
+        f"adding a new host such as {_show(host)} is refused whole, while known hosts keep "
+        "counting",
+        index,
+        status=429,
+    )
+
+
 def total_too_large(host: str, index: int | None) -> EventError:
     """The error for an event that would push a host's window total past ``MAX_COUNT``."""
     return EventError(

@@ -62,10 +62,16 @@ class StoreUnavailable(RuntimeError):
     """The backing service is down or too slow; nothing was applied."""
 
 
-def open_store(url: str = "memory", *, clock: Clock = time.time, max_skew: int = 300) -> Store:
+def open_store(
+    url: str = "memory",
+    *,
+    clock: Clock = time.time,
+    max_skew: int = 300,
+    max_tracked_hosts: int = 1_000_000,
+) -> Store:
     """Open the store named by ``url``: ``memory`` (the default) or ``redis://…``."""
     if url in ("memory", "memory://"):
         from tophosts.store.memory import MemoryStore
 
-        return MemoryStore(clock=clock, max_skew=max_skew)
+        return MemoryStore(clock=clock, max_skew=max_skew, max_tracked_hosts=max_tracked_hosts)
     raise ValueError(f"unknown store {url!r}; use 'memory' or a redis:// URL")

@@ -12,7 +12,13 @@ import heapq
 import time
 from collections.abc import Sequence
 
-from tophosts.events import MAX_COUNT, Event, too_far_ahead, total_too_large
+from tophosts.events import (
+    MAX_COUNT,
+    Event,
+    too_far_ahead,
+    too_many_tracked,
+    total_too_large,
+)
 from tophosts.store import Added, Clock, Sizes, TopHosts
 from tophosts.windows import HOUR, MINUTE, Window, past
 
@@ -28,9 +34,12 @@ _FREE_PER_CALL = 20_000
 class MemoryStore:
     kind = "memory"
 
-    def __init__(self, clock: Clock = time.time, max_skew: int = 300) -> None:
+    def __init__(
+        self, clock: Clock = time.time, max_skew: int = 300, max_tracked_hosts: int = 1_000_000
+    ) -> None:
         self._clock = clock
         self._max_skew = max_skew
+        self._max_tracked = max_tracked_hosts
         # window size -> {window start -> counts}
         self._windows: dict[int, dict[int, Counts]] = {MINUTE: {}, HOUR: {}}
         self._totals: dict[tuple[int, int], int] = {}
@@ -142,6 +151,9 @@ class MemoryStore:
         for (size, start, counts), added in zip(adds, sums, strict=True):
             if totals.get((size, start), 0) + added > MAX_COUNT:
                 self._check_overflow(size, start, counts, events)
+            tracked = self._windows[size].get(start, {})
+            if len(tracked) + len(counts) > self._max_tracked:
+                self._check_cardinality(size, start, tracked, events)
         for (size, start, counts), added in zip(adds, sums, strict=True):
             key = (size, start)
             target = self._windows[size].get(start)
@@ -168,6 +180,23 @@ class MemoryStore:
                         if running > MAX_COUNT:
                             raise total_too_large(host, i if len(events) > 1 else None)
                 raise total_too_large(host, None)  # pragma: no cover - unreachable
+
+    def _check_cardinality(
+        self, size: int, start: int, target: Counts, events: Sequence[Event]
+    ) -> None:
+        tracked = set(target)
+        for i, (ts, counts) in enumerate(events):
+            if ts - ts % size != start or ts < self._hour_floor:
+                continue
+            if size == MINUTE and ts < self._minute_floor:
+                continue
+            for host in counts:
+                if host not in tracked:
+                    if len(tracked) >= self._max_tracked:
+                        raise too_many_tracked(
+                            size, host, self._max_tracked, i if len(events) > 1 else None
+                        )
+                    tracked.add(host)
 
     def top_now(self, window: Window, limit: int) -> TopHosts:
         now = self._clock()
