@@ -21,6 +21,7 @@ process, because uvicorn hands the class by name to its worker processes.
 from __future__ import annotations
 
 import asyncio
+import collections
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, ClassVar
 
@@ -48,6 +49,8 @@ class Protocol(HttpToolsProtocol):
     body_timeout: ClassVar[float] = 30.0
     max_in_flight: ClassVar[int] = 0
     shed: ClassVar[ASGIApp | None] = None
+    in_flight: ClassVar[int] = 0
+    """Admitted requests not yet answered, over every connection of this process."""
     _sweeping: ClassVar[set[Protocol]] = set()
     _sweeper: ClassVar[asyncio.TimerHandle | None] = None
 
@@ -55,6 +58,9 @@ class Protocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._reading_since: float | None = None
         self._headers_done = False
+        # One flag per request of this connection not yet answered, oldest first
+        # (more than one only when requests are pipelined): was it admitted?
+        self._admitted: collections.deque[bool] = collections.deque()
 
     # -- timeouts ---------------------------------------------------------------
 
@@ -68,6 +74,8 @@ class Protocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         Protocol._sweeping.discard(self)
+        Protocol.in_flight -= sum(self._admitted)
+        self._admitted.clear()
         super().connection_lost(exc)
 
     def on_message_begin(self) -> None:
@@ -103,14 +111,24 @@ class Protocol(HttpToolsProtocol):
         self._headers_done = True
         self._reading_since = self.loop.time()
         shed = Protocol.shed
-        if shed is None or not self.max_in_flight or len(self.tasks) < self.max_in_flight:
+        # Only admitted requests count: the cheap 503s must not crowd out the
+        # requests the server can still serve.
+        if shed is None or not self.max_in_flight or Protocol.in_flight < self.max_in_flight:
+            Protocol.in_flight += 1
+            self._admitted.append(True)
             super().on_headers_complete()
             return
+        self._admitted.append(False)
         app, self.app = self.app, shed
         try:
             super().on_headers_complete()
         finally:
             self.app = app
+
+    def on_response_complete(self) -> None:
+        if self._admitted and self._admitted.popleft():
+            Protocol.in_flight -= 1
+        super().on_response_complete()
 
 
 def _sweep(loop: asyncio.AbstractEventLoop) -> None:
