@@ -4,6 +4,7 @@ rest is a small Starlette app behind it."""
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -15,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from tophosts import config
 from tophosts.config import Settings
 from tophosts.events import Decoder
 from tophosts.ingest import RETRY_AFTER, Ingest, Receive, Scope, Send
@@ -146,5 +148,17 @@ def create_app(
     """Build the app; ``clock`` is only used when the store is opened here."""
     settings = settings or Settings()
     if store is None:
-        store = open_store(settings.store, clock=clock, max_skew=settings.max_skew)
+        store = open_store(
+            settings.store,
+            clock=clock,
+            max_skew=settings.max_skew,
+            redis_prefix=settings.redis_prefix,
+            redis_timeout=settings.redis_timeout,
+        )
     return TopHosts(settings, store)
+
+
+def app_from_environ() -> TopHosts:
+    """The app of one ``--workers`` process: uvicorn imports and calls this factory in
+    each worker, which gets its settings as ``TOPHOSTS_*`` variables (``Settings.environ``)."""
+    return create_app(config.resolve(None, os.environ))

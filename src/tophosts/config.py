@@ -32,6 +32,9 @@ class Settings:
     max_body: int = 8 * 1024 * 1024
     max_hosts: int = 10_000
     log_level: str = "info"
+    redis_prefix: str = "tophosts"
+    redis_timeout: float = 1.0
+    workers: int = 1
 
     def environ(self) -> dict[str, str]:
         """These settings as ``TOPHOSTS_*`` variables, e.g. to hand to worker processes."""
@@ -77,8 +80,32 @@ def _store_url(text: str) -> str:
     if text in ("memory", "memory://"):
         return "memory"
     if re.match(r"(redis|rediss|unix)://", text):
+        from redis.asyncio.connection import parse_url
+
+        try:
+            parse_url(text)
+        except ValueError as exc:
+            raise ValueError(
+                f"a valid Redis URL such as redis://localhost:6379/0 ({exc})"
+            ) from None
         return text
     raise ValueError("'memory', or a Redis URL such as redis://localhost:6379/0")
+
+
+def _seconds(low: float, high: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        text = text.strip()
+        if not re.fullmatch(r"[0-9]+(\.[0-9]+)?", text) or not low <= float(text) <= high:
+            raise ValueError(f"a number of seconds from {low:g} to {high:g}, such as 1 or 0.25")
+        return float(text)
+
+    return parse
+
+
+def _key_prefix(text: str) -> str:
+    if not re.fullmatch(r"[\x21-\x7e]{1,64}", text.strip()):
+        raise ValueError("1 to 64 printable ASCII characters without spaces, such as tophosts")
+    return text.strip()
 
 
 def _nonempty(text: str) -> str:
@@ -104,6 +131,9 @@ SPECS: tuple[_Spec, ...] = (
     _Spec("max_body", _size, "largest request body, e.g. 8MiB", "SIZE"),
     _Spec("max_hosts", _integer(1, 1_000_000), "most hosts in one event", "N"),
     _Spec("log_level", _choice(*LOG_LEVELS), "one of " + ", ".join(LOG_LEVELS), "LEVEL"),
+    _Spec("redis_prefix", _key_prefix, "first part of every Redis key", "PREFIX"),
+    _Spec("redis_timeout", _seconds(0.01, 60), "seconds to wait for Redis before a 503", "S"),
+    _Spec("workers", _integer(1, 64), "worker processes; more than 1 needs a redis:// store", "N"),
 )
 
 
@@ -128,6 +158,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def resolve(args: argparse.Namespace | None, environ: Mapping[str, str]) -> Settings:
     """Settings from parsed flags, then the environment, then the defaults."""
     values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
     for spec in SPECS:
         var = ENV_PREFIX + spec.name.upper()
         raw = getattr(args, spec.name, None) if args is not None else None
@@ -140,7 +171,15 @@ def resolve(args: argparse.Namespace | None, environ: Mapping[str, str]) -> Sett
             values[spec.name] = spec.parse(raw)
         except ValueError as exc:
             raise SettingsError(f"{source}: expected {exc}, got {raw!r}") from None
-    return Settings(**values)
+        sources[spec.name] = source
+    settings = Settings(**values)
+    if settings.workers > 1 and settings.store == "memory":
+        raise SettingsError(
+            f"{sources['workers']}: {settings.workers} workers need a shared store, but the "
+            "memory store lives inside each process, so each worker would hold different "
+            "counts; use --store redis://host:port/db (or run one worker)"
+        )
+    return settings
 
 
 def load(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
