@@ -346,7 +346,7 @@ class RedisStore:
                 return await call
         except (TimeoutError, rex.TimeoutError):
             raise StoreUnavailable(
-                f"Redis at {self._where} did not answer within {wait:g} s"
+                f"Redis at {self._where} did not answer within {wait:.3g} s"
             ) from None
         except rex.ConnectionError as exc:
             raise StoreUnavailable(f"cannot reach Redis at {self._where}: {exc}") from None
