@@ -225,8 +225,9 @@ class RedisStore:
         for i, (ts, _) in enumerate(events):
             if ts > horizon:
                 raise too_far_ahead(ts, now, self._max_skew, None if single else i)
-        hour_floor = past(now, Window.HOUR).start
-        minute_floor = past(now, Window.MINUTE).start
+        # The starts of the past hour and minute (windows.past, inlined).
+        hour_floor = int(now // HOUR) * HOUR - HOUR
+        minute_floor = int(now // MINUTE) * MINUTE - MINUTE
 
         adds: list[Add]
         if single:
@@ -304,14 +305,18 @@ class RedisStore:
         await self._call(self._connect().client.ping())
 
     async def close(self) -> None:
-        conn, flushers = self._conn, self._flushers
-        self._conn, self._flushers = None, set()
-        if conn is None or conn.loop is not asyncio.get_running_loop():
-            return  # nothing of another loop can be awaited here
-        if flushers:
-            await asyncio.wait(flushers, timeout=self._timeout * 2)
-        self._fail_queue(StoreUnavailable("the store is closing"))
-        await conn.client.aclose()
+        conn = self._conn
+        if conn is None:
+            return
+        if conn.loop is asyncio.get_running_loop():
+            # Let the calls in flight finish (they are bounded by the timeout).
+            if self._flushers:
+                await asyncio.wait(set(self._flushers), timeout=self._timeout * 2)
+            self._fail_queue(StoreUnavailable("the store is closing"))
+            await conn.client.aclose()
+        # else: nothing of another loop can be awaited here.
+        self._conn = None
+        self._flushers = set()
 
     # -- connection -----------------------------------------------------------
 
