@@ -4,9 +4,11 @@
 
 Starts a throwaway redis-server (or uses --redis-url), then for each setup a
 ``tophosts serve`` on 127.0.0.1 and ``wrk`` posting one-host events to
-``POST /counter`` for --duration seconds after a short warm-up. Prints req/s,
-latency and the ratios the targets are about. Everything stays on this
-machine and stops on its own; a run takes about 3 x (duration + 5) seconds.
+``POST /counter`` for --duration seconds after a short warm-up. The setups
+take turns for --rounds rounds, so that noise from whatever else the machine
+is doing spreads over all of them; the medians decide. Prints req/s, latency
+and the ratios the targets are about. Everything stays on this machine and
+stops on its own; a run takes about rounds x 3 x (duration + warmup + 2) s.
 
 This is a stopgap until the bench suite (``python -m tophosts bench``) covers
 the Redis store.
@@ -20,6 +22,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -158,10 +161,11 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per setup")
     parser.add_argument("--connections", type=int, default=50, help="wrk connections")
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
+    parser.add_argument("--rounds", type=int, default=3, help="turns each setup takes")
     parser.add_argument("--redis-url", default=None, help="use this Redis, not a throwaway one")
     args = parser.parse_args()
-    if not 1 <= args.duration <= 120 or not 0 <= args.warmup <= 30:
-        parser.error("--duration must be 1..120 s and --warmup 0..30 s")
+    if not 1 <= args.duration <= 120 or not 0 <= args.warmup <= 30 or not 1 <= args.rounds <= 10:
+        parser.error("--duration must be 1..120 s, --warmup 0..30 s and --rounds 1..10")
 
     for tool in ("wrk", "redis-server"):
         if tool == "redis-server" and args.redis_url:
@@ -174,34 +178,42 @@ def main() -> int:
     redis_url = args.redis_url
     if redis_url is None:
         redis_proc, redis_url = start_redis(shutil.which("redis-server") or "redis-server")
-    results: list[Result] = []
+    runs: dict[str, list[Result]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "post.lua"
         script.write_text(WRK_SCRIPT)
         prefix = f"bench{os.getpid()}"
         try:
-            for store, workers in (("memory", 1), (redis_url, 1), (redis_url, 2)):
-                results.append(measure(store, workers, script, args, prefix))
-                r = results[-1]
-                print(
-                    f"{r.setup:<18} {r.rps:>9,.0f} req/s   p50 {r.p50_ms:6.2f} ms"
-                    f"   p99 {r.p99_ms:6.2f} ms   non-2xx {r.errors}",
-                    flush=True,
-                )
+            for round_ in range(1, args.rounds + 1):
+                for store, workers in (("memory", 1), (redis_url, 1), (redis_url, 2)):
+                    r = measure(store, workers, script, args, prefix)
+                    runs.setdefault(r.setup, []).append(r)
+                    print(
+                        f"round {round_}  {r.setup:<18} {r.rps:>9,.0f} req/s   "
+                        f"p50 {r.p50_ms:6.2f} ms   p99 {r.p99_ms:6.2f} ms   non-2xx {r.errors}",
+                        flush=True,
+                    )
         finally:
             if redis_proc is not None:
                 redis_proc.terminate()
                 redis_proc.wait(10)
 
-    memory, one, two = results
     print(
-        f"\nredis 1 worker: {one.rps:,.0f} req/s (target >= {TARGET_ONE_WORKER:,}); "
-        f"{one.rps / memory.rps:.2f}x memory"
+        f"\nmedians of {args.rounds} rounds, {args.duration:g} s each, wrk -c {args.connections}:"
     )
-    print(f"redis 2 workers: {two.rps / one.rps:.2f}x one worker (target >= {TARGET_SCALING}x)")
+    medians: dict[str, float] = {}
+    for setup, results in runs.items():
+        medians[setup] = statistics.median(r.rps for r in results)
+        p99 = statistics.median(r.p99_ms for r in results)
+        print(f"  {setup:<18} {medians[setup]:>9,.0f} req/s   p99 {p99:6.2f} ms")
+    memory, one, two = medians.values()
+    print(
+        f"redis 1 worker: {one:,.0f} req/s (target >= {TARGET_ONE_WORKER:,}), {one / memory:.2f}x"
+        f" memory\nredis 2 workers: {two / one:.2f}x one worker (target >= {TARGET_SCALING}x)"
+    )
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} after the run")
-    met = one.rps >= TARGET_ONE_WORKER and two.rps >= TARGET_SCALING * one.rps
-    failed = any(r.errors for r in results)
+    met = one >= TARGET_ONE_WORKER and two >= TARGET_SCALING * one
+    failed = any(r.errors for results in runs.values() for r in results)
     return 0 if met and not failed else 1
 
 
