@@ -19,6 +19,7 @@ from tophosts.app import create_app
 from tophosts.config import Settings
 from tophosts.events import MAX_COUNT, Event, EventError
 from tophosts.store import StoreUnavailable
+from tophosts.store import redis as redis_store
 from tophosts.store.memory import MemoryStore
 from tophosts.store.redis import RedisStore
 from tophosts.windows import HOUR, MINUTE, Window, past
@@ -158,6 +159,28 @@ def test_a_batch_larger_than_one_call_still_goes_whole(redis_url: str) -> None:
             sizes = await store.sizes()
             assert (sizes.minute_hosts, sizes.hour_hosts, sizes.windows) == (1030, 1030, 2)
             assert await store.top(Window.MINUTE, 1) == [("s", 50)]
+        finally:
+            await store.close()
+
+    run(check())
+
+
+def test_a_request_queued_as_a_flusher_winds_down_is_not_stranded(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With one call in flight, each add() below queues while the flusher that
+    # served the previous one is still returning its connection.
+    monkeypatch.setattr(redis_store, "_IN_FLIGHT", 1)
+    clock = FakeClock()
+
+    async def check() -> None:
+        store = RedisStore(redis_url, clock=clock)
+        try:
+            # Awaited in this task (wait_for would add a task and hide the race).
+            async with asyncio.timeout(10):
+                for _ in range(50):
+                    await store.add([(PAST_MINUTE, {"a": 1})])
+            assert await store.top(Window.MINUTE, 1) == [("a", 50)]
         finally:
             await store.close()
 

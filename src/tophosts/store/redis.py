@@ -406,6 +406,9 @@ class RedisStore:
             self._fail_queue(StoreUnavailable("the store is shutting down"), batch)
             raise
         finally:
+            # Give up the slot before anything else is awaited: a request that
+            # queues from now on must find room to start a flusher of its own.
+            self._flushers.discard(asyncio.current_task())
             if connection is not None:
                 await conn.pool.release(connection)
 
