@@ -74,49 +74,62 @@ _POOL_SIZE = 32
 
 # KEYS: the window keys of this call.
 # ARGV[1]: the deadline to start by, on the Redis clock, in microseconds.
-# ARGV[2]: msgpack of {ttls, groups}: one TTL in ms per key, and one group per
-# request: a list of entries {key index, host, count, host, count, ...}.
-# Counts are decimal strings: a Lua number would print large ones inexactly.
+# ARGV[2]: msgpack of {ttls, adding, groups}: per key its TTL in ms and the sum
+# of what this call adds to it; then one group per request: a list of entries
+# {key index, host, count, host, count, ...}. Counts and sums are decimal
+# strings: a Lua number would print large ones inexactly.
 # Reply: {1, sec, usec, <refusals>}, or {0, sec, usec} when started too late;
 # sec, usec is the Redis clock at the start, and each refusal is
 # group, entry, host, that host's current score.
+#
+# Doubles round monotonically, so "a + b > MAX" is decided exactly even when
+# a or b is past 2^53. A host can only pass MAX in a key if the key's highest
+# score plus all this call adds to the key does: only then are totals checked
+# host by host (and a wrong-type key fails here, before any write).
 _INGEST = """
 local now = redis.call('TIME')
 if tonumber(now[1]) * 1000000 + tonumber(now[2]) > tonumber(ARGV[1]) then
   return {0, now[1], now[2]}
 end
-for i = 1, #KEYS do
-  local kind = redis.call('TYPE', KEYS[i])['ok']
-  if kind ~= 'zset' and kind ~= 'none' then
-    return redis.error_reply('WRONGTYPE ' .. KEYS[i] .. ' holds a ' .. kind ..
-      ', not a sorted set: is another application using the same --redis-prefix?')
-  end
-end
 local MAX = 9007199254740991
 local data = cmsgpack.unpack(ARGV[2])
-local ttls, groups = data[1], data[2]
+local ttls, adding, groups = data[1], data[2], data[3]
+local careful = false
+for i = 1, #KEYS do
+  local top = redis.pcall('ZRANGE', KEYS[i], -1, -1, 'WITHSCORES')
+  if top['err'] then
+    return redis.error_reply(top['err'] .. ' (' .. KEYS[i] ..
+      '): is another application using the same --redis-prefix?')
+  end
+  local highest = top[2]
+  if (highest and tonumber(highest) or 0) + tonumber(adding[i]) > MAX then
+    careful = true
+  end
+end
 local reply = {1, now[1], now[2]}
 for g = 1, #groups do
   local group = groups[g]
-  -- Check every total the group touches first, then apply all of it or none.
-  -- Doubles round monotonically, so "> MAX" is decided exactly.
+  -- When careful, check every total the group touches first, then apply all
+  -- of the group or none of it.
   local refused = false
-  for e = 1, #group do
-    local entry = group[e]
-    local key = KEYS[entry[1]]
-    for j = 2, #entry, 2 do
-      local score = redis.call('ZSCORE', key, entry[j])
-      if (score and tonumber(score) or 0) + tonumber(entry[j + 1]) > MAX then
-        refused = true
-        reply[#reply + 1] = g
-        reply[#reply + 1] = e
-        reply[#reply + 1] = entry[j]
-        reply[#reply + 1] = score or '0'
+  if careful then
+    for e = 1, #group do
+      local entry = group[e]
+      local key = KEYS[entry[1]]
+      for j = 2, #entry, 2 do
+        local score = redis.call('ZSCORE', key, entry[j])
+        if (score and tonumber(score) or 0) + tonumber(entry[j + 1]) > MAX then
+          refused = true
+          reply[#reply + 1] = g
+          reply[#reply + 1] = e
+          reply[#reply + 1] = entry[j]
+          reply[#reply + 1] = score or '0'
+          break
+        end
+      end
+      if refused then
         break
       end
-    end
-    if refused then
-      break
     end
   end
   if not refused then
@@ -439,6 +452,7 @@ class RedisStore:
 
         now = self._clock()
         index: dict[tuple[int, int], int] = {}
+        adding: list[int] = []
         groups: list[list[list[Any]]] = []
         ops = 0
         for request in batch:
@@ -447,6 +461,8 @@ class RedisStore:
                 slot = index.get((size, start))
                 if slot is None:
                     slot = index[(size, start)] = len(index) + 1
+                    adding.append(0)
+                adding[slot - 1] += sum(counts.values())
                 entry: list[Any] = [slot]
                 for host, n in counts.items():
                     entry.append(host)
@@ -457,7 +473,7 @@ class RedisStore:
         keys = [self.key(size, start) for size, start in index]
         # The window can turn between add() and here: a TTL is never below 1 ms.
         ttls = [max(1, math.ceil((start + 2 * size - now) * 1000)) for size, start in index]
-        payload = _msgpack((ttls, groups))
+        payload = _msgpack((ttls, [str(n) for n in adding], groups))
 
         sent = time.monotonic()
         deadline = int((sent + self._timeout * _START_SHARE + self._offset[0]) * 1e6)
