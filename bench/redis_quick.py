@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -46,6 +47,8 @@ request = function()
 end
 """
 
+# A round is quiet when the rest of the machine used less CPU than this meanwhile.
+QUIET = 0.1
 TARGET_ONE_WORKER = 8_000
 TARGET_SCALING = 1.3
 
@@ -57,6 +60,34 @@ class Result:
     p50_ms: float
     p99_ms: float
     errors: int
+    other_cores: float = float("nan")
+    """CPU the rest of the machine used meanwhile, in cores: the noise in this figure."""
+
+
+TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def machine_busy() -> int:
+    """Busy CPU ticks of the whole machine so far (Linux), or 0."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return 0
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[:8])
+    return user + nice + system + irq + softirq + steal
+
+
+def process_busy(pid: int) -> int:
+    """CPU ticks used by ``pid`` and its live children (the workers), or 0."""
+    total = 0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+        for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+            total += process_busy(int(child))
+    except (OSError, IndexError, ValueError):
+        pass
+    return total
 
 
 def free_port() -> int:
@@ -130,8 +161,19 @@ def wrk(url: str, script: Path, seconds: float, connections: int, threads: int) 
     )
 
 
+def _children_busy() -> float:
+    """CPU seconds used by the children we have waited for (the wrk runs)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def measure(
-    store: str, workers: int, script: Path, args: argparse.Namespace, redis_prefix: str
+    store: str,
+    workers: int,
+    script: Path,
+    args: argparse.Namespace,
+    redis_prefix: str,
+    redis_pids: list[int],
 ) -> Result:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -142,7 +184,15 @@ def measure(
     try:
         wait_healthy(url)
         wrk(url, script, args.warmup, args.connections, args.threads)
+        pids = [server.pid, *redis_pids]
+        before = machine_busy(), sum(map(process_busy, pids)), _children_busy()
+        started = time.monotonic()
         result = wrk(url, script, args.duration, args.connections, args.threads)
+        elapsed = time.monotonic() - started
+        after = machine_busy(), sum(map(process_busy, pids)), _children_busy()
+        if before[0]:
+            ours = (after[1] - before[1]) + (after[2] - before[2]) * TICK
+            result.other_cores = max(0.0, after[0] - before[0] - ours) / TICK / elapsed
     finally:
         server.send_signal(signal.SIGTERM)
         try:
@@ -178,6 +228,7 @@ def main() -> int:
     redis_url = args.redis_url
     if redis_url is None:
         redis_proc, redis_url = start_redis(shutil.which("redis-server") or "redis-server")
+    redis_pids = [redis_proc.pid] if redis_proc is not None else []
     runs: dict[str, list[Result]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "post.lua"
@@ -186,11 +237,12 @@ def main() -> int:
         try:
             for round_ in range(1, args.rounds + 1):
                 for store, workers in (("memory", 1), (redis_url, 1), (redis_url, 2)):
-                    r = measure(store, workers, script, args, prefix)
+                    r = measure(store, workers, script, args, prefix, redis_pids)
                     runs.setdefault(r.setup, []).append(r)
                     print(
                         f"round {round_}  {r.setup:<18} {r.rps:>9,.0f} req/s   "
-                        f"p50 {r.p50_ms:6.2f} ms   p99 {r.p99_ms:6.2f} ms   non-2xx {r.errors}",
+                        f"p50 {r.p50_ms:6.2f} ms   p99 {r.p99_ms:6.2f} ms   non-2xx {r.errors}   "
+                        f"other load {r.other_cores:.2f} cores",
                         flush=True,
                     )
         finally:
@@ -205,7 +257,15 @@ def main() -> int:
     for setup, results in runs.items():
         medians[setup] = statistics.median(r.rps for r in results)
         p99 = statistics.median(r.p99_ms for r in results)
-        print(f"  {setup:<18} {medians[setup]:>9,.0f} req/s   p99 {p99:6.2f} ms")
+        quiet = [r.rps for r in results if r.other_cores < QUIET]
+        print(
+            f"  {setup:<18} {medians[setup]:>9,.0f} req/s   p99 {p99:6.2f} ms   "
+            + (
+                f"quiet rounds: {statistics.median(quiet):,.0f} req/s ({len(quiet)})"
+                if quiet
+                else "no quiet round"
+            )
+        )
     memory, one, two = medians.values()
     print(
         f"redis 1 worker: {one:,.0f} req/s (target >= {TARGET_ONE_WORKER:,}), {one / memory:.2f}x"
