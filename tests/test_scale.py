@@ -213,3 +213,16 @@ def test_a_hung_redis_gives_503s_and_none_of_them_is_applied_later(
     assert statuses[200] > 0
     # Redis ran the calls it had queued while stopped: all of them too late.
     assert hour_stats(server) == {"a.com": statuses[200], "b.com": statuses[200]}
+
+
+def test_an_instance_starts_while_redis_is_down_and_serves_once_it_is_up(
+    own_redis: RedisServer, servers: list[Server]
+) -> None:
+    own_redis.kill()
+    threading.Timer(1.0, own_redis.start).start()
+    servers.append(Server("--store", own_redis.url))  # returns once /healthz is 200
+    response = httpx.post(servers[0].url + "/counter", json={"timestamp": past_hour_ts(), "a": 1})
+    assert response.status_code == 200
+    code, out = servers[0].stop()
+    assert code == 0
+    assert "answering 503 until it is back" in out

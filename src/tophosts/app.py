@@ -4,6 +4,7 @@ rest is a small Starlette app behind it."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -22,6 +23,8 @@ from tophosts.events import Decoder
 from tophosts.ingest import RETRY_AFTER, Ingest, Receive, Scope, Send
 from tophosts.store import Clock, Store, StoreUnavailable, open_store
 from tophosts.windows import Window
+
+log = logging.getLogger("tophosts")
 
 MAX_LIMIT = 1000
 STATS_PARAMS = ("stats_type", "limit")
@@ -70,6 +73,11 @@ class TopHosts:
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        try:
+            await self.store.ping()
+        except StoreUnavailable as exc:
+            # Start anyway: requests get 503 until the store is back.
+            log.warning("%s; answering 503 until it is back", exc)
         try:
             yield
         finally:
