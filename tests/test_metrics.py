@@ -21,7 +21,7 @@ def scrape(client: TestClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], 
     return samples
 
 
-def test_ingest_and_request_metrics(client: TestClient) -> None:
+def test_ingest_and_request_metrics(client: TestClient, store_url: str) -> None:
     client.post("/counter", json={"timestamp": PAST_MINUTE, "a.com": 3, "b.com": 2})
     client.post("/counter", json={"timestamp": PAST_HOUR - 10, "old.com": 1})
     client.post("/counter", json={"timestamp": PAST_MINUTE, "bad": True})
@@ -52,7 +52,8 @@ def test_ingest_and_request_metrics(client: TestClient) -> None:
     assert m[("tophosts_tracked_hosts", (("window", "minute"),))] == 2
     assert m[("tophosts_tracked_hosts", (("window", "hour"),))] == 3
     assert m[("tophosts_windows_live", ())] == 3
-    assert m[("tophosts_info", (("store", "memory"), ("version", "0.1.0")))] == 1
+    kind = store_url.partition(":")[0]
+    assert m[("tophosts_info", (("store", kind), ("version", "0.1.0")))] == 1
     assert m[("process_resident_memory_bytes", ())] > 0
 
 

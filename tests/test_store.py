@@ -25,11 +25,6 @@ PAST_MINUTE = past(T0, Window.MINUTE).start
 PAST_HOUR = past(T0, Window.HOUR).start
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 async def test_counts_land_in_the_past_minute_and_hour(make_store: MakeStore) -> None:
     store = make_store()
     assert await store.add([(PAST_MINUTE + 5, {"a.com": 3, "b.com": 1})]) == Added(1, 0)
@@ -171,6 +166,7 @@ def naive_top(events: list[Event], now: float, window: Window, limit: int) -> li
     return ranked[:limit]
 
 
+_examples = itertools.count()
 timestamps = st.integers(PAST_HOUR - 120, T0 + 300)
 counts = st.dictionaries(st.sampled_from("abcdefgh"), st.integers(0, 5), min_size=1, max_size=4)
 event_lists = st.lists(st.tuples(timestamps, counts), max_size=40)
@@ -193,7 +189,8 @@ def test_any_order_and_batching_matches_a_naive_recount(
     later: int,
 ) -> None:
     clock = FakeClock()
-    store = open_store(store_url, clock=clock)
+    # Each example gets keys of its own on the shared Redis.
+    store = open_store(store_url, clock=clock, redis_prefix=f"t{next(_examples)}")
     bounds = sorted({0, len(events), *(c for c in cuts if c < len(events))})
     batches = [events[a:b] for a, b in itertools.pairwise(bounds)]
 

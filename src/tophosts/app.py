@@ -29,6 +29,8 @@ from tophosts.store import Clock, Store, StoreUnavailable, open_store
 from tophosts.store.memory import MemoryStore
 from tophosts.windows import Window, past
 
+log = logging.getLogger("tophosts")
+
 MAX_LIMIT = openapi.MAX_LIMIT
 DOCS = Path(__file__).parent / "docs"
 DASHBOARD = Path(__file__).parent / "dashboard"
@@ -143,6 +145,11 @@ class TopHosts:
                 assert isinstance(self.store, MemoryStore)
                 path, interval = Path(self.settings.snapshot), self.settings.snapshot_interval
                 await stack.enter_async_context(snapshot.periodic(self.store, path, interval))
+            try:
+                await self.store.ping()
+            except StoreUnavailable as exc:
+                # Start anyway: requests get 503 until the store is back.
+                log.warning("%s; answering 503 until it is back", exc)
             yield
 
     async def stats(self, request: Request) -> Response:
@@ -272,6 +279,8 @@ def create_app(
             clock=clock,
             max_skew=settings.max_skew,
             max_tracked_hosts=settings.max_tracked_hosts,
+            redis_prefix=settings.redis_prefix,
+            redis_timeout=settings.redis_timeout,
         )
     if settings.snapshot:
         if not isinstance(store, MemoryStore):

@@ -45,6 +45,9 @@ class Settings:
     clock_offset: float = 0.0
     ingest_token: str = dataclasses.field(default="", repr=False)
     read_token: str = dataclasses.field(default="", repr=False)
+    redis_prefix: str = "tophosts"
+    redis_timeout: float = 1.0
+    workers: int = 1
 
     def environ(self) -> dict[str, str]:
         """These settings as ``TOPHOSTS_*`` variables, e.g. to hand to worker processes."""
@@ -86,19 +89,6 @@ def _choice(*options: str) -> Callable[[str], str]:
     return parse
 
 
-def _seconds(low: float, high: float) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            value = float("nan")
-        if not low <= value <= high:
-            raise ValueError(f"a number of seconds from {low:g} to {high:g}")
-        return value
-
-    return parse
-
-
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
 
@@ -135,8 +125,32 @@ def _store_url(text: str) -> str:
     if text in ("memory", "memory://"):
         return "memory"
     if re.match(r"(redis|rediss|unix)://", text):
+        from redis.asyncio.connection import parse_url
+
+        try:
+            parse_url(text)
+        except ValueError as exc:
+            raise ValueError(
+                f"a valid Redis URL such as redis://localhost:6379/0 ({exc})"
+            ) from None
         return text
     raise ValueError("'memory', or a Redis URL such as redis://localhost:6379/0")
+
+
+def _seconds(low: float, high: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        text = text.strip()
+        if not re.fullmatch(r"-?[0-9]+(\.[0-9]+)?", text) or not low <= float(text) <= high:
+            raise ValueError(f"a number of seconds from {low:g} to {high:g}, such as 1 or 0.25")
+        return float(text)
+
+    return parse
+
+
+def _key_prefix(text: str) -> str:
+    if not re.fullmatch(r"[\x21-\x7e]{1,64}", text.strip()):
+        raise ValueError("1 to 64 printable ASCII characters without spaces, such as tophosts")
+    return text.strip()
 
 
 def _nonempty(text: str) -> str:
@@ -203,6 +217,9 @@ SPECS: tuple[_Spec, ...] = (
         "",
         switch=True,
     ),
+    _Spec("redis_prefix", _key_prefix, "first part of every Redis key", "PREFIX"),
+    _Spec("redis_timeout", _seconds(0.01, 60), "seconds to wait for Redis before a 503", "S"),
+    _Spec("workers", _integer(1, 64), "worker processes; more than 1 needs a redis:// store", "N"),
 )
 
 
@@ -233,6 +250,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def resolve(args: argparse.Namespace | None, environ: Mapping[str, str]) -> Settings:
     """Settings from parsed flags, then the environment, then the defaults."""
     values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
     for spec in SPECS:
         var = ENV_PREFIX + spec.name.upper()
         raw = getattr(args, spec.name, None) if args is not None else None
@@ -249,7 +267,15 @@ def resolve(args: argparse.Namespace | None, environ: Mapping[str, str]) -> Sett
             raise SettingsError(f"{source}: expected {exc}, got {got}") from None
         # A token file fills in the token setting it names.
         values[spec.name.removesuffix("_file")] = value
-    return Settings(**values)
+        sources[spec.name] = source
+    settings = Settings(**values)
+    if settings.workers > 1 and settings.store == "memory":
+        raise SettingsError(
+            f"{sources['workers']}: {settings.workers} workers need a shared store, but the "
+            "memory store lives inside each process, so each worker would hold different "
+            "counts; use --store redis://host:port/db (or run one worker)"
+        )
+    return settings
 
 
 def load(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
