@@ -89,6 +89,12 @@ def test_workers_share_counts_through_redis(redis_url: str, servers: list[Server
     assert errors == []
     expected = {"all": 600, **{f"t{n}": 100 for n in range(6)}}
     assert hour_stats(servers[0]) == expected
+    # Every worker's /metrics answers for all workers (multiprocess mode), once
+    # each has flushed (every second).
+    time.sleep(1.5)
+    for _ in range(4):  # new connections, so different workers answer
+        metrics = httpx.get(servers[0].url + "/metrics").text
+        assert 'tophosts_events_total{result="accepted"} 600.0' in metrics
     code, out = servers[0].stop()
     assert code == 0
     assert "Traceback" not in out
