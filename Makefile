@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PORT   ?= 8080
 
-.PHONY: all run test lint format bench bench-quick clean
+.PHONY: all run test lint format bench bench-quick fuzz soak soak-redis clean
 
 all: test run
 
@@ -38,6 +38,19 @@ bench: $(VENV)/.dev-installed
 
 bench-quick: $(VENV)/.dev-installed
 	$(BIN)/python -m tophosts bench --quick
+
+# Many more generated bodies and schemathesis examples than `make test` runs.
+fuzz: $(VENV)/.dev-installed
+	TOPHOSTS_FUZZ_EXAMPLES=5000 TOPHOSTS_SCHEMATHESIS_EXAMPLES=1000 \
+		$(BIN)/pytest -q tests/test_fuzz.py tests/test_openapi.py
+
+# Ten minutes of mixed load at 80% of capacity, then a minute of overload
+# (see bench/soak.py and RELIABILITY.md). Not part of `make test`.
+soak: $(VENV)/.dev-installed
+	$(BIN)/python bench/soak.py --store memory
+
+soak-redis: $(VENV)/.dev-installed
+	$(BIN)/python bench/soak.py --store redis
 
 format: $(VENV)/.dev-installed
 	$(BIN)/ruff format .

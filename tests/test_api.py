@@ -193,6 +193,28 @@ def test_default_top_is_ten(client: TestClient) -> None:
     assert list(top(client)) == [f"h{i:02}" for i in range(10)]
 
 
+def test_stats_names_its_window_in_headers_not_the_body(
+    client: TestClient, clock: FakeClock
+) -> None:
+    # T0 is 22:13:20 UTC: the past minute is [22:12, 22:13) and the past hour [21:00, 22:00).
+    client.post("/counter", json={"timestamp": PAST_MINUTE, "a": 1})
+    response = client.get("/stats")
+    assert response.json() == {"top_hosts": {"a": 1}}
+    assert response.headers["x-window-start"] == str(PAST_MINUTE) == str(T0 - 80)
+    assert response.headers["x-window-end"] == str(PAST_MINUTE + 60)
+    hour = client.get("/stats?stats_type=hour")
+    assert list(hour.json()) == ["top_hosts"]
+    assert (hour.headers["x-window-start"], hour.headers["x-window-end"]) == (
+        str(PAST_HOUR),
+        str(PAST_HOUR + 3600),
+    )
+    # The headers follow the server's clock as the window rolls.
+    clock.advance(40)
+    response = client.get("/stats")
+    assert response.json() == {"top_hosts": {}}
+    assert response.headers["x-window-start"] == str(PAST_MINUTE + 60)
+
+
 @pytest.mark.parametrize(
     ("query", "words"),
     [

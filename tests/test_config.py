@@ -15,6 +15,9 @@ def test_defaults() -> None:
         max_body=8 * 1024 * 1024,
         max_hosts=10_000,
         log_level="info",
+        redis_prefix="tophosts",
+        redis_timeout=1.0,
+        workers=1,
     )
 
 
@@ -28,6 +31,9 @@ def test_environment_variables_set_every_setting() -> None:
         "TOPHOSTS_MAX_BODY": "1MiB",
         "TOPHOSTS_MAX_HOSTS": "50",
         "TOPHOSTS_LOG_LEVEL": "WARNING",
+        "TOPHOSTS_REDIS_PREFIX": "th-prod",
+        "TOPHOSTS_REDIS_TIMEOUT": "0.25",
+        "TOPHOSTS_WORKERS": "4",
     }
     assert load([], env) == Settings(
         host="127.0.0.1",
@@ -38,6 +44,9 @@ def test_environment_variables_set_every_setting() -> None:
         max_body=1024 * 1024,
         max_hosts=50,
         log_level="warning",
+        redis_prefix="th-prod",
+        redis_timeout=0.25,
+        workers=4,
     )
 
 
@@ -51,6 +60,22 @@ def test_a_flag_wins_over_its_variable() -> None:
 def test_settings_round_trip_through_the_environment() -> None:
     settings = load(["--top", "7", "--max-body", "512KiB"], {})
     assert load([], settings.environ()) == settings
+    argv = ["--store", "redis://:s3cret@10.0.0.5:6380/2", "--workers", "3", "--redis-timeout", "2"]
+    settings = load([*argv, "--redis-prefix", "{th}"], {})
+    assert load([], settings.environ()) == settings
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://localhost:6379/0",
+        "redis://:password@cache.internal:6380/3",
+        "rediss://user:password@cache.example.com:6380/0",
+        "unix:///run/redis/redis.sock?db=1",
+    ],
+)
+def test_redis_urls_in_the_forms_redis_py_takes(url: str) -> None:
+    assert load(["--store", url], {}).store == url
 
 
 @pytest.mark.parametrize(
@@ -65,6 +90,13 @@ def test_settings_round_trip_through_the_environment() -> None:
         (["--log-level", "loud"], {}, "--log-level: expected one of critical, error"),
         (["--store", "mysql://x"], {}, "--store: expected 'memory', or a Redis URL"),
         (["--host", " "], {}, "--host: expected a non-empty value"),
+        (["--store", "redis://cache:port/0"], {}, "--store: expected a valid Redis URL"),
+        (["--redis-timeout", "0"], {}, "--redis-timeout: expected a number of seconds from 0.01"),
+        (["--redis-timeout", "1s"], {}, "--redis-timeout: expected a number of seconds"),
+        (["--redis-prefix", "my app"], {}, "--redis-prefix: expected 1 to 64 printable ASCII"),
+        (["--workers", "0"], {}, "--workers: expected an integer from 1 to 64"),
+        (["--workers", "2"], {}, "--workers: 2 workers need a shared store"),
+        ([], {"TOPHOSTS_WORKERS": "3"}, "TOPHOSTS_WORKERS: 3 workers need a shared store"),
     ],
 )
 def test_bad_values_raise_one_clear_line(

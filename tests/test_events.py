@@ -151,7 +151,7 @@ def test_ndjson_with_no_events_is_refused() -> None:
     assert "no events" in info.value.message
 
 
-hosts = st.text(min_size=1, max_size=20).filter(lambda h: h != "timestamp")
+hosts = st.text(min_size=1, max_size=20).filter(lambda h: h != "timestamp" and "\x00" not in h)
 events = st.fixed_dictionaries(
     {"timestamp": st.integers(0, MAX_COUNT)},
     optional={},
@@ -176,3 +176,14 @@ def test_every_valid_batch_round_trips_as_json_and_ndjson(batch: list[dict[str, 
     if batch:
         ndjson = b"\n".join(msgspec.json.encode(e) for e in batch)
         assert decoder.many(ndjson, ndjson=True) == expected
+
+
+@given(event=events, data=st.data())
+def test_a_repeated_key_is_always_found(event: dict[str, int], data: st.DataObject) -> None:
+    key = data.draw(st.sampled_from(sorted(event)))
+    body = msgspec.json.encode(event)[:-1] + b", " + msgspec.json.encode(key) + b": 1}"
+    with pytest.raises(EventError, match="duplicate key"):
+        decoder.one(body)
+    with pytest.raises(EventError, match="duplicate key") as info:
+        decoder.many(b"[" + msgspec.json.encode(event) + b"," + body + b"]")
+    assert info.value.index == 1

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from tests.conftest import T0, FakeClock
 from tophosts.events import MAX_COUNT, Event, EventError
 from tophosts.store import Added, Store, open_store
+from tophosts.store.memory import MemoryStore
 from tophosts.windows import Window, past
 
 pytestmark = pytest.mark.anyio
@@ -23,11 +24,6 @@ MakeStore = Callable[..., Store]
 # T0 is 22:13:20; the past minute is [22:12, 22:13) and the past hour [21:00, 22:00).
 PAST_MINUTE = past(T0, Window.MINUTE).start
 PAST_HOUR = past(T0, Window.HOUR).start
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 async def test_counts_land_in_the_past_minute_and_hour(make_store: MakeStore) -> None:
@@ -157,6 +153,25 @@ async def test_an_overflow_in_the_hour_alone_is_refused_too(make_store: MakeStor
     assert info.value.index is None
 
 
+async def test_the_host_cap_counts_an_hour_across_its_folded_and_live_minutes(
+    clock: FakeClock,
+) -> None:
+    # Memory store only: the hour's hosts sit partly in its own dict (minutes
+    # that left) and partly in live minutes; the cap must see them all, once.
+    store = MemoryStore(clock=clock, max_tracked_hosts=3)
+    hour = T0 - T0 % 3600
+    clock.set(hour + 70)
+    await store.add([(hour + 60, {"a": 1, "b": 1})])  # a live minute, folded once it leaves
+    clock.set(hour + 180)
+    await store.add([(hour + 121, {"b": 1, "c": 1})])  # the past minute, b in both
+    with pytest.raises(EventError) as info:
+        await store.add([(hour + 125, {"d": 1})])
+    assert info.value.status == 429
+    await store.add([(hour + 130, {"a": 2})])  # known hosts keep counting
+    clock.set(hour + 3600 + 5)
+    assert await store.top(Window.HOUR, 10) == [("a", 3), ("b", 2), ("c", 1)]
+
+
 async def test_memory_is_released_when_windows_expire(
     make_store: MakeStore, clock: FakeClock
 ) -> None:
@@ -193,6 +208,7 @@ def naive_top(events: list[Event], now: float, window: Window, limit: int) -> li
     return ranked[:limit]
 
 
+_examples = itertools.count()
 timestamps = st.integers(PAST_HOUR - 120, T0 + 300)
 counts = st.dictionaries(st.sampled_from("abcdefgh"), st.integers(0, 5), min_size=1, max_size=4)
 event_lists = st.lists(st.tuples(timestamps, counts), max_size=40)
@@ -215,7 +231,8 @@ def test_any_order_and_batching_matches_a_naive_recount(
     later: int,
 ) -> None:
     clock = FakeClock()
-    store = open_store(store_url, clock=clock)
+    # Each example gets keys of its own on the shared Redis.
+    store = open_store(store_url, clock=clock, redis_prefix=f"t{next(_examples)}")
     bounds = sorted({0, len(events), *(c for c in cuts if c < len(events))})
     batches = [events[a:b] for a, b in itertools.pairwise(bounds)]
 
@@ -249,7 +266,8 @@ def test_adds_between_window_turns_match_a_naive_recount(
     # their hour) while more events arrive for them, late or on time; every
     # query along the way must match a recount of what was accepted.
     clock = FakeClock()
-    store = open_store(store_url, clock=clock, max_skew=86_400)
+    # Each example gets keys of its own on the shared Redis.
+    store = open_store(store_url, clock=clock, max_skew=86_400, redis_prefix=f"t{next(_examples)}")
     accepted: list[Event] = []
 
     async def run() -> None:

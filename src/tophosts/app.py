@@ -4,25 +4,48 @@ rest is a small Starlette app behind it."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from pathlib import Path
+from time import perf_counter
 from typing import Any
 
 import msgspec
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
+from starlette.responses import FileResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 
-from tophosts.config import Settings
+from tophosts import logs, openapi, snapshot
+from tophosts.auth import Tokens, parse_tokens
+from tophosts.config import Settings, SettingsError
 from tophosts.events import Decoder
-from tophosts.ingest import RETRY_AFTER, Ingest, Receive, Scope, Send
+from tophosts.ingest import RETRY_AFTER, Ingest, Message, Receive, Scope, Send, send_json
+from tophosts.metrics import Metrics, route_of
 from tophosts.store import Clock, Store, StoreUnavailable, open_store
-from tophosts.windows import Window
+from tophosts.store.memory import MemoryStore
+from tophosts.windows import Window, past
 
-MAX_LIMIT = 1000
+log = logging.getLogger("tophosts")
+
+MAX_LIMIT = openapi.MAX_LIMIT
+DOCS = Path(__file__).parent / "docs"
+DASHBOARD = Path(__file__).parent / "dashboard"
+# Pages load their script and style from files only, so no inline script can run.
+PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+}
 STATS_PARAMS = ("stats_type", "limit")
+INGEST_PATHS = ("/counter", "/counters")
+READ_PATHS = ("/stats", "/metrics")
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 def json_response(status: int, payload: Any, headers: Mapping[str, str] | None = None) -> Response:
@@ -36,18 +59,34 @@ def error(status: int, message: str, headers: Mapping[str, str] | None = None) -
 class TopHosts:
     """The tophosts ASGI application."""
 
-    def __init__(self, settings: Settings, store: Store) -> None:
+    def __init__(self, settings: Settings, store: Store, clock: Clock = time.time) -> None:
         self.settings = settings
         self.store = store
+        self.clock = clock
+        self.metrics = Metrics(store.kind)
+        self._spec = openapi.spec()
+        self.guards: dict[str, Tokens] = {}
+        if settings.ingest_token:
+            ingest = Tokens(parse_tokens(settings.ingest_token), "ingest")
+            self.guards |= dict.fromkeys(INGEST_PATHS, ingest)
+        if settings.read_token:
+            read = Tokens(parse_tokens(settings.read_token), "reading stats and metrics")
+            self.guards |= dict.fromkeys(READ_PATHS, read)
         decoder = Decoder(settings.max_hosts)
-        self.counter = Ingest(store, decoder, settings.max_body, batch=False)
-        self.counters = Ingest(store, decoder, settings.max_body, batch=True)
+        self.counter = Ingest(store, decoder, settings.max_body, False, self.metrics)
+        self.counters = Ingest(store, decoder, settings.max_body, True, self.metrics)
         self.router = Starlette(
             routes=[
                 Route("/counter", self.counter, methods=["POST"]),
                 Route("/counters", self.counters, methods=["POST"]),
                 Route("/stats", self.stats, methods=["GET"]),
                 Route("/healthz", self.healthz, methods=["GET"]),
+                Route("/metrics", self.prometheus, methods=["GET"]),
+                Route("/openapi.json", self.openapi, methods=["GET"]),
+                Route("/docs", self.docs, methods=["GET"]),
+                Mount("/docs/assets", StaticFiles(directory=DOCS), name="docs"),
+                Route("/", self.dashboard, methods=["GET"]),
+                Mount("/dashboard/assets", StaticFiles(directory=DASHBOARD), name="dashboard"),
             ],
             exception_handlers={
                 HTTPException: self.http_error,
@@ -57,6 +96,10 @@ class TopHosts:
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.guards and scope["type"] == "http":
+            tokens = self.guards.get(scope["path"])
+            if tokens is not None and not tokens.allows(scope):
+                return await self.observed(scope, receive, send, tokens.refuse)
         # The fast lane: the ingest routes skip Starlette's routing and middleware.
         if scope["type"] == "http" and scope["method"] == "POST":
             path = scope["path"]
@@ -64,14 +107,50 @@ class TopHosts:
                 return await self.counter.handle(scope, receive, send)
             if path == "/counters":
                 return await self.counters.handle(scope, receive, send)
-        await self.router(scope, receive, send)
+        if scope["type"] != "http":
+            return await self.router(scope, receive, send)
+        await self.observed(scope, receive, send)
+
+    async def observed(
+        self, scope: Scope, receive: Receive, send: Send, app: ASGIApp | None = None
+    ) -> None:
+        """Serve through Starlette (or ``app``), counting and logging like the fast lane."""
+        started = perf_counter()
+        status, sent = 500, 0
+
+        async def watch(message: Message) -> None:
+            nonlocal status, sent
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body":
+                sent += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            await (app or self.router)(scope, receive, watch)
+        finally:
+            seconds = perf_counter() - started
+            path = scope["path"]
+            self.metrics.request(route_of(path), status, seconds)
+            if logs.access.isEnabledFor(logging.INFO):
+                received = _content_length(scope)
+                logs.request(scope["method"], path, status, seconds, received, sent)
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        try:
+        async with contextlib.AsyncExitStack() as stack:
+            stack.push_async_callback(self.store.close)
+            await stack.enter_async_context(self.metrics.flushing())
+            if self.settings.snapshot:
+                assert isinstance(self.store, MemoryStore)
+                path, interval = Path(self.settings.snapshot), self.settings.snapshot_interval
+                await stack.enter_async_context(snapshot.periodic(self.store, path, interval))
+            try:
+                await self.store.ping()
+            except StoreUnavailable as exc:
+                # Start anyway: requests get 503 until the store is back.
+                log.warning("%s; answering 503 until it is back", exc)
             yield
-        finally:
-            await self.store.close()
 
     async def stats(self, request: Request) -> Response:
         seen: dict[str, str] = {}
@@ -102,11 +181,15 @@ class TopHosts:
                     400, f"limit must be an integer from 1 to {MAX_LIMIT}, got {raw_limit!r}"
                 )
             limit = int(raw_limit)
+        # The window in headers, so the body stays exactly {"top_hosts": ...} and a
+        # client (the dashboard) can label it with the server's clock, not its own.
+        span = past(self.clock(), window)
         try:
             top = await self.store.top(window, limit)
         except StoreUnavailable as exc:
             return unavailable(exc)
-        return json_response(200, {"top_hosts": dict(top)})
+        headers = {"X-Window-Start": str(span.start), "X-Window-End": str(span.end)}
+        return json_response(200, {"top_hosts": dict(top)}, headers)
 
     async def healthz(self, request: Request) -> Response:
         try:
@@ -114,6 +197,27 @@ class TopHosts:
         except StoreUnavailable as exc:
             return unavailable(exc)
         return json_response(200, {"status": "ok"})
+
+    async def prometheus(self, request: Request) -> Response:
+        # The counters are worth scraping even when the store is down; the
+        # size gauges then keep their last value.
+        with contextlib.suppress(StoreUnavailable):
+            self.metrics.set_sizes(await self.store.sizes())
+        body, content_type = self.metrics.exposition(request.headers.get("accept"))
+        return Response(body, 200, headers={"content-type": content_type})
+
+    async def shed(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The answer to a request over --limit-concurrency (see :mod:`tophosts.protocol`)."""
+        await self.observed(scope, receive, send, _overloaded)
+
+    async def openapi(self, request: Request) -> Response:
+        return json_response(200, self._spec)
+
+    async def docs(self, request: Request) -> Response:
+        return FileResponse(DOCS / "index.html", headers=PAGE_HEADERS)
+
+    async def dashboard(self, request: Request) -> Response:
+        return FileResponse(DASHBOARD / "index.html", headers=PAGE_HEADERS)
 
     async def http_error(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -133,11 +237,33 @@ class TopHosts:
         return error(500, "internal server error")
 
 
-ROUTES = ("POST /counter", "POST /counters", "GET /stats", "GET /healthz")
+async def _overloaded(scope: Scope, receive: Receive, send: Send) -> None:
+    await send_json(
+        send,
+        503,
+        {"error": "the server is at --limit-concurrency; nothing was applied, retry shortly"},
+        [(b"retry-after", RETRY_AFTER.encode())],
+    )
+
+
+def _content_length(scope: Scope) -> int:
+    for name, value in scope["headers"]:
+        if name == b"content-length" and value.isdigit():
+            return int(value)
+    return 0
+
+
+ROUTES = tuple(
+    f"{method.upper()} {path}" for path, item in openapi.PATHS.items() for method in item
+)
 
 
 def unavailable(exc: StoreUnavailable) -> Response:
     return error(503, f"the store is unavailable: {exc}", {"Retry-After": RETRY_AFTER})
+
+
+def _shifted(clock: Clock, offset: float) -> Clock:
+    return lambda: clock() + offset
 
 
 def create_app(
@@ -145,6 +271,22 @@ def create_app(
 ) -> TopHosts:
     """Build the app; ``clock`` is only used when the store is opened here."""
     settings = settings or Settings()
+    if settings.clock_offset:
+        clock = _shifted(clock, settings.clock_offset)
     if store is None:
-        store = open_store(settings.store, clock=clock, max_skew=settings.max_skew)
-    return TopHosts(settings, store)
+        store = open_store(
+            settings.store,
+            clock=clock,
+            max_skew=settings.max_skew,
+            max_tracked_hosts=settings.max_tracked_hosts,
+            redis_prefix=settings.redis_prefix,
+            redis_timeout=settings.redis_timeout,
+        )
+    if settings.snapshot:
+        if not isinstance(store, MemoryStore):
+            raise SettingsError(
+                "--snapshot keeps the memory store across restarts; "
+                f"the {store.kind} store keeps its own data, so drop --snapshot"
+            )
+        snapshot.restore(store, Path(settings.snapshot), settings.snapshot_ignore_corrupt)
+    return TopHosts(settings, store, clock)

@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import re
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "TOPHOSTS_"
@@ -32,12 +33,28 @@ class Settings:
     max_body: int = 8 * 1024 * 1024
     max_hosts: int = 10_000
     log_level: str = "info"
+    log_format: str = "text"
+    snapshot: str = ""
+    snapshot_interval: float = 10.0
+    snapshot_ignore_corrupt: bool = False
+    limit_concurrency: int = 1024
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    timeout_keep_alive: int = 5
+    max_tracked_hosts: int = 1_000_000
+    clock_offset: float = 0.0
+    ingest_token: str = dataclasses.field(default="", repr=False)
+    read_token: str = dataclasses.field(default="", repr=False)
+    redis_prefix: str = "tophosts"
+    redis_timeout: float = 1.0
+    workers: int = 1
 
     def environ(self) -> dict[str, str]:
         """These settings as ``TOPHOSTS_*`` variables, e.g. to hand to worker processes."""
         return {
             ENV_PREFIX + f.name.upper(): str(getattr(self, f.name))
             for f in dataclasses.fields(self)
+            if getattr(self, f.name) != ""
         }
 
 
@@ -72,13 +89,68 @@ def _choice(*options: str) -> Callable[[str], str]:
     return parse
 
 
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "")
+
+
+def _boolean(text: str) -> bool:
+    if text.strip().lower() in _TRUE:
+        return True
+    if text.strip().lower() in _FALSE:
+        return False
+    raise ValueError("a boolean: " + ", ".join(_TRUE) + " or " + ", ".join(_FALSE[:-1]))
+
+
+def _path(text: str) -> str:
+    return text.strip()
+
+
+def _tokens(text: str) -> str:
+    tokens = [t.strip() for t in text.replace("\n", ",").split(",") if t.strip()]
+    if not tokens or any(len(t) < 16 or not t.isascii() or " " in t for t in tokens):
+        raise ValueError("tokens of at least 16 ASCII characters without spaces, comma-separated")
+    return ",".join(tokens)
+
+
+def _token_file(path: str) -> str:
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ValueError(f"a readable file ({exc.strerror})") from None
+    return _tokens(text)
+
+
 def _store_url(text: str) -> str:
     text = text.strip()
     if text in ("memory", "memory://"):
         return "memory"
     if re.match(r"(redis|rediss|unix)://", text):
+        from redis.asyncio.connection import parse_url
+
+        try:
+            parse_url(text)
+        except ValueError as exc:
+            raise ValueError(
+                f"a valid Redis URL such as redis://localhost:6379/0 ({exc})"
+            ) from None
         return text
     raise ValueError("'memory', or a Redis URL such as redis://localhost:6379/0")
+
+
+def _seconds(low: float, high: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        text = text.strip()
+        if not re.fullmatch(r"-?[0-9]+(\.[0-9]+)?", text) or not low <= float(text) <= high:
+            raise ValueError(f"a number of seconds from {low:g} to {high:g}, such as 1 or 0.25")
+        return float(text)
+
+    return parse
+
+
+def _key_prefix(text: str) -> str:
+    if not re.fullmatch(r"[\x21-\x7e]{1,64}", text.strip()):
+        raise ValueError("1 to 64 printable ASCII characters without spaces, such as tophosts")
+    return text.strip()
 
 
 def _nonempty(text: str) -> str:
@@ -93,6 +165,8 @@ class _Spec:
     parse: Callable[[str], Any]
     help: str
     metavar: str
+    switch: bool = False
+    """A flag that takes no value (``--snapshot-ignore-corrupt``)."""
 
 
 SPECS: tuple[_Spec, ...] = (
@@ -104,6 +178,48 @@ SPECS: tuple[_Spec, ...] = (
     _Spec("max_body", _size, "largest request body, e.g. 8MiB", "SIZE"),
     _Spec("max_hosts", _integer(1, 1_000_000), "most hosts in one event", "N"),
     _Spec("log_level", _choice(*LOG_LEVELS), "one of " + ", ".join(LOG_LEVELS), "LEVEL"),
+    _Spec(
+        "limit_concurrency",
+        _integer(0, 1_000_000),
+        "requests served at once; more get 503 with Retry-After (0: no limit)",
+        "N",
+    ),
+    _Spec(
+        "header_timeout", _seconds(0.1, 3600), "seconds a request may take to send its headers", "S"
+    ),
+    _Spec("body_timeout", _seconds(0.1, 3600), "seconds a request may take to send its body", "S"),
+    _Spec("timeout_keep_alive", _integer(1, 3600), "seconds an idle connection is kept", "S"),
+    _Spec(
+        "max_tracked_hosts",
+        _integer(1, 100_000_000),
+        "distinct hosts per window; events adding more get 429",
+        "N",
+    ),
+    _Spec(
+        "clock_offset",
+        _seconds(-(10**9), 10**9),
+        "shift the server clock by S seconds, for drills and tests only",
+        "S",
+    ),
+    _Spec("log_format", _choice("text", "json"), "text, or json for one JSON object a line", "FMT"),
+    _Spec("snapshot", _path, "file to keep the memory store in across restarts", "PATH"),
+    _Spec("snapshot_interval", _seconds(0.1, 86400), "seconds between snapshots", "S"),
+    _Spec(
+        "ingest_token", _tokens, "bearer token(s) POST /counter(s) require, comma-separated", "T"
+    ),
+    _Spec("ingest_token_file", _token_file, "read the ingest token(s) from this file", "PATH"),
+    _Spec("read_token", _tokens, "bearer token(s) /stats and /metrics require", "T"),
+    _Spec("read_token_file", _token_file, "read the read token(s) from this file", "PATH"),
+    _Spec(
+        "snapshot_ignore_corrupt",
+        _boolean,
+        "start empty, with a warning, if the snapshot is unreadable",
+        "",
+        switch=True,
+    ),
+    _Spec("redis_prefix", _key_prefix, "first part of every Redis key", "PREFIX"),
+    _Spec("redis_timeout", _seconds(0.01, 60), "seconds to wait for Redis before a 503", "S"),
+    _Spec("workers", _integer(1, 64), "worker processes; more than 1 needs a redis:// store", "N"),
 )
 
 
@@ -115,19 +231,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add one flag per setting; values are parsed later by :func:`resolve`."""
     defaults = Settings()
     for spec in SPECS:
+        help = f"{spec.help} (env {ENV_PREFIX}{spec.name.upper()}"
+        if spec.switch:
+            parser.add_argument(
+                flag(spec.name), dest=spec.name, action="store_const", const="true", help=help + ")"
+            )
+            continue
+        default = getattr(defaults, spec.name, "")
         parser.add_argument(
             flag(spec.name),
             dest=spec.name,
             metavar=spec.metavar,
             default=None,
-            help=f"{spec.help} (env {ENV_PREFIX}{spec.name.upper()}, "
-            f"default {getattr(defaults, spec.name)})",
+            help=help + (f", default {default})" if default != "" else ")"),
         )
 
 
 def resolve(args: argparse.Namespace | None, environ: Mapping[str, str]) -> Settings:
     """Settings from parsed flags, then the environment, then the defaults."""
     values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
     for spec in SPECS:
         var = ENV_PREFIX + spec.name.upper()
         raw = getattr(args, spec.name, None) if args is not None else None
@@ -137,10 +260,22 @@ def resolve(args: argparse.Namespace | None, environ: Mapping[str, str]) -> Sett
         if raw is None:
             continue
         try:
-            values[spec.name] = spec.parse(raw)
+            value = spec.parse(raw)
         except ValueError as exc:
-            raise SettingsError(f"{source}: expected {exc}, got {raw!r}") from None
-    return Settings(**values)
+            secret = spec.name.endswith("token")
+            got = "a value not shown here" if secret else repr(raw)
+            raise SettingsError(f"{source}: expected {exc}, got {got}") from None
+        # A token file fills in the token setting it names.
+        values[spec.name.removesuffix("_file")] = value
+        sources[spec.name] = source
+    settings = Settings(**values)
+    if settings.workers > 1 and settings.store == "memory":
+        raise SettingsError(
+            f"{sources['workers']}: {settings.workers} workers need a shared store, but the "
+            "memory store lives inside each process, so each worker would hold different "
+            "counts; use --store redis://host:port/db (or run one worker)"
+        )
+    return settings
 
 
 def load(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:

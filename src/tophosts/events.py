@@ -12,6 +12,7 @@ on valid input.
 from __future__ import annotations
 
 import itertools
+import json
 from typing import Annotated, Any
 
 import msgspec
@@ -25,9 +26,9 @@ TIMESTAMP = "timestamp"
 Event = tuple[int, dict[str, int]]
 """``(timestamp, {host: count})``: the validated form the stores take."""
 
-_Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_COUNT)]
+Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_COUNT)]
 _Host = Annotated[str, msgspec.Meta(min_length=1)]
-_OBJECT = dict[_Host, _Count]
+_OBJECT = dict[_Host, Count]
 
 
 class EventError(ValueError):
@@ -63,6 +64,8 @@ class Decoder:
             obj = self._one.decode(body)
         except (msgspec.DecodeError, RecursionError):
             raise EventError(_explain_one(body)) from None
+        if body.count(b",") != len(obj) - 1 or _NUL in body:
+            _check_keys(body, batch=False)
         timestamp = obj.pop(TIMESTAMP, None)
         # A body of at most MAX_HOST_BYTES cannot hold a longer host name: JSON
         # never spells a name in fewer bytes than its UTF-8.
@@ -76,6 +79,13 @@ class Decoder:
             objs = self._many_ndjson(body) if ndjson else self._many.decode(body)
         except (msgspec.DecodeError, RecursionError):
             raise _explain_batch(body, ndjson) from None
+        # In a flat event every comma separates two members, so a body with
+        # more commas than that holds a duplicate key (or a host name with a
+        # comma in it): only then is the exact, slower check needed.
+        members = sum(map(len, objs))
+        separators = len(objs) - 1 if not ndjson else 0
+        if body.count(b",") != members - len(objs) + separators or _NUL in body:
+            _check_keys(body, batch=True, ndjson=ndjson)
         stamps = [obj.pop(TIMESTAMP, None) for obj in objs]
         # Check the whole batch at C speed; walk it event by event only to name
         # the first offending one.
@@ -109,6 +119,53 @@ class Decoder:
             for host in obj:
                 if len(host.encode()) > MAX_HOST_BYTES:
                     raise EventError(_host_too_long(host), index)
+
+
+# -- duplicate keys and NUL ---------------------------------------------------
+
+_NUL = b"\\u0000"
+
+
+def _key_problem(pairs: list[tuple[str, Any]]) -> str | None:
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            return f"duplicate key {_show(key)}: each key may appear once per event"
+        if "\x00" in key:
+            return f"host name {_show(key)} contains NUL (U+0000), which is not accepted"
+        seen.add(key)
+    return None
+
+
+def _check_keys(body: bytes, batch: bool, ndjson: bool = False) -> None:
+    """Raise :class:`EventError` for the first event with a duplicate key or a NUL in a key.
+
+    msgspec keeps the last of duplicate keys silently, so this re-reads the
+    (already validated, flat) body with the standard library, which shows every
+    pair. It runs only when the cheap comma count above cannot rule them out.
+    """
+    found: list[tuple[int, str]] = []
+    seen = 0
+
+    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        nonlocal seen
+        problem = _key_problem(pairs)
+        if problem is not None and not found:
+            found.append((seen, problem))
+        seen += 1
+        return {}
+
+    if ndjson:
+        lines = [line for line in body.splitlines() if line.strip()]
+        for i, line in enumerate(lines):
+            json.loads(line, object_pairs_hook=hook)
+            if found:
+                raise EventError(f"line {i + 1}: {found[0][1]}", i)
+        return
+    json.loads(body, object_pairs_hook=hook)
+    if found:
+        index, problem = found[0]
+        raise EventError(problem, index if batch else None)
 
 
 # -- error texts --------------------------------------------------------------
@@ -265,6 +322,18 @@ def too_far_ahead(timestamp: int, now: float, max_skew: int, index: int | None) 
         f"timestamp {timestamp} is {timestamp - int(now)} s ahead of the server clock "
         f"({int(now)}); at most {max_skew} s ahead is accepted (--max-skew)",
         index,
+    )
+
+
+def too_many_tracked(size: int, host: str, limit: int, index: int | None) -> EventError:
+    """The error for an event that would add a host past ``--max-tracked-hosts``."""
+    window = "minute" if size == 60 else "hour"
+    return EventError(
+        f"the {window} window already tracks {limit} hosts (--max-tracked-hosts); an event "
+        f"adding a new host such as {_show(host)} is refused whole, while known hosts keep "
+        "counting",
+        index,
+        status=429,
     )
 
 

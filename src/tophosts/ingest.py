@@ -7,12 +7,16 @@ answer with prebuilt headers.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from time import perf_counter
 from typing import Any
 
 import msgspec
 
+from tophosts import logs
 from tophosts.events import Decoder, Event, EventError
+from tophosts.metrics import Metrics
 from tophosts.store import Added, Store, StoreUnavailable
 
 Scope = MutableMapping[str, Any]
@@ -37,6 +41,8 @@ _EXPIRED_START: Message = {
 }
 _EXPIRED: Message = {"type": "http.response.body", "body": _EXPIRED_BODY}
 RETRY_AFTER = "1"
+_RETRY = [(b"retry-after", RETRY_AFTER.encode())]
+_CLOSE = [(b"connection", b"close")]
 
 
 class BodyTooLarge(Exception):
@@ -49,7 +55,8 @@ class ClientGone(Exception):
 
 async def send_json(
     send: Send, status: int, payload: Any, headers: list[tuple[bytes, bytes]] | None = None
-) -> None:
+) -> int:
+    """Send ``payload`` as a JSON response; returns the body size."""
     body = _encode(payload)
     await send(
         {
@@ -59,6 +66,7 @@ async def send_json(
         }
     )
     await send({"type": "http.response.body", "body": body})
+    return len(body)
 
 
 async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
@@ -118,11 +126,15 @@ _ANSWERED = (EventError, BodyTooLarge, StoreUnavailable, ClientGone)
 class Ingest:
     """ASGI endpoint for both ingest routes; ``batch`` picks ``/counters``."""
 
-    def __init__(self, store: Store, decoder: Decoder, max_body: int, batch: bool) -> None:
+    def __init__(
+        self, store: Store, decoder: Decoder, max_body: int, batch: bool, metrics: Metrics
+    ) -> None:
         self.store = store
         self.decoder = decoder
         self.max_body = max_body
         self.batch = batch
+        self.metrics = metrics
+        self.route = "/counters" if batch else "/counter"
         # A store that applies events synchronously (the memory store) is called
         # directly: no coroutine per request on the hot path.
         self.add_now: Callable[[Sequence[Event]], Added] | None = getattr(store, "add_now", None)
@@ -136,6 +148,8 @@ class Ingest:
 
     async def _one(self, scope: Scope, receive: Receive, send: Send) -> None:
         """``POST /counter``: the hottest route, so the common case is written out flat."""
+        started = perf_counter()
+        body = b""
         try:
             for name, value in scope["headers"]:
                 if name == b"content-length":
@@ -152,48 +166,77 @@ class Ingest:
             if self.add_one_now is not None:
                 added = self.add_one_now(ts, counts)
             else:
-                added = await self.store.add(((ts, counts),))
+                added = await self.store.add([(ts, counts)])
         except _ANSWERED as exc:
-            return await self._fail(send, exc)
+            return await self._fail(send, started, body, exc)
+        metrics = self.metrics
         if added.accepted:
+            metrics.accepted += 1
+            metrics.host_counts += sum(counts.values())
             await send(_OK_START)
             await send(_OK)
+            out = len(_OK_BODY)
         else:
+            metrics.expired += 1
             await send(_EXPIRED_START)
             await send(_EXPIRED)
+            out = len(_EXPIRED_BODY)
+        seconds = perf_counter() - started
+        metrics.request("/counter", 200, seconds)
+        if logs.access.isEnabledFor(logging.INFO):
+            logs.request("POST", "/counter", 200, seconds, len(body), out)
+        return None
 
     async def _many(self, scope: Scope, receive: Receive, send: Send) -> None:
         """``POST /counters``: a JSON array or NDJSON body of events, applied whole."""
+        started = perf_counter()
+        body = b""
+        events: list[Event] = []
         try:
             body = await read_body(scope, receive, self.max_body)
             events = self.decoder.many(body, _is_ndjson(scope))
             add_now = self.add_now
             added = add_now(events) if add_now is not None else await self.store.add(events)
         except _ANSWERED as exc:
-            return await self._fail(send, exc)
-        await send_json(
-            send, 200, {"status": "ok", "accepted": added.accepted, "expired": added.expired}
-        )
+            return await self._fail(send, started, body, exc, len(events))
+        metrics = self.metrics
+        metrics.accepted += added.accepted
+        metrics.expired += added.expired
+        if added.accepted:
+            metrics.host_counts += sum(map(sum, map(dict.values, (c for _, c in events))))
+        payload = {"status": "ok", "accepted": added.accepted, "expired": added.expired}
+        return await self._answer(send, started, 200, payload, body)
 
-    async def _fail(self, send: Send, exc: Exception) -> None:
-        """Answer an ingest failure the client can act on."""
+    async def _fail(
+        self, send: Send, started: float, body: bytes, exc: Exception, events: int = 0
+    ) -> None:
+        """Answer an ingest failure the client can act on (ClientGone: nobody to answer)."""
         if isinstance(exc, EventError):
+            self.metrics.rejected += events or 1
             payload: dict[str, Any] = {"error": exc.message}
             if exc.index is not None:
                 payload["index"] = exc.index
-            await send_json(send, exc.status, payload)
+            await self._answer(send, started, exc.status, payload, body, exc.message)
         elif isinstance(exc, BodyTooLarge):
-            await send_json(
-                send,
-                413,
-                {"error": f"the request body is larger than {self.max_body} bytes (--max-body)"},
-                [(b"connection", b"close")],
-            )
+            self.metrics.rejected += 1
+            message = f"the request body is larger than {self.max_body} bytes (--max-body)"
+            await self._answer(send, started, 413, {"error": message}, body, message, _CLOSE)
         elif isinstance(exc, StoreUnavailable):
-            await send_json(
-                send,
-                503,
-                {"error": f"the store is unavailable, nothing was applied; retry: {exc}"},
-                [(b"retry-after", RETRY_AFTER.encode())],
-            )
-        # ClientGone: nobody is left to answer.
+            message = f"the store is unavailable, nothing was applied; retry: {exc}"
+            await self._answer(send, started, 503, {"error": message}, body, message, _RETRY)
+
+    async def _answer(
+        self,
+        send: Send,
+        started: float,
+        status: int,
+        payload: Any,
+        body: bytes,
+        error: str | None = None,
+        headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        out = await send_json(send, status, payload, headers)
+        seconds = perf_counter() - started
+        self.metrics.request(self.route, status, seconds)
+        if logs.access.isEnabledFor(logging.INFO):
+            logs.request("POST", self.route, status, seconds, len(body), out, error)

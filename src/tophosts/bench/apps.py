@@ -25,15 +25,22 @@ from typing import Any
 import msgspec
 from sortedcontainers import SortedList  # type: ignore[import-untyped]
 
+from tophosts.config import Settings
 from tophosts.ingest import Message, Receive, Scope, Send
+from tophosts.protocol import Protocol
 from tophosts.windows import Window, past
 
-# Keep in step with tophosts.cli.serve; tests/test_bench.py checks they agree.
+# Keep in step with tophosts.cli.serve (default settings, one worker);
+# tests/test_bench.py checks they agree. The protocol is the product's own
+# (httptools with read timeouts), so the ceiling differs from tophosts by the
+# app alone.
 UVICORN_OPTIONS: dict[str, Any] = {
     "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
-    "http": "httptools",
+    "http": Protocol,
+    "timeout_keep_alive": Settings().timeout_keep_alive,
     "lifespan": "on",
     "access_log": False,
+    "log_config": None,
     "server_header": False,
 }
 

@@ -62,10 +62,31 @@ class StoreUnavailable(RuntimeError):
     """The backing service is down or too slow; nothing was applied."""
 
 
-def open_store(url: str = "memory", *, clock: Clock = time.time, max_skew: int = 300) -> Store:
-    """Open the store named by ``url``: ``memory`` (the default) or ``redis://…``."""
+def open_store(
+    url: str = "memory",
+    *,
+    clock: Clock = time.time,
+    max_skew: int = 300,
+    max_tracked_hosts: int = 1_000_000,
+    redis_prefix: str = "tophosts",
+    redis_timeout: float = 1.0,
+) -> Store:
+    """Open the store named by ``url``: ``memory`` (the default) or ``redis://…``.
+
+    The ``redis_*`` options only apply to a Redis store.
+    """
     if url in ("memory", "memory://"):
         from tophosts.store.memory import MemoryStore
 
-        return MemoryStore(clock=clock, max_skew=max_skew)
+        return MemoryStore(clock=clock, max_skew=max_skew, max_tracked_hosts=max_tracked_hosts)
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        from tophosts.store.redis import RedisStore
+
+        return RedisStore(
+            url,
+            clock=clock,
+            max_skew=max_skew,
+            prefix=redis_prefix,
+            timeout=redis_timeout,
+        )
     raise ValueError(f"unknown store {url!r}; use 'memory' or a redis:// URL")

@@ -9,7 +9,8 @@ live window) pairs, not the number of events.
   still-live minutes: when a minute leaves, its dict is folded into its hour.
   So an event costs one dict merge, not two, and an hour's counts are its dict
   plus those of its live minutes (at most the past minute, for a query).
-* Each hour's total (all its events) is kept for a cheap overflow bound.
+* Each hour's total (all its events) is kept for a cheap overflow bound, and
+  an upper bound of its distinct hosts for a cheap ``--max-tracked-hosts`` one.
 """
 
 from __future__ import annotations
@@ -19,11 +20,19 @@ import itertools
 import time
 from collections.abc import Sequence
 
-from tophosts.events import MAX_COUNT, Event, too_far_ahead, total_too_large
+from tophosts.events import (
+    MAX_COUNT,
+    Event,
+    too_far_ahead,
+    too_many_tracked,
+    total_too_large,
+)
 from tophosts.store import Added, Clock, Sizes, TopHosts
 from tophosts.windows import HOUR, MINUTE, Window, past
 
 Counts = dict[str, int]
+WindowDump = tuple[int, int, Counts]
+"""``(size, start, counts)``: one live window, as snapshots hold it."""
 
 # Dead windows are freed a slice at a time so that dropping a window of a
 # million hosts never holds up the event loop for long.
@@ -36,12 +45,18 @@ _EXPIRED = Added(0, 1)
 class MemoryStore:
     kind = "memory"
 
-    def __init__(self, clock: Clock = time.time, max_skew: int = 300) -> None:
+    def __init__(
+        self, clock: Clock = time.time, max_skew: int = 300, max_tracked_hosts: int = 1_000_000
+    ) -> None:
         self._clock = clock
         self._max_skew = max_skew
+        self._max_tracked = max_tracked_hosts
         self._minutes: dict[int, Counts] = {}  # live minute start -> counts
         self._hours: dict[int, Counts] = {}  # live hour start -> counts of its left minutes
         self._hour_totals: dict[int, int] = {}  # live hour start -> total of all its events
+        # live hour start -> len(its dict) + len(each of its live minutes): at
+        # least its distinct hosts, so under the cap it needs no exact count.
+        self._hour_entries: dict[int, int] = {}
         # (size, start) -> (limit it was computed for, result)
         self._cache: dict[tuple[int, int], tuple[int, TopHosts]] = {}
         self._graveyard: list[Counts] = []
@@ -80,8 +95,51 @@ class MemoryStore:
         self._minutes.clear()
         self._hours.clear()
         self._hour_totals.clear()
+        self._hour_entries.clear()
         self._cache.clear()
         self._graveyard.clear()
+
+    # -- snapshots ------------------------------------------------------------
+
+    def dump(self) -> list[WindowDump]:
+        """Copies of the live windows (an hour with its live minutes counted in)."""
+        self._roll(self._clock())
+        out: list[WindowDump] = [(MINUTE, start, dict(c)) for start, c in self._minutes.items()]
+        hours = set(self._hours) | {m - m % HOUR for m in self._minutes}
+        out.extend((HOUR, start, self._hour_counts(start)) for start in sorted(hours))
+        return out
+
+    def restore(self, windows: list[WindowDump]) -> int:
+        """Add dumped windows to this store, dropping those no query can reach any more."""
+        self._rolled_at = -1
+        self._roll(self._clock())
+        floors = {MINUTE: self._minute_floor, HOUR: self._hour_floor}
+        kept = [
+            (size, start, counts)
+            for size, start, counts in windows
+            if size in floors and start >= floors[size] and not start % size
+        ]
+        # A dumped hour counts its live minutes in; those come back as minutes,
+        # so the hour's own dict gets the rest.
+        minutes = [(start, counts) for size, start, counts in kept if size == MINUTE]
+        for size, start, counts in kept:
+            self._forget(size, start)
+            if size == MINUTE:
+                self._merge(self._minutes, start, counts)
+                self._hour_entries[start - start % HOUR] = self._hour_entries.get(
+                    start - start % HOUR, 0
+                ) + len(counts)
+                continue
+            rest = dict(counts)
+            for minute, part in minutes:
+                if minute - minute % HOUR == start:
+                    for host, n in part.items():
+                        rest[host] -= n
+            rest = {host: n for host, n in rest.items() if n or counts[host] == 0}
+            self._merge(self._hours, start, rest)
+            self._hour_totals[start] = self._hour_totals.get(start, 0) + sum(counts.values())
+            self._hour_entries[start] = self._hour_entries.get(start, 0) + len(rest)
+        return len(kept)
 
     # -- synchronous core -----------------------------------------------------
     #
@@ -136,27 +194,35 @@ class MemoryStore:
             hour = start - start % HOUR
             added[hour] = added.get(hour, 0) + sum(counts.values())
 
-        # A host total can only pass MAX_COUNT if its hour's total does (the
-        # hour holds every event of its minutes): check that bound first, and
-        # every host only when it is crossed.
+        # A host total can only pass MAX_COUNT if its hour's total does, and a
+        # window can only pass the host cap if its hour's bound does (an hour
+        # holds every event and host of its minutes): check those bounds, and
+        # every window exactly only when one is crossed.
         totals = self._hour_totals
-        for hour, more in added.items():
-            if totals.get(hour, 0) + more > MAX_COUNT:
-                parts = by_hour.get(hour, []) + [
-                    c for m, c in minute_adds.items() if m - m % HOUR == hour
-                ]
-                self._check_overflow(HOUR, hour, _summed(parts), events)
-                for m, c in minute_adds.items():
-                    if m - m % HOUR == hour:
-                        self._check_overflow(MINUTE, m, c, events)
+        entries = self._hour_entries
+        gains: dict[int, int] = {}  # hour start -> upper bound of the hosts it gains
+        for start, group in by_hour.items():
+            gains[start] = sum(map(len, group))
+        for start, counts in minute_adds.items():
+            hour = start - start % HOUR
+            gains[hour] = gains.get(hour, 0) + len(counts)
+        if any(entries.get(h, 0) + more > self._max_tracked for h, more in gains.items()) or any(
+            totals.get(h, 0) + more > MAX_COUNT for h, more in added.items()
+        ):
+            self._check_exactly(events)
 
         for start, counts in minute_adds.items():
+            hour = start - start % HOUR
+            had = len(self._minutes.get(start, ()))
             self._merge(self._minutes, start, counts)
+            entries[hour] = entries.get(hour, 0) + len(self._minutes[start]) - had
             self._forget(MINUTE, start)
-            self._forget(HOUR, start - start % HOUR)
+            self._forget(HOUR, hour)
         for start, group in by_hour.items():
+            had = len(self._hours.get(start, ()))
             for counts in group:
                 self._merge(self._hours, start, counts)
+            entries[start] = entries.get(start, 0) + len(self._hours[start]) - had
             self._forget(HOUR, start)
         for hour, more in added.items():
             totals[hour] = totals.get(hour, 0) + more
@@ -180,31 +246,36 @@ class MemoryStore:
             return _EXPIRED
         hour = ts - ts % HOUR
         total = self._hour_totals.get(hour, 0) + sum(counts.values())
+        entries = self._hour_entries.get(hour, 0)
+        if total > MAX_COUNT or entries + len(counts) > self._max_tracked:
+            self._check_exactly(((ts, counts),))
         if ts >= self._minute_floor:
             minute = ts - ts % MINUTE
-            if total > MAX_COUNT:
-                self._check_overflow(HOUR, hour, counts, ((ts, counts),))
-                self._check_overflow(MINUTE, minute, counts, ((ts, counts),))
             target = self._minutes.get(minute)
             if target is None:
                 self._minutes[minute] = dict(counts)
+                entries += len(counts)
             else:
+                had = len(target)
                 get = target.get
                 for host, n in counts.items():
                     target[host] = get(host, 0) + n
+                entries += len(target) - had
             if self._cache:
                 self._cache.pop((MINUTE, minute), None)
         else:
-            if total > MAX_COUNT:
-                self._check_overflow(HOUR, hour, counts, ((ts, counts),))
             target = self._hours.get(hour)
             if target is None:
                 self._hours[hour] = dict(counts)
+                entries += len(counts)
             else:
+                had = len(target)
                 get = target.get
                 for host, n in counts.items():
                     target[host] = get(host, 0) + n
+                entries += len(target) - had
         self._hour_totals[hour] = total
+        self._hour_entries[hour] = entries
         if self._cache:
             self._cache.pop((HOUR, hour), None)
         return _ONE
@@ -235,6 +306,68 @@ class MemoryStore:
                 n += counts.get(host, 0)
         return n
 
+    def _hour_counts(self, start: int) -> Counts:
+        """The counts of the hour ``start``: its dict plus its live minutes, as a new dict."""
+        counts = dict(self._hours.get(start, {}))
+        get = counts.get
+        for minute, part in self._minutes.items():
+            if minute - minute % HOUR == start:
+                for host, n in part.items():
+                    counts[host] = get(host, 0) + n
+        return counts
+
+    def _check_exactly(self, events: Sequence[Event]) -> None:
+        """Raise for the first window, host and event of a batch past a limit.
+
+        The slow path, when a cheap bound is crossed. Windows are checked in
+        the order the events first name them (an event's hour, then its
+        minute), each for overflow and then for the host cap, so that the
+        error names what the Redis store names.
+        """
+        hour_floor, minute_floor = self._hour_floor, self._minute_floor
+        merged: dict[tuple[int, int], Counts] = {}
+        for ts, counts in events:
+            if ts < hour_floor:
+                continue
+            keys = [(HOUR, ts - ts % HOUR)]
+            if ts >= minute_floor:
+                keys.append((MINUTE, ts - ts % MINUTE))
+            for key in keys:
+                acc = merged.get(key)
+                if acc is None:
+                    merged[key] = dict(counts)
+                else:
+                    get = acc.get
+                    for host, n in counts.items():
+                        acc[host] = get(host, 0) + n
+        for (size, start), acc in merged.items():
+            self._check_overflow(size, start, acc, events)
+            self._check_cardinality(size, start, events)
+
+    def _check_cardinality(self, size: int, start: int, events: Sequence[Event]) -> None:
+        """Refuse the first event that would add a host past the cap to a window."""
+        if size == MINUTE:
+            tracked = set(self._minutes.get(start, ()))
+        else:
+            tracked = set(self._hours.get(start, ()))
+            for minute, part in self._minutes.items():
+                if minute - minute % HOUR == start:
+                    tracked.update(part)
+        if len(tracked) + sum(len(c) for _, c in events) <= self._max_tracked:
+            return
+        for i, (ts, counts) in enumerate(events):
+            if ts - ts % size != start or ts < self._hour_floor:
+                continue
+            if size == MINUTE and ts < self._minute_floor:
+                continue
+            for host in counts:
+                if host not in tracked:
+                    if len(tracked) >= self._max_tracked:
+                        raise too_many_tracked(
+                            size, host, self._max_tracked, i if len(events) > 1 else None
+                        )
+                    tracked.add(host)
+
     def _check_overflow(
         self, size: int, start: int, counts: Counts, events: Sequence[Event]
     ) -> None:
@@ -264,13 +397,8 @@ class MemoryStore:
             counts = self._hours.get(start)
             # In the first minute of an hour, the past minute still belongs to
             # the past hour: count it on a copy (the cache keeps the answer).
-            live = [c for m, c in self._minutes.items() if m - m % HOUR == start]
-            if live:
-                counts = dict(counts or {})
-                get = counts.get
-                for part in live:
-                    for host, n in part.items():
-                        counts[host] = get(host, 0) + n
+            if any(m - m % HOUR == start for m in self._minutes):
+                counts = self._hour_counts(start)
         result = _top(counts, limit) if counts else []
         self._cache[key] = (limit, result)
         return result
@@ -286,9 +414,11 @@ class MemoryStore:
         self._rolled_at = minute
         self._minute_floor = minute_floor = past(now, Window.MINUTE).start
         self._hour_floor = hour_floor = past(now, Window.HOUR).start
-        for start in [s for s in self._hours if s < hour_floor]:
-            self._graveyard.append(self._hours.pop(start))
+        for start in [s for s in {*self._hours, *self._hour_totals} if s < hour_floor]:
+            if start in self._hours:
+                self._graveyard.append(self._hours.pop(start))
             self._hour_totals.pop(start, None)
+            self._hour_entries.pop(start, None)
             self._cache.pop((HOUR, start), None)
         for start in [s for s in self._minutes if s < minute_floor]:
             counts = self._minutes.pop(start)
@@ -296,18 +426,20 @@ class MemoryStore:
             hour = start - start % HOUR
             if hour < hour_floor:
                 self._graveyard.append(counts)
-                self._hour_totals.pop(hour, None)
                 continue
             # The hour's answer does not change: its cache stays valid.
             target = self._hours.get(hour)
             if target is None:
                 self._hours[hour] = counts
                 continue
+            merged = len(target) + len(counts)
             if len(target) < len(counts):  # merge the smaller into the larger
                 self._hours[hour], target, counts = counts, counts, target
             get = target.get
             for host, n in counts.items():
                 target[host] = get(host, 0) + n
+            # The bound tightens: hosts in both are now counted once.
+            self._hour_entries[hour] = self._hour_entries.get(hour, merged) - (merged - len(target))
 
     def _free_some(self) -> None:
         budget = _FREE_PER_CALL

@@ -1,0 +1,227 @@
+"""The OpenAPI 3.1 contract of every route, served at ``/openapi.json``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tophosts import __version__
+from tophosts.events import MAX_COUNT
+
+MAX_LIMIT = 1000
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+_ERRORS = {
+    "400": _json(_ref("Error"), "Invalid body, field or parameter; nothing was applied."),
+    "413": _json(_ref("Error"), "The body is larger than --max-body; nothing was applied."),
+    "503": {
+        **_json(_ref("Error"), "The store is unavailable; nothing was applied. Retry."),
+        "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+    },
+}
+
+SCHEMAS: dict[str, Any] = {
+    "Event": {
+        "type": "object",
+        "description": (
+            'One counter: "timestamp" in Unix seconds (UTC) and at least one host with '
+            "its request count. Host names are 1 to 255 UTF-8 bytes."
+        ),
+        "properties": {"timestamp": {"type": "integer", "minimum": 0, "maximum": MAX_COUNT}},
+        "required": ["timestamp"],
+        "additionalProperties": {"type": "integer", "minimum": 0, "maximum": MAX_COUNT},
+        "propertyNames": {"minLength": 1, "maxLength": 255},
+        "minProperties": 2,
+        "example": {"timestamp": 1764470000, "example.com": 3, "api.example.com": 1},
+    },
+    "Accepted": {
+        "type": "object",
+        "properties": {"status": {"type": "string", "enum": ["ok", "expired"]}},
+        "required": ["status"],
+        "additionalProperties": False,
+    },
+    "BatchAccepted": {
+        "type": "object",
+        "properties": {
+            "status": {"const": "ok"},
+            "accepted": {"type": "integer", "minimum": 0},
+            "expired": {"type": "integer", "minimum": 0},
+        },
+        "required": ["status", "accepted", "expired"],
+        "additionalProperties": False,
+    },
+    "TopHosts": {
+        "type": "object",
+        "properties": {
+            "top_hosts": {
+                "type": "object",
+                "description": "Host to count, by count descending then host name ascending.",
+                "additionalProperties": {"type": "integer", "minimum": 1},
+            }
+        },
+        "required": ["top_hosts"],
+        "additionalProperties": False,
+        "example": {"top_hosts": {"b.com": 9, "a.com": 5}},
+    },
+    "Status": {
+        "type": "object",
+        "properties": {"status": {"const": "ok"}},
+        "required": ["status"],
+        "additionalProperties": False,
+    },
+    "Error": {
+        "type": "object",
+        "properties": {
+            "error": {"type": "string", "description": "What was wrong and what is accepted."},
+            "index": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "For a batch, the 0-based position of the first bad event.",
+            },
+        },
+        "required": ["error"],
+        "additionalProperties": False,
+    },
+}
+
+PATHS: dict[str, Any] = {
+    "/counter": {
+        "post": {
+            "summary": "Ingest one event",
+            "description": (
+                "The body is read as JSON whatever the Content-Type says. Events older "
+                "than the start of the past round hour answer expired and are not stored."
+            ),
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": _ref("Event")}},
+            },
+            "responses": {"200": _json(_ref("Accepted"), "Stored, or expired."), **_ERRORS},
+        }
+    },
+    "/counters": {
+        "post": {
+            "summary": "Ingest a batch of events, all or nothing",
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": {"type": "array", "items": _ref("Event")}},
+                    "application/x-ndjson": {
+                        "schema": {"type": "string", "description": "One event per line."}
+                    },
+                },
+            },
+            "responses": {"200": _json(_ref("BatchAccepted"), "The whole batch."), **_ERRORS},
+        }
+    },
+    "/stats": {
+        "get": {
+            "summary": "Top hosts of the past round minute or hour",
+            "parameters": [
+                {
+                    "name": "stats_type",
+                    "in": "query",
+                    "schema": {"type": "string", "enum": ["minute", "hour"], "default": "minute"},
+                },
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
+                    "description": "Hosts to list; the default is --top (10).",
+                },
+            ],
+            "responses": {
+                "200": {
+                    **_json(_ref("TopHosts"), "The top hosts."),
+                    "headers": {
+                        "X-Window-Start": {
+                            "description": "Start of the window answered, Unix seconds (UTC).",
+                            "schema": {"type": "integer"},
+                        },
+                        "X-Window-End": {
+                            "description": "End of the window answered (excluded), Unix seconds.",
+                            "schema": {"type": "integer"},
+                        },
+                    },
+                },
+                "400": _ERRORS["400"],
+                "503": _ERRORS["503"],
+            },
+        }
+    },
+    "/healthz": {
+        "get": {
+            "summary": "Health",
+            "responses": {
+                "200": _json(_ref("Status"), "Serving."),
+                "503": _ERRORS["503"],
+            },
+        }
+    },
+    "/metrics": {
+        "get": {
+            "summary": "Prometheus metrics",
+            "responses": {
+                "200": {
+                    "description": "Prometheus text format, or OpenMetrics when asked for.",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                }
+            },
+        }
+    },
+    "/openapi.json": {
+        "get": {
+            "summary": "This document",
+            "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1.")},
+        }
+    },
+    "/docs": {
+        "get": {
+            "summary": "This document, rendered for people",
+            "responses": {
+                "200": {
+                    "description": "An HTML page.",
+                    "content": {"text/html": {"schema": {"type": "string"}}},
+                }
+            },
+        }
+    },
+    "/": {
+        "get": {
+            "summary": "A live dashboard of the top hosts, for people",
+            "description": (
+                "Polls /stats and /metrics every 2 s; its script and style are served "
+                "from /dashboard/assets/."
+            ),
+            "responses": {
+                "200": {
+                    "description": "An HTML page.",
+                    "content": {"text/html": {"schema": {"type": "string"}}},
+                }
+            },
+        }
+    },
+}
+
+
+def spec(extra_paths: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "tophosts",
+            "version": __version__,
+            "description": (
+                "Which hosts got the most requests in the past round minute and hour. "
+                "Every error is a JSON object with an `error` text."
+            ),
+        },
+        "paths": {**PATHS, **(extra_paths or {})},
+        "components": {"schemas": SCHEMAS},
+    }

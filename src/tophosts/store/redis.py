@@ -1,0 +1,571 @@
+"""The shared store: one Redis (or Valkey) sorted set per window.
+
+Any number of tophosts processes can share one Redis and give the same answers
+as the memory store (:mod:`tophosts.store.memory`, the reference semantics).
+
+Layout
+    ``<prefix>:m:<minute_start>`` and ``<prefix>:h:<hour_start>``: member = host,
+    score = its count in that window. A window is asked about during the window
+    after it, so a minute key expires 120 s after its start and an hour key
+    7200 s after its start. Each write sets that TTL relative to the app clock
+    (PEXPIRE), so Redis drops a key as soon as no query can reach it.
+
+Ingest
+    One Lua script applies a whole event or batch atomically in one round trip.
+    Concurrent requests are coalesced (a group commit): while one script call
+    is in flight, the events that arrive queue up and go together in the next
+    call. The script applies each request's events all-or-nothing, on its own,
+    in arrival order, so one request's refusal never touches another's; each
+    request is answered only once its own events are applied.
+
+Exactness
+    Scores are doubles: integers are exact up to 2**53 - 1, which is why counts
+    are capped there. The script refuses a request that would take a total
+    past the cap before adding anything of it, so nothing ever silently loses
+    precision. Counts travel as decimal strings, never as Lua numbers.
+
+Failure
+    Every call is bounded by ``timeout``; a down, unreachable or slow Redis
+    raises :class:`StoreUnavailable` (the app answers 503 + Retry-After). A 503
+    must mean nothing was applied, so the ingest script carries a deadline on
+    the Redis clock: a call that Redis only gets to after the client may have
+    given up changes nothing. Nothing is retried behind the caller's back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import msgspec
+import redis.asyncio as aioredis
+from redis import exceptions as rex
+from redis.asyncio.connection import AbstractConnection, BlockingConnectionPool, parse_url
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
+
+from tophosts.events import MAX_COUNT, Event, EventError, too_far_ahead, total_too_large
+from tophosts.store import Added, Clock, Sizes, StoreUnavailable, TopHosts
+from tophosts.windows import HOUR, MINUTE, Window, past
+
+Counts = dict[str, int]
+Add = tuple[int, int, Counts]
+"""``(window size, window start, {host: count})``: what one request adds to one window."""
+
+# Share of the timeout within which Redis must *start* an ingest call. The rest
+# of the timeout is margin for the reply to come back, so that a call that ran
+# is (all but) never reported as failed.
+_START_SHARE = 0.5
+# Extra wait per (host, window) increment, for very large calls: measured at
+# 2.4 us each in Redis (5 when totals are checked host by host), so a big
+# batch that started in time is not given up on (503) while it runs.
+_WAIT_PER_OP = 10e-6
+# Most (host, window) increments per script call; one request larger than this
+# still goes whole, in a call of its own.
+_OPS_PER_CALL = 20_000
+# Script calls in flight at once: while one waits on Redis, the next one is
+# already collecting and sending, so neither side sits idle.
+_IN_FLIGHT = 2
+_POOL_SIZE = 32
+
+# KEYS: the window keys of this call.
+# ARGV[1]: the deadline to start by, on the Redis clock, in microseconds.
+# ARGV[2]: msgpack of {ttls, adding, groups}: per key its TTL in ms and the sum
+# of what this call adds to it; then one group per request: a list of entries
+# {key index, host, count, host, count, ...}. Counts and sums are decimal
+# strings: a Lua number would print large ones inexactly.
+# Reply: {1, sec, usec, <refusals>}, or {0, sec, usec} when started too late;
+# sec, usec is the Redis clock at the start, and each refusal is
+# group, entry, host, that host's current score.
+#
+# Doubles round monotonically, so "a + b > MAX" is decided exactly even when
+# a or b is past 2^53. A host can only pass MAX in a key if the key's highest
+# score plus all this call adds to the key does: only then are totals checked
+# host by host (and a wrong-type key fails here, before any write).
+_INGEST = """
+local now = redis.call('TIME')
+if tonumber(now[1]) * 1000000 + tonumber(now[2]) > tonumber(ARGV[1]) then
+  return {0, now[1], now[2]}
+end
+local MAX = 9007199254740991
+local data = cmsgpack.unpack(ARGV[2])
+local ttls, adding, groups = data[1], data[2], data[3]
+local careful = false
+for i = 1, #KEYS do
+  local top = redis.pcall('ZRANGE', KEYS[i], -1, -1, 'WITHSCORES')
+  if top['err'] then
+    return redis.error_reply(top['err'] .. ' (' .. KEYS[i] ..
+      '): is another application using the same --redis-prefix?')
+  end
+  local highest = top[2]
+  if (highest and tonumber(highest) or 0) + tonumber(adding[i]) > MAX then
+    careful = true
+  end
+end
+local reply = {1, now[1], now[2]}
+for g = 1, #groups do
+  local group = groups[g]
+  -- When careful, check every total the group touches first, then apply all
+  -- of the group or none of it.
+  local refused = false
+  if careful then
+    for e = 1, #group do
+      local entry = group[e]
+      local key = KEYS[entry[1]]
+      for j = 2, #entry, 2 do
+        local score = redis.call('ZSCORE', key, entry[j])
+        if (score and tonumber(score) or 0) + tonumber(entry[j + 1]) > MAX then
+          refused = true
+          reply[#reply + 1] = g
+          reply[#reply + 1] = e
+          reply[#reply + 1] = entry[j]
+          reply[#reply + 1] = score or '0'
+          break
+        end
+      end
+      if refused then
+        break
+      end
+    end
+  end
+  if not refused then
+    for e = 1, #group do
+      local entry = group[e]
+      local key = KEYS[entry[1]]
+      for j = 2, #entry, 2 do
+        redis.call('ZINCRBY', key, entry[j + 1], entry[j])
+      end
+    end
+  end
+end
+for i = 1, #KEYS do
+  redis.call('PEXPIRE', KEYS[i], ttls[i])
+end
+return reply
+"""
+
+# KEYS[1]: the window. ARGV[1]: the limit. Reply: {above, tied, cutoff}: the
+# members above the cut-off score with their scores, and the members that tie
+# at it, smallest names first, as many as fit; or {all, {}} when fewer than the
+# limit have a positive score.
+_TOP = """
+local limit = tonumber(ARGV[1])
+local top = redis.call('ZRANGE', KEYS[1], '+inf', '(0', 'BYSCORE', 'REV',
+  'LIMIT', 0, limit, 'WITHSCORES')
+if #top < 2 * limit then
+  return {top, {}}
+end
+local cutoff = top[#top]
+local keep = #top
+while keep > 0 and top[keep] == cutoff do
+  keep = keep - 2
+end
+local above = {}
+for i = 1, keep do
+  above[i] = top[i]
+end
+local tied = redis.call('ZRANGE', KEYS[1], cutoff, cutoff, 'BYSCORE',
+  'LIMIT', 0, limit - keep / 2)
+return {above, tied, cutoff}
+"""
+
+
+_msgpack = msgspec.msgpack.Encoder().encode
+
+
+class _Conn(NamedTuple):
+    """The client of one event loop, and the scripts registered on it."""
+
+    loop: asyncio.AbstractEventLoop
+    pool: BlockingConnectionPool
+    client: aioredis.Redis
+    ingest: AsyncScript
+    top: AsyncScript
+
+
+class _Request:
+    """One request's adds, waiting for (or riding in) a script call."""
+
+    __slots__ = ("adds", "events", "future", "ops")
+
+    def __init__(self, adds: list[Add], events: Sequence[Event], future: asyncio.Future[None]):
+        self.adds = adds
+        self.events = events
+        self.future = future
+        self.ops = sum(len(counts) for _, _, counts in adds)
+
+
+class RedisStore:
+    kind = "redis"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        clock: Clock = time.time,
+        max_skew: int = 300,
+        prefix: str = "tophosts",
+        timeout: float = 1.0,
+    ) -> None:
+        self._url = url
+        self._where = describe(url)
+        self._clock = clock
+        self._max_skew = max_skew
+        self._prefix = prefix
+        self._timeout = timeout
+        # Created in the event loop that first uses the store: the app's
+        # lifespan loop under uvicorn, the portal thread's under TestClient.
+        self._conn: _Conn | None = None
+        self._queue: list[_Request] = []
+        self._flushers: set[asyncio.Task[None]] = set()
+        # Bounds on (Redis clock - time.monotonic()), from the replies.
+        self._offset: tuple[float, float] | None = None
+
+    def key(self, window: Window | int, start: int) -> str:
+        """The sorted set holding window ``start`` of size ``window``."""
+        size = window.value if isinstance(window, Window) else window
+        return f"{self._prefix}:{'m' if size == MINUTE else 'h'}:{start}"
+
+    # -- the protocol ---------------------------------------------------------
+
+    async def add(self, events: Sequence[Event]) -> Added:
+        now = self._clock()
+        horizon = now + self._max_skew
+        single = len(events) == 1
+        for i, (ts, _) in enumerate(events):
+            if ts > horizon:
+                raise too_far_ahead(ts, now, self._max_skew, None if single else i)
+        # The starts of the past hour and minute (windows.past, inlined).
+        hour_floor = int(now // HOUR) * HOUR - HOUR
+        minute_floor = int(now // MINUTE) * MINUTE - MINUTE
+
+        adds: list[Add]
+        if single:
+            ts, counts = events[0]
+            if ts < hour_floor:
+                return Added(0, 1)
+            expired = 0
+            if 0 in counts.values():
+                counts = {host: n for host, n in counts.items() if n}
+                if not counts:
+                    return Added(1, 0)
+            adds = [(HOUR, ts - ts % HOUR, counts)]
+            if ts >= minute_floor:
+                adds.append((MINUTE, ts - ts % MINUTE, counts))
+        else:
+            # Pre-aggregate per window, in the memory store's order, so that
+            # an overflow names the same host and event.
+            merged: dict[tuple[int, int], Counts] = {}
+            expired = 0
+            for ts, counts in events:
+                if ts < hour_floor:
+                    expired += 1
+                    continue
+                keys = [(HOUR, ts - ts % HOUR)]
+                if ts >= minute_floor:
+                    keys.append((MINUTE, ts - ts % MINUTE))
+                for key in keys:
+                    acc = merged.get(key)
+                    if acc is None:
+                        merged[key] = dict(counts)
+                    else:
+                        get = acc.get
+                        for host, n in counts.items():
+                            acc[host] = get(host, 0) + n
+            adds = []
+            for (size, start), acc in merged.items():
+                nonzero = {host: n for host, n in acc.items() if n}
+                if nonzero:
+                    adds.append((size, start, nonzero))
+        if adds:
+            await self._commit(adds, events)
+        return Added(len(events) - expired, expired)
+
+    async def top(self, window: Window, limit: int) -> TopHosts:
+        conn = self._connect()
+        key = self.key(window, past(self._clock(), window).start)
+        reply = await self._call(conn.top(keys=[key], args=[limit], client=conn.client))
+        above = reply[0]
+        ranked = [(above[i].decode(), _count(above[i + 1])) for i in range(0, len(above), 2)]
+        ranked.sort(key=_rank)
+        if len(reply) > 2:
+            cutoff = _count(reply[2])
+            ranked.extend((host.decode(), cutoff) for host in reply[1])
+        return ranked
+
+    async def sizes(self) -> Sizes:
+        client = self._connect().client
+        now = self._clock()
+        horizon = now + self._max_skew
+        minutes = range(past(now, Window.MINUTE).start, int(horizon) + 1, MINUTE)
+        hours = range(past(now, Window.HOUR).start, int(horizon) + 1, HOUR)
+        pipe = client.pipeline(transaction=False)
+        for start in minutes:
+            pipe.zcard(self.key(MINUTE, start))
+        for start in hours:
+            pipe.zcard(self.key(HOUR, start))
+        cards: list[int] = await self._call(pipe.execute())
+        return Sizes(
+            minute_hosts=sum(cards[: len(minutes)]),
+            hour_hosts=sum(cards[len(minutes) :]),
+            windows=sum(1 for n in cards if n),
+        )
+
+    async def ping(self) -> None:
+        await self._call(self._connect().client.ping())
+
+    async def close(self) -> None:
+        conn = self._conn
+        if conn is None:
+            return
+        if conn.loop is asyncio.get_running_loop():
+            # Let the calls in flight finish (they are bounded by the timeout).
+            if self._flushers:
+                await asyncio.wait(set(self._flushers), timeout=self._timeout * 2)
+            self._fail_queue(StoreUnavailable("the store is closing"))
+            await conn.client.aclose()
+        # else: nothing of another loop can be awaited here.
+        self._conn = None
+        self._flushers = set()
+
+    # -- connection -----------------------------------------------------------
+
+    def _connect(self) -> _Conn:
+        loop = asyncio.get_running_loop()
+        conn = self._conn
+        if conn is None or conn.loop is not loop:
+            pool = BlockingConnectionPool.from_url(
+                self._url,
+                max_connections=_POOL_SIZE,
+                timeout=self._timeout,
+                socket_connect_timeout=self._timeout,
+                # Every call is bounded by _call() instead: one timer, not two.
+                socket_timeout=None,
+                # A retry could apply an event twice; the caller retries on 503.
+                retry=Retry(NoBackoff(), 0),
+            )
+            client = aioredis.Redis.from_pool(pool)
+            conn = self._conn = _Conn(
+                loop, pool, client, client.register_script(_INGEST), client.register_script(_TOP)
+            )
+            self._queue = []
+            self._flushers = set()
+            self._offset = None
+        return conn
+
+    async def _call(self, call: Any, wait: float | None = None) -> Any:
+        """Await a Redis call within the timeout, mapping every failure to StoreUnavailable."""
+        wait = self._timeout if wait is None else wait
+        try:
+            async with asyncio.timeout(wait):
+                return await call
+        except (TimeoutError, rex.TimeoutError):
+            raise StoreUnavailable(
+                f"Redis at {self._where} did not answer within {wait:.3g} s"
+            ) from None
+        except rex.ConnectionError as exc:
+            raise StoreUnavailable(f"cannot reach Redis at {self._where}: {exc}") from None
+        except rex.RedisError as exc:
+            raise StoreUnavailable(f"Redis at {self._where} failed: {exc}") from None
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot reach Redis at {self._where}: {exc}") from None
+
+    # -- ingest: group commit -------------------------------------------------
+
+    async def _commit(self, adds: list[Add], events: Sequence[Event]) -> None:
+        self._connect()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        self._queue.append(_Request(adds, events, future))
+        if len(self._flushers) < _IN_FLIGHT:
+            task = loop.create_task(self._flush())
+            self._flushers.add(task)
+            task.add_done_callback(self._flushers.discard)
+        await future
+
+    async def _flush(self) -> None:
+        conn = self._connect()
+        # A flusher keeps one connection while there is work: going through
+        # the client's execute_command and pool for every call costs about
+        # as much CPU again as the call itself.
+        connection: AbstractConnection | None = None
+        batch: list[_Request] = []
+        try:
+            while self._queue:
+                batch = self._take()
+                try:
+                    if connection is None:
+                        connection = await self._call(conn.pool.get_connection())  # type: ignore[no-untyped-call]
+                    refusals = await self._apply(batch, conn, connection)
+                except StoreUnavailable as exc:
+                    # What queued meanwhile would most likely fail too: do not
+                    # make it wait another timeout. Nothing was applied.
+                    for request in batch:
+                        _settle(request.future, StoreUnavailable(str(exc)))
+                    self._fail_queue(exc)
+                    continue
+                for request, refusal in zip(batch, refusals, strict=True):
+                    _settle(request.future, refusal)
+        except Exception as exc:
+            # A bug: fail the requests with it (a 500) rather than leave them hanging.
+            for request in (*batch, *self._queue):
+                _settle(request.future, exc)
+            self._queue = []
+        except BaseException:
+            self._fail_queue(StoreUnavailable("the store is shutting down"), batch)
+            raise
+        finally:
+            # Give up the slot before anything else is awaited: a request that
+            # queues from now on must find room to start a flusher of its own.
+            self._flushers.discard(asyncio.current_task())
+            if connection is not None:
+                await conn.pool.release(connection)
+
+    def _take(self) -> list[_Request]:
+        """The oldest requests, up to _OPS_PER_CALL increments (at least one request)."""
+        take = ops = 0
+        for request in self._queue:
+            ops += request.ops
+            if take and ops > _OPS_PER_CALL:
+                break
+            take += 1
+        batch = self._queue[:take]
+        del self._queue[:take]
+        return batch
+
+    def _fail_queue(self, exc: StoreUnavailable, also: Sequence[_Request] = ()) -> None:
+        queue, self._queue = self._queue, []
+        for request in (*also, *queue):
+            _settle(request.future, StoreUnavailable(str(exc)))
+
+    async def _apply(
+        self, batch: list[_Request], conn: _Conn, connection: AbstractConnection
+    ) -> list[EventError | None]:
+        """Run one ingest script call for ``batch``; one refusal (or None) per request."""
+        if self._offset is None:
+            await self._calibrate(conn.client)
+        assert self._offset is not None
+
+        now = self._clock()
+        index: dict[tuple[int, int], int] = {}
+        adding: list[int] = []
+        groups: list[list[list[Any]]] = []
+        ops = 0
+        for request in batch:
+            group = []
+            for size, start, counts in request.adds:
+                slot = index.get((size, start))
+                if slot is None:
+                    slot = index[(size, start)] = len(index) + 1
+                    adding.append(0)
+                adding[slot - 1] += sum(counts.values())
+                entry: list[Any] = [slot]
+                for host, n in counts.items():
+                    entry.append(host)
+                    entry.append(str(n))
+                group.append(entry)
+                ops += len(counts)
+            groups.append(group)
+        keys = [self.key(size, start) for size, start in index]
+        # The window can turn between add() and here: a TTL is never below 1 ms.
+        ttls = [max(1, math.ceil((start + 2 * size - now) * 1000)) for size, start in index]
+        payload = _msgpack((ttls, [str(n) for n in adding], groups))
+
+        sent = time.monotonic()
+        deadline = int((sent + self._timeout * _START_SHARE + self._offset[0]) * 1e6)
+        reply = await self._call(
+            _evalsha(connection, conn.ingest, [*keys, deadline, payload], len(keys)),
+            self._timeout + ops * _WAIT_PER_OP,
+        )
+        self._observe(reply[1], reply[2], sent, time.monotonic())
+        if reply[0] == 0:
+            raise StoreUnavailable(
+                f"Redis at {self._where} was too busy to start the write within "
+                f"{self._timeout * _START_SHARE:g} s"
+            )
+        refusals: list[EventError | None] = [None] * len(batch)
+        for i in range(3, len(reply), 4):
+            g, e, host, score = reply[i : i + 4]
+            request = batch[g - 1]
+            size, start, _ = request.adds[e - 1]
+            refusals[g - 1] = _overflow(request.events, size, start, host.decode(), _count(score))
+        return refusals
+
+    async def _calibrate(self, client: aioredis.Redis) -> None:
+        sent = time.monotonic()
+        sec, usec = await self._call(client.time())
+        self._observe(sec, usec, sent, time.monotonic())
+
+    def _observe(self, sec: int | bytes, usec: int | bytes, sent: float, received: float) -> None:
+        """Narrow the bounds on the Redis clock's offset with one reading taken in between."""
+        redis_now = int(sec) + int(usec) / 1e6
+        low, high = redis_now - received, redis_now - sent
+        if self._offset is not None:
+            old_low, old_high = self._offset
+            if low <= old_high and old_low <= high:
+                low, high = max(low, old_low), min(high, old_high)
+            # else: a clock stepped; start again from this reading.
+        self._offset = (low, high)
+
+
+async def _evalsha(
+    connection: AbstractConnection, script: AsyncScript, args: list[Any], keys: int
+) -> Any:
+    """EVALSHA on ``connection``, loading the script first if Redis does not have it
+    (after a restart, say): NOSCRIPT means nothing ran."""
+    try:
+        await connection.send_command("EVALSHA", script.sha, keys, *args)
+        return await connection.read_response()
+    except rex.NoScriptError:
+        await connection.send_command("SCRIPT", "LOAD", script.script)
+        await connection.read_response()
+        await connection.send_command("EVALSHA", script.sha, keys, *args)
+        return await connection.read_response()
+
+
+def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
+    if future.done():
+        return  # its request was cancelled
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
+
+
+def _overflow(events: Sequence[Event], size: int, start: int, host: str, score: int) -> EventError:
+    """The memory store's error for ``host`` overflowing window ``start``: the first event
+    that pushes its running total past the cap."""
+    running = score
+    for i, (ts, counts) in enumerate(events):
+        if ts - ts % size == start:
+            running += counts.get(host, 0)
+            if running > MAX_COUNT:
+                return total_too_large(host, i if len(events) > 1 else None)
+    return total_too_large(host, None)  # pragma: no cover - the script saw it pass
+
+
+def _count(score: bytes) -> int:
+    """A score as Redis writes it ("42", or "4.2e+16" for large ones) as an exact int."""
+    try:
+        return int(score)
+    except ValueError:
+        return int(float(score))
+
+
+def _rank(item: tuple[str, int]) -> tuple[int, str]:
+    return -item[1], item[0]
+
+
+def describe(url: str) -> str:
+    """``url`` without its password, for messages and logs."""
+    kwargs: dict[str, Any] = dict(parse_url(url))
+    if "path" in kwargs:
+        return f"unix://{kwargs['path']}"
+    scheme = url.split("://", 1)[0]
+    host = kwargs.get("host", "localhost")
+    port = kwargs.get("port", 6379)
+    return f"{scheme}://{host}:{port}/{kwargs.get('db', 0)}"

@@ -1,0 +1,234 @@
+"""Scaling out, end to end: real server processes sharing a real Redis, and Redis failing."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.conftest import RedisServer, Server, free_port
+
+pytestmark = pytest.mark.e2e
+
+
+def past_hour_ts() -> int:
+    # The past hour holds still for a whole test (unless it runs across an hour).
+    return int(time.time()) - 3600
+
+
+def hour_stats(server: Server) -> dict[str, int]:
+    response = httpx.get(server.url + "/stats", params={"stats_type": "hour", "limit": 1000})
+    assert response.status_code == 200, response.text
+    return dict(response.json()["top_hosts"])
+
+
+def ranked(counts: Counter[str]) -> dict[str, int]:
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+@pytest.fixture
+def servers() -> Iterator[list[Server]]:
+    started: list[Server] = []
+    yield started
+    for server in started:
+        if server.proc.poll() is None:
+            server.proc.kill()
+            server.proc.wait()
+
+
+def test_two_processes_sharing_one_redis_answer_exactly(
+    redis_url: str, servers: list[Server]
+) -> None:
+    servers += [Server("--store", redis_url, "--redis-prefix", "pair") for _ in range(2)]
+    ts = past_hour_ts()
+    expected: Counter[str] = Counter()
+    clients = [httpx.Client(base_url=server.url) for server in servers]
+    try:
+        for i in range(300):
+            event = {"all.com": 1, f"h{i % 7}.com": i % 3}
+            if i % 50 == 0:  # a batch now and then
+                body = [{"timestamp": ts, **event}, {"timestamp": ts, "b.com": 2}]
+                response = clients[i % 2].post("/counters", json=body)
+                expected["b.com"] += 2
+            else:
+                response = clients[i % 2].post("/counter", json={"timestamp": ts, **event})
+            assert response.status_code == 200, response.text
+            expected.update(event)
+    finally:
+        for client in clients:
+            client.close()
+    expected = Counter({host: n for host, n in expected.items() if n})
+    for server in servers:
+        assert hour_stats(server) == ranked(expected)
+
+
+def test_workers_share_counts_through_redis(redis_url: str, servers: list[Server]) -> None:
+    servers.append(Server("--store", redis_url, "--workers", "2"))
+    ts = past_hour_ts()
+    errors: list[str] = []
+
+    def post(n: int) -> None:
+        # A client of its own: its own connection, so the workers share the load.
+        with httpx.Client(base_url=servers[0].url) as client:
+            for _ in range(100):
+                response = client.post("/counter", json={"timestamp": ts, f"t{n}": 1, "all": 1})
+                if response.status_code != 200:
+                    errors.append(response.text)
+
+    threads = [threading.Thread(target=post, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    expected = {"all": 600, **{f"t{n}": 100 for n in range(6)}}
+    assert hour_stats(servers[0]) == expected
+    # Every worker's /metrics answers for all workers (multiprocess mode), once
+    # each has flushed (every second).
+    time.sleep(1.5)
+    for _ in range(4):  # new connections, so different workers answer
+        metrics = httpx.get(servers[0].url + "/metrics").text
+        assert 'tophosts_events_total{result="accepted"} 600.0' in metrics
+    code, out = servers[0].stop()
+    assert code == 0
+    assert "Traceback" not in out
+
+
+def test_more_than_one_worker_on_the_memory_store_is_refused() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "tophosts", "serve", "--port", str(free_port()), "--workers", "2"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1
+    assert "each worker would hold different counts" in proc.stderr
+    assert "--store redis://" in proc.stderr
+
+
+class Load:
+    """Threads posting two-host events as fast as they get answers, recording each one."""
+
+    def __init__(self, url: str, threads: int = 4) -> None:
+        self.url = url
+        self.ts = past_hour_ts()
+        self.done: list[tuple[float, float, int, str, str | None]] = []
+        self.stopping = threading.Event()
+        self.threads = [threading.Thread(target=self.post) for _ in range(threads)]
+        for thread in self.threads:
+            thread.start()
+
+    def post(self) -> None:
+        event = {"timestamp": self.ts, "a.com": 1, "b.com": 1}
+        with httpx.Client(base_url=self.url, timeout=10) as client:
+            while not self.stopping.is_set():
+                started = time.monotonic()
+                response = client.post("/counter", json=event)
+                self.done.append(
+                    (
+                        started,
+                        time.monotonic(),
+                        response.status_code,
+                        response.text,
+                        response.headers.get("retry-after"),
+                    )
+                )
+
+    def stop(self) -> None:
+        self.stopping.set()
+        for thread in self.threads:
+            thread.join()
+
+    def statuses(self) -> Counter[int]:
+        return Counter(status for _, _, status, _, _ in self.done)
+
+
+def wait_healthy(server: Server, healthy: bool, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (httpx.get(server.url + "/healthz").status_code == 200) == healthy:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"/healthz did not turn {'200' if healthy else '503'}")
+
+
+def check_failures(load: Load) -> None:
+    for started, ended, status, text, retry_after in load.done:
+        assert status in (200, 503), text
+        assert ended - started < 3, "a request hung"
+        if status == 503:
+            assert retry_after == "1"
+            assert "nothing was applied" in text
+
+
+def test_killing_redis_mid_load_gives_503s_then_service_resumes(
+    own_redis: RedisServer, servers: list[Server]
+) -> None:
+    servers.append(Server("--store", own_redis.url, "--redis-timeout", "0.5"))
+    server = servers[0]
+    load = Load(server.url)
+    try:
+        time.sleep(0.5)
+        own_redis.kill()
+        killed = time.monotonic()
+        wait_healthy(server, False)
+        time.sleep(1.5)
+        assert httpx.get(server.url + "/stats").status_code == 503
+        own_redis.start()  # empty: what it held died with it
+        wait_healthy(server, True)
+        time.sleep(0.5)
+    finally:
+        load.stop()
+    check_failures(load)
+    statuses = load.statuses()
+    assert statuses[503] > 0
+    after = [s for started, _, s, _, _ in load.done if started > killed and s == 200]
+    assert after, "no event was accepted once Redis was back"
+    # Whole events only, and exactly those answered 200 since Redis came back.
+    assert hour_stats(server) == {"a.com": len(after), "b.com": len(after)}
+
+
+def test_a_hung_redis_gives_503s_and_none_of_them_is_applied_later(
+    own_redis: RedisServer, servers: list[Server]
+) -> None:
+    servers.append(Server("--store", own_redis.url, "--redis-timeout", "0.5"))
+    server = servers[0]
+    load = Load(server.url)
+    try:
+        time.sleep(0.5)
+        own_redis.pause()
+        try:
+            wait_healthy(server, False)
+            time.sleep(1)
+        finally:
+            own_redis.resume()
+        wait_healthy(server, True)
+        time.sleep(0.5)
+    finally:
+        load.stop()
+    check_failures(load)
+    statuses = load.statuses()
+    assert statuses[503] > 0
+    assert statuses[200] > 0
+    # Redis ran the calls it had queued while stopped: all of them too late.
+    assert hour_stats(server) == {"a.com": statuses[200], "b.com": statuses[200]}
+
+
+def test_an_instance_starts_while_redis_is_down_and_serves_once_it_is_up(
+    own_redis: RedisServer, servers: list[Server]
+) -> None:
+    own_redis.kill()
+    threading.Timer(1.0, own_redis.start).start()
+    servers.append(Server("--store", own_redis.url))  # returns once /healthz is 200
+    response = httpx.post(servers[0].url + "/counter", json={"timestamp": past_hour_ts(), "a": 1})
+    assert response.status_code == 200
+    code, out = servers[0].stop()
+    assert code == 0
+    assert "answering 503 until it is back" in out
