@@ -48,7 +48,14 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 
-from tophosts.events import MAX_COUNT, Event, EventError, too_far_ahead, total_too_large
+from tophosts.events import (
+    MAX_COUNT,
+    Event,
+    EventError,
+    too_far_ahead,
+    too_many_tracked,
+    total_too_large,
+)
 from tophosts.store import Added, Clock, Sizes, StoreUnavailable, TopHosts
 from tophosts.windows import HOUR, MINUTE, Window, past
 
@@ -94,7 +101,12 @@ end
 local MAX = 9007199254740991
 local data = cmsgpack.unpack(ARGV[2])
 local ttls, adding, groups = data[1], data[2], data[3]
+local cap, touching = tonumber(data[4]), data[5]
 local careful = false
+-- cards[i]: members of key i, tracked only for keys this call could take past
+-- the --max-tracked-hosts cap (false for the others).
+local cards = {}
+local crowded = false
 for i = 1, #KEYS do
   local top = redis.pcall('ZRANGE', KEYS[i], -1, -1, 'WITHSCORES')
   if top['err'] then
@@ -105,14 +117,47 @@ for i = 1, #KEYS do
   if (highest and tonumber(highest) or 0) + tonumber(adding[i]) > MAX then
     careful = true
   end
+  local card = redis.call('ZCARD', KEYS[i])
+  if card + touching[i] > cap then
+    cards[i] = card
+    crowded = true
+  else
+    cards[i] = false
+  end
 end
 local reply = {1, now[1], now[2]}
 for g = 1, #groups do
   local group = groups[g]
+  local refused = false
+  -- Near the cap, count the group's new hosts per key: a group that would
+  -- take a key past it is refused whole, with the first host over ('-1').
+  local fresh = {}
+  if crowded then
+    for e = 1, #group do
+      local entry = group[e]
+      local i = entry[1]
+      if cards[i] and not refused then
+        local n = fresh[i] or 0
+        for j = 2, #entry, 2 do
+          if not redis.call('ZSCORE', KEYS[i], entry[j]) then
+            n = n + 1
+            if cards[i] + n > cap then
+              refused = true
+              reply[#reply + 1] = g
+              reply[#reply + 1] = e
+              reply[#reply + 1] = entry[j]
+              reply[#reply + 1] = '-1'
+              break
+            end
+          end
+        end
+        fresh[i] = n
+      end
+    end
+  end
   -- When careful, check every total the group touches first, then apply all
   -- of the group or none of it.
-  local refused = false
-  if careful then
+  if careful and not refused then
     for e = 1, #group do
       local entry = group[e]
       local key = KEYS[entry[1]]
@@ -139,6 +184,9 @@ for g = 1, #groups do
       for j = 2, #entry, 2 do
         redis.call('ZINCRBY', key, entry[j + 1], entry[j])
       end
+    end
+    for i, n in pairs(fresh) do
+      cards[i] = cards[i] + n
     end
   end
 end
@@ -210,8 +258,10 @@ class RedisStore:
         max_skew: int = 300,
         prefix: str = "tophosts",
         timeout: float = 1.0,
+        max_tracked_hosts: int = 1_000_000,
     ) -> None:
         self._url = url
+        self._max_tracked = max_tracked_hosts
         self._where = describe(url)
         self._clock = clock
         self._max_skew = max_skew
@@ -453,6 +503,7 @@ class RedisStore:
         now = self._clock()
         index: dict[tuple[int, int], int] = {}
         adding: list[int] = []
+        touching: list[int] = []
         groups: list[list[list[Any]]] = []
         ops = 0
         for request in batch:
@@ -462,7 +513,9 @@ class RedisStore:
                 if slot is None:
                     slot = index[(size, start)] = len(index) + 1
                     adding.append(0)
+                    touching.append(0)
                 adding[slot - 1] += sum(counts.values())
+                touching[slot - 1] += len(counts)
                 entry: list[Any] = [slot]
                 for host, n in counts.items():
                     entry.append(host)
@@ -473,7 +526,7 @@ class RedisStore:
         keys = [self.key(size, start) for size, start in index]
         # The window can turn between add() and here: a TTL is never below 1 ms.
         ttls = [max(1, math.ceil((start + 2 * size - now) * 1000)) for size, start in index]
-        payload = _msgpack((ttls, [str(n) for n in adding], groups))
+        payload = _msgpack((ttls, [str(n) for n in adding], groups, self._max_tracked, touching))
 
         sent = time.monotonic()
         deadline = int((sent + self._timeout * _START_SHARE + self._offset[0]) * 1e6)
@@ -492,7 +545,14 @@ class RedisStore:
             g, e, host, score = reply[i : i + 4]
             request = batch[g - 1]
             size, start, _ = request.adds[e - 1]
-            refusals[g - 1] = _overflow(request.events, size, start, host.decode(), _count(score))
+            if score == b"-1":
+                refusals[g - 1] = _crowded(
+                    request.events, size, start, host.decode(), self._max_tracked
+                )
+            else:
+                refusals[g - 1] = _overflow(
+                    request.events, size, start, host.decode(), _count(score)
+                )
         return refusals
 
     async def _calibrate(self, client: aioredis.Redis) -> None:
@@ -546,6 +606,15 @@ def _overflow(events: Sequence[Event], size: int, start: int, host: str, score: 
             if running > MAX_COUNT:
                 return total_too_large(host, i if len(events) > 1 else None)
     return total_too_large(host, None)  # pragma: no cover - the script saw it pass
+
+
+def _crowded(events: Sequence[Event], size: int, start: int, host: str, limit: int) -> EventError:
+    """The error for ``host`` being one host too many for window ``start``: named, as the
+    memory store does, with the first event of the window that brings it."""
+    for i, (ts, counts) in enumerate(events):
+        if ts - ts % size == start and host in counts:
+            return too_many_tracked(size, host, limit, i if len(events) > 1 else None)
+    return too_many_tracked(size, host, limit, None)  # pragma: no cover
 
 
 def _count(score: bytes) -> int:
