@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PORT   ?= 8080
 
-.PHONY: all run test lint format fuzz soak soak-redis clean
+.PHONY: all run test lint format bench bench-quick fuzz soak soak-redis clean
 
 all: test run
 
@@ -30,6 +30,14 @@ lint: $(VENV)/.dev-installed
 
 test: lint
 	$(BIN)/pytest
+
+# The benchmark suite (issue 3): all five scenarios in under 10 minutes, charts
+# and JSON under bench/results/. `bench-quick` is the < 30 s smoke run.
+bench: $(VENV)/.dev-installed
+	$(BIN)/python -m tophosts bench --plot
+
+bench-quick: $(VENV)/.dev-installed
+	$(BIN)/python -m tophosts bench --quick
 
 # Many more generated bodies and schemathesis examples than `make test` runs.
 fuzz: $(VENV)/.dev-installed

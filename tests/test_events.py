@@ -98,6 +98,39 @@ def test_batch_errors_name_the_first_bad_event() -> None:
     assert "at least one host" in info.value.message
 
 
+@pytest.mark.parametrize(
+    ("bad", "words"),
+    [
+        ({"a": 1}, ["timestamp"]),
+        ({"timestamp": 1}, ["at least one host"]),
+        ({"timestamp": 1, **{f"h{i}": 1 for i in range(6)}}, ["6 hosts", "at most 5"]),
+        ({"timestamp": 1, "\U0001f600" * 64: 1}, ["256 bytes"]),
+    ],
+)
+def test_the_whole_batch_check_names_the_same_event_as_one_by_one(
+    bad: dict[str, int], words: list[str]
+) -> None:
+    # Events 2 and 4 are both bad; the batch is checked at once, but the
+    # error must still name the first of them, exactly as one() words it.
+    good = {"timestamp": 1, "a": 1}
+    long_host = {"timestamp": 1, "x" * 300: 1}
+    body = msgspec.json.encode([good, good, bad, good, long_host])
+    with pytest.raises(EventError) as info:
+        decoder.many(body)
+    assert info.value.index == 2
+    assert info.value.message == one_error(msgspec.json.encode(bad)).message
+    for word in words:
+        assert word in info.value.message
+
+
+def test_a_batch_at_the_host_limits_is_accepted() -> None:
+    events = [{"timestamp": 1, **{f"h{i}": 1 for i in range(5)}}, {"timestamp": 2, "x" * 255: 1}]
+    assert decoder.many(msgspec.json.encode(events)) == [
+        (1, {f"h{i}": 1 for i in range(5)}),
+        (2, {"x" * 255: 1}),
+    ]
+
+
 def test_batch_that_is_not_an_array() -> None:
     with pytest.raises(EventError) as info:
         decoder.many(b'{"timestamp": 1, "a": 1}')

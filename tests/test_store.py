@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from tests.conftest import T0, FakeClock
 from tophosts.events import MAX_COUNT, Event, EventError
 from tophosts.store import Added, Store, open_store
+from tophosts.store.memory import MemoryStore
 from tophosts.windows import Window, past
 
 pytestmark = pytest.mark.anyio
@@ -130,6 +131,47 @@ async def test_a_total_past_2_53_is_refused_and_nothing_applied(make_store: Make
     assert await store.top(Window.MINUTE, 10) == [("big.com", MAX_COUNT)]
 
 
+async def test_an_overflow_in_the_hour_alone_is_refused_too(make_store: MakeStore) -> None:
+    # Events older than the past minute reach only their hour: the check must
+    # cover that path of a batch as well as the minute one.
+    store = make_store()
+    await store.add([(PAST_HOUR + 5, {"big.com": MAX_COUNT}), (PAST_MINUTE, {"a.com": 1})])
+    with pytest.raises(EventError) as info:
+        await store.add(
+            [
+                (PAST_MINUTE, {"a.com": 1}),
+                (PAST_HOUR + 7, {"x.com": 1}),
+                (PAST_HOUR, {"big.com": 1}),
+            ]
+        )
+    assert info.value.index == 2
+    assert '"big.com"' in info.value.message
+    assert await store.top(Window.HOUR, 10) == [("big.com", MAX_COUNT)]
+    assert await store.top(Window.MINUTE, 10) == [("a.com", 1)]
+    with pytest.raises(EventError) as info:
+        await store.add([(PAST_HOUR, {"big.com": 1})])
+    assert info.value.index is None
+
+
+async def test_the_host_cap_counts_an_hour_across_its_folded_and_live_minutes(
+    clock: FakeClock,
+) -> None:
+    # Memory store only: the hour's hosts sit partly in its own dict (minutes
+    # that left) and partly in live minutes; the cap must see them all, once.
+    store = MemoryStore(clock=clock, max_tracked_hosts=3)
+    hour = T0 - T0 % 3600
+    clock.set(hour + 70)
+    await store.add([(hour + 60, {"a": 1, "b": 1})])  # a live minute, folded once it leaves
+    clock.set(hour + 180)
+    await store.add([(hour + 121, {"b": 1, "c": 1})])  # the past minute, b in both
+    with pytest.raises(EventError) as info:
+        await store.add([(hour + 125, {"d": 1})])
+    assert info.value.status == 429
+    await store.add([(hour + 130, {"a": 2})])  # known hosts keep counting
+    clock.set(hour + 3600 + 5)
+    assert await store.top(Window.HOUR, 10) == [("a", 3), ("b", 2), ("c", 1)]
+
+
 async def test_memory_is_released_when_windows_expire(
     make_store: MakeStore, clock: FakeClock
 ) -> None:
@@ -201,6 +243,42 @@ def test_any_order_and_batching_matches_a_naive_recount(
         live = [(ts, c) for ts, c in events if ts >= past(T0, Window.HOUR).start]
         for window in Window:
             assert await store.top(window, limit) == naive_top(live, clock.now, window, limit)
+        await store.close()
+
+    asyncio.run(run())
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    steps=st.lists(
+        st.tuples(st.sampled_from([0, 1, 30, 59, 60, 61, 600, 3540, 3600]), event_lists),
+        min_size=1,
+        max_size=6,
+    ),
+    limit=st.integers(1, 9),
+)
+def test_adds_between_window_turns_match_a_naive_recount(
+    store_url: str, steps: list[tuple[int, list[Event]]], limit: int
+) -> None:
+    # The clock moves between batches, so minutes leave (and are folded into
+    # their hour) while more events arrive for them, late or on time; every
+    # query along the way must match a recount of what was accepted.
+    clock = FakeClock()
+    # Each example gets keys of its own on the shared Redis.
+    store = open_store(store_url, clock=clock, max_skew=86_400, redis_prefix=f"t{next(_examples)}")
+    accepted: list[Event] = []
+
+    async def run() -> None:
+        for advance, batch in steps:
+            clock.advance(advance)
+            await store.add([(ts, dict(c)) for ts, c in batch])
+            floor = past(clock.now, Window.HOUR).start
+            accepted.extend((ts, c) for ts, c in batch if ts >= floor)
+            for window in Window:
+                got = await store.top(window, limit)
+                assert got == naive_top(accepted, clock.now, window, limit)
         await store.close()
 
     asyncio.run(run())

@@ -104,9 +104,9 @@ class TopHosts:
         if scope["type"] == "http" and scope["method"] == "POST":
             path = scope["path"]
             if path == "/counter":
-                return await self.counter(scope, receive, send)
+                return await self.counter.handle(scope, receive, send)
             if path == "/counters":
-                return await self.counters(scope, receive, send)
+                return await self.counters.handle(scope, receive, send)
         if scope["type"] != "http":
             return await self.router(scope, receive, send)
         await self.observed(scope, receive, send)

@@ -145,6 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
     from tophosts import load
 
     load.add_arguments(load_parser)
+    bench_parser = commands.add_parser("bench", help="run the benchmark suite (bench extra)")
+    from tophosts import bench
+
+    bench.add_arguments(bench_parser)
     return parser
 
 
@@ -162,4 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from tophosts import load
 
         return load.run(args)
+    if args.command == "bench":
+        from tophosts import bench
+
+        return bench.run(args)
     parser.error(f"unknown command {args.command!r}")  # pragma: no cover - argparse exits first

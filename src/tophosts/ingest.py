@@ -8,7 +8,7 @@ answer with prebuilt headers.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from time import perf_counter
 from typing import Any
 
@@ -17,7 +17,7 @@ import msgspec
 from tophosts import logs
 from tophosts.events import Decoder, Event, EventError
 from tophosts.metrics import Metrics
-from tophosts.store import Store, StoreUnavailable
+from tophosts.store import Added, Store, StoreUnavailable
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -81,17 +81,20 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
                 raise BodyTooLarge
             break
     message = await receive()
-    if message["type"] != "http.request":
-        raise ClientGone
     body: bytes = message.get("body", b"")
+    if message.get("more_body", False) or message["type"] != "http.request":
+        return await read_rest(message, receive, limit)
     if len(body) > limit:
         raise BodyTooLarge
-    if not message.get("more_body", False):
-        return body
-    chunks = [body]
-    size = len(body)
+    return body
+
+
+async def read_rest(first: Message, receive: Receive, limit: int) -> bytes:
+    """The body from its ``first`` message on, when it comes in several (or none)."""
+    message = first
+    chunks = []
+    size = 0
     while True:
-        message = await receive()
         if message["type"] != "http.request":
             raise ClientGone
         chunk = message.get("body", b"")
@@ -101,6 +104,7 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
+        message = await receive()
 
 
 def _header(scope: Scope, wanted: bytes) -> bytes:
@@ -115,6 +119,10 @@ def _is_ndjson(scope: Scope) -> bool:
     return content_type in (b"application/x-ndjson", b"application/jsonl")
 
 
+# Failures answered by the route itself; anything else is a server error.
+_ANSWERED = (EventError, BodyTooLarge, StoreUnavailable, ClientGone)
+
+
 class Ingest:
     """ASGI endpoint for both ingest routes; ``batch`` picks ``/counters``."""
 
@@ -127,62 +135,98 @@ class Ingest:
         self.batch = batch
         self.metrics = metrics
         self.route = "/counters" if batch else "/counter"
+        # A store that applies events synchronously (the memory store) is called
+        # directly: no coroutine per request on the hot path.
+        self.add_now: Callable[[Sequence[Event]], Added] | None = getattr(store, "add_now", None)
+        self.add_one_now: Callable[[int, dict[str, int]], Added] | None = getattr(
+            store, "add_one_now", None
+        )
+        self.handle = self._many if batch else self._one
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.handle(scope, receive, send)
+
+    async def _one(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``POST /counter``: the hottest route, so the common case is written out flat."""
         started = perf_counter()
-        metrics = self.metrics
         body = b""
-        events: list[Event] = []
         try:
-            body = await read_body(scope, receive, self.max_body)
-            if self.batch:
-                events = self.decoder.many(body, _is_ndjson(scope))
+            for name, value in scope["headers"]:
+                if name == b"content-length":
+                    if not value.isdigit() or int(value) > self.max_body:
+                        raise BodyTooLarge
+                    break
+            message = await receive()
+            body = message.get("body", b"")
+            if message.get("more_body", False) or message["type"] != "http.request":
+                body = await read_rest(message, receive, self.max_body)
+            elif len(body) > self.max_body:
+                raise BodyTooLarge
+            ts, counts = self.decoder.one(body)
+            if self.add_one_now is not None:
+                added = self.add_one_now(ts, counts)
             else:
-                events = [self.decoder.one(body)]
-            added = await self.store.add(events)
-        except EventError as exc:
-            metrics.rejected += len(events) or 1
-            payload: dict[str, Any] = {"error": exc.message}
-            if exc.index is not None:
-                payload["index"] = exc.index
-            return await self._answer(scope, send, started, exc.status, payload, body, exc.message)
-        except BodyTooLarge:
-            metrics.rejected += 1
-            message = f"the request body is larger than {self.max_body} bytes (--max-body)"
-            return await self._answer(
-                scope, send, started, 413, {"error": message}, body, message, _CLOSE
-            )
-        except StoreUnavailable as exc:
-            message = f"the store is unavailable, nothing was applied; retry: {exc}"
-            return await self._answer(
-                scope, send, started, 503, {"error": message}, body, message, _RETRY
-            )
-        except ClientGone:
-            return None
-        metrics.accepted += added.accepted
-        metrics.expired += added.expired
+                added = await self.store.add([(ts, counts)])
+        except _ANSWERED as exc:
+            return await self._fail(send, started, body, exc)
+        metrics = self.metrics
         if added.accepted:
-            metrics.host_counts += sum(sum(counts.values()) for _, counts in events)
-        if self.batch:
-            payload = {"status": "ok", "accepted": added.accepted, "expired": added.expired}
-            return await self._answer(scope, send, started, 200, payload, body)
-        if added.accepted:
+            metrics.accepted += 1
+            metrics.host_counts += sum(counts.values())
             await send(_OK_START)
             await send(_OK)
             out = len(_OK_BODY)
         else:
+            metrics.expired += 1
             await send(_EXPIRED_START)
             await send(_EXPIRED)
             out = len(_EXPIRED_BODY)
         seconds = perf_counter() - started
-        metrics.request(self.route, 200, seconds)
+        metrics.request("/counter", 200, seconds)
         if logs.access.isEnabledFor(logging.INFO):
-            logs.request("POST", self.route, 200, seconds, len(body), out)
+            logs.request("POST", "/counter", 200, seconds, len(body), out)
         return None
+
+    async def _many(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``POST /counters``: a JSON array or NDJSON body of events, applied whole."""
+        started = perf_counter()
+        body = b""
+        events: list[Event] = []
+        try:
+            body = await read_body(scope, receive, self.max_body)
+            events = self.decoder.many(body, _is_ndjson(scope))
+            add_now = self.add_now
+            added = add_now(events) if add_now is not None else await self.store.add(events)
+        except _ANSWERED as exc:
+            return await self._fail(send, started, body, exc, len(events))
+        metrics = self.metrics
+        metrics.accepted += added.accepted
+        metrics.expired += added.expired
+        if added.accepted:
+            metrics.host_counts += sum(map(sum, map(dict.values, (c for _, c in events))))
+        payload = {"status": "ok", "accepted": added.accepted, "expired": added.expired}
+        return await self._answer(send, started, 200, payload, body)
+
+    async def _fail(
+        self, send: Send, started: float, body: bytes, exc: Exception, events: int = 0
+    ) -> None:
+        """Answer an ingest failure the client can act on (ClientGone: nobody to answer)."""
+        if isinstance(exc, EventError):
+            self.metrics.rejected += events or 1
+            payload: dict[str, Any] = {"error": exc.message}
+            if exc.index is not None:
+                payload["index"] = exc.index
+            await self._answer(send, started, exc.status, payload, body, exc.message)
+        elif isinstance(exc, BodyTooLarge):
+            self.metrics.rejected += 1
+            message = f"the request body is larger than {self.max_body} bytes (--max-body)"
+            await self._answer(send, started, 413, {"error": message}, body, message, _CLOSE)
+        elif isinstance(exc, StoreUnavailable):
+            message = f"the store is unavailable, nothing was applied; retry: {exc}"
+            await self._answer(send, started, 503, {"error": message}, body, message, _RETRY)
 
     async def _answer(
         self,
-        scope: Scope,
         send: Send,
         started: float,
         status: int,

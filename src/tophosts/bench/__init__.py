@@ -1,0 +1,163 @@
+"""``tophosts bench``: the benchmark suite of issue 3.
+
+Starts each server under test as a real process pinned to CPU 0, drives it from
+CPU 1 over HTTP keep-alive on 127.0.0.1 (``wrk`` where installed, else an
+asyncio generator), and runs five scenarios side by side against tophosts, the
+ceiling (a bare ASGI app) and a naive raw-event baseline. Prints tables, writes
+``<out>/<name>.json`` and, with ``--plot``, PNG charts. Needs the ``bench`` extra.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import sys
+import time
+from typing import Any
+
+SCENARIO_NUMBERS = {"1": "single", "2": "bulk", "3": "query", "4": "mixed", "5": "cardinality"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quick", action="store_true", help="a short run (< 30 s) for tests")
+    parser.add_argument("--plot", action="store_true", help="also render PNG charts")
+    parser.add_argument("--name", default=None, help="results name (default: full or quick)")
+    parser.add_argument("--out", default="bench/results", help="results folder")
+    parser.add_argument(
+        "--generator",
+        choices=("auto", "wrk", "python"),
+        default="auto",
+        help="load generator: wrk where installed (auto), or the asyncio one",
+    )
+    parser.add_argument(
+        "--scenarios",
+        default="1,2,3,4,5",
+        help="comma-separated scenario numbers or names (default: all five)",
+    )
+    parser.add_argument("--seconds", type=int, default=None, help="seconds per timed load run")
+
+
+def machine() -> dict[str, Any]:
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "load_average": [round(x, 2) for x in os.getloadavg()]
+        if hasattr(os, "getloadavg")
+        else None,
+    }
+
+
+def command(args: argparse.Namespace) -> str:
+    """The command line that reproduces this run."""
+    words = ["python -m tophosts bench"]
+    words += ["--quick"] * args.quick + ["--plot"] * args.plot
+    if args.name:
+        words.append(f"--name {args.name}")
+    if args.generator != "auto":
+        words.append(f"--generator {args.generator}")
+    if args.scenarios != "1,2,3,4,5":
+        words.append(f"--scenarios {args.scenarios}")
+    if args.seconds:
+        words.append(f"--seconds {args.seconds}")
+    return " ".join(words)
+
+
+def run(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    import msgspec
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from tophosts.bench import loadgen, report, scenarios, servers
+
+    console = Console(width=max(Console().width, 110))
+    try:
+        chosen = [SCENARIO_NUMBERS.get(s.strip(), s.strip()) for s in args.scenarios.split(",")]
+        unknown = [s for s in chosen if s not in scenarios.SCENARIOS]
+        if unknown:
+            raise ValueError(f"unknown scenario {unknown[0]!r}; use 1-5 or a name")
+        generator = loadgen.pick(args.generator)
+    except (ValueError, RuntimeError) as exc:
+        print(f"tophosts bench: {exc}", file=sys.stderr)
+        return 2
+    plan = scenarios.QUICK if args.quick else scenarios.FULL
+    if args.seconds:
+        plan = dataclasses.replace(plan, seconds=args.seconds)
+    name = args.name or ("quick" if args.quick else "full")
+    pinned = servers.pin(0, servers.LOAD_CPU)
+    console.print(
+        f"tophosts bench [bold]{name}[/]: load generator [bold]{generator.name}[/]; "
+        + (
+            f"server pinned to CPU {servers.SERVER_CPU}, load to CPU {servers.LOAD_CPU}"
+            if pinned
+            else "[yellow]no CPU pinning on this machine[/]"
+        )
+    )
+    started = time.time()
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        bench = scenarios.Bench(plan, generator, lambda text: None)
+        task = progress.add_task("starting", total=bench.steps(chosen))
+
+        def step(text: str) -> None:
+            if bench.started_steps:
+                progress.advance(task)
+            bench.started_steps += 1
+            progress.update(task, description=text)
+
+        bench.step = step
+        results = bench.run(chosen)
+        progress.advance(task)
+    elapsed = time.time() - started
+    target_rows = report.targets(results)
+    document = {
+        "name": name,
+        "command": command(args),
+        "quick": args.quick,
+        "started": datetime.datetime.fromtimestamp(started, datetime.UTC).isoformat(),
+        "seconds": round(elapsed, 1),
+        "machine": machine(),
+        "generator": generator.name,
+        "pinned": pinned,
+        "plan": dataclasses.asdict(plan),
+        "results": results,
+        "targets": target_rows,
+        "headline": report.headline(results),
+    }
+    console.print(
+        'servers: tophosts; ceiling = a bare ASGI app answering {"status":"ok"} on the '
+        "same uvicorn settings; naive = every raw event in a SortedList, scanned per query"
+    )
+    report.show(console, results, target_rows)
+    os.makedirs(args.out, exist_ok=True)
+    path = os.path.join(args.out, f"{name}.json")
+    with open(path, "wb") as f:
+        f.write(msgspec.json.format(msgspec.json.encode(document), indent=2) + b"\n")
+    with open(os.path.join(args.out, f"{name}.md"), "w") as md:
+        md.write(report.markdown(results, target_rows))
+    console.print(f"wrote {path} in {elapsed:.0f} s")
+    if args.plot:
+        for chart in report.plot(results, args.out, name):
+            console.print(f"wrote {chart}")
+    return 0

@@ -1,0 +1,178 @@
+"""The two reference servers the bench runs beside tophosts, on the same stack.
+
+* ``ceiling``: a bare ASGI app that reads the body and answers ``{"status":"ok"}``
+  to every request. Nothing can be faster on this uvicorn set-up, so it bounds
+  what tophosts can reach.
+* ``naive``: every raw event kept in a :class:`sortedcontainers.SortedList`,
+  scanned per query. It shows what tophosts' pre-aggregated windows buy.
+
+Both are served by :func:`serve` with the same uvicorn settings as
+``tophosts serve`` (see :data:`UVICORN_OPTIONS`): ``python -m tophosts.bench.apps
+ceiling --port 9000``. They live here, in the bench, and never in the product.
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import importlib.util
+import itertools
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+from sortedcontainers import SortedList  # type: ignore[import-untyped]
+
+from tophosts.config import Settings
+from tophosts.ingest import Message, Receive, Scope, Send
+from tophosts.protocol import Protocol
+from tophosts.windows import Window, past
+
+# Keep in step with tophosts.cli.serve (default settings, one worker);
+# tests/test_bench.py checks they agree. The protocol is the product's own
+# (httptools with read timeouts), so the ceiling differs from tophosts by the
+# app alone.
+UVICORN_OPTIONS: dict[str, Any] = {
+    "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+    "http": Protocol,
+    "timeout_keep_alive": Settings().timeout_keep_alive,
+    "lifespan": "on",
+    "access_log": False,
+    "log_config": None,
+    "server_header": False,
+}
+
+_OK_BODY = b'{"status":"ok"}'
+_JSON = (b"content-type", b"application/json")
+_OK_START: Message = {
+    "type": "http.response.start",
+    "status": 200,
+    "headers": [_JSON, (b"content-length", str(len(_OK_BODY)).encode())],
+}
+_OK: Message = {"type": "http.response.body", "body": _OK_BODY}
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+async def _body(receive: Receive) -> bytes:
+    message = await receive()
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body", False):
+        return body
+    chunks = [body]
+    while message.get("more_body", False):
+        message = await receive()
+        chunks.append(message.get("body", b""))
+    return b"".join(chunks)
+
+
+async def _json(send: Send, status: int, payload: Any) -> None:
+    body = msgspec.json.encode(payload)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [_JSON, (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def ceiling(scope: Scope, receive: Receive, send: Send) -> None:
+    """Read the body, answer ``{"status":"ok"}``: whatever the method and path."""
+    if scope["type"] == "lifespan":
+        return await _lifespan(receive, send)
+    if scope["type"] != "http":
+        return None
+    await _body(receive)
+    await send(_OK_START)
+    await send(_OK)
+
+
+class Naive:
+    """Raw events in a SortedList of ``(timestamp, sequence, {host: count})``.
+
+    Ingest keeps each event as it came; ``GET /stats`` sums every event of the
+    window and ranks the hosts. No validation beyond what decoding gives: it is
+    a yardstick, not a product.
+    """
+
+    def __init__(self, clock: Any = time.time) -> None:
+        self.clock = clock
+        self.events = SortedList()
+        self.seq = itertools.count()
+        self.one = msgspec.json.Decoder(dict[str, int])
+        self.many = msgspec.json.Decoder(list[dict[str, int]])
+
+    def add(self, objs: Sequence[dict[str, int]]) -> None:
+        seq = self.seq
+        self.events.update((obj.pop("timestamp"), next(seq), obj) for obj in objs)
+
+    def top(self, window: Window, limit: int) -> list[tuple[str, int]]:
+        start, end = past(self.clock(), window)
+        totals: dict[str, int] = {}
+        get = totals.get
+        for _, _, counts in self.events.irange((start,), (end,), inclusive=(True, False)):
+            for host, n in counts.items():
+                totals[host] = get(host, 0) + n
+        return heapq.nsmallest(limit, totals.items(), key=lambda kv: (-kv[1], kv[0]))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            return await _lifespan(receive, send)
+        if scope["type"] != "http":
+            return None
+        path = scope["path"]
+        body = await _body(receive)
+        try:
+            if path == "/counter":
+                self.add([self.one.decode(body)])
+                await send(_OK_START)
+                await send(_OK)
+                return None
+            if path == "/counters":
+                objs = self.many.decode(body)
+                self.add(objs)
+                return await _json(send, 200, {"status": "ok", "accepted": len(objs)})
+        except (msgspec.DecodeError, KeyError):
+            return await _json(send, 400, {"error": "bad event"})
+        if path == "/stats":
+            query = dict(
+                part.split("=", 1) for part in scope["query_string"].decode().split("&") if part
+            )
+            window = Window.from_label(query.get("stats_type", "minute"))
+            top = self.top(window, int(query.get("limit", "10")))
+            return await _json(send, 200, {"top_hosts": dict(top)})
+        if path == "/healthz":
+            return await _json(send, 200, {"status": "ok"})
+        return await _json(send, 404, {"error": "no route"})
+
+
+def serve(app: Any, port: int, log_level: str = "warning") -> None:
+    import uvicorn
+
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level=log_level, **UVICORN_OPTIONS)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tophosts.bench.apps")
+    parser.add_argument("app", choices=("ceiling", "naive"))
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--log-level", default="warning")
+    args = parser.parse_args(argv)
+    serve(ceiling if args.app == "ceiling" else Naive(), args.port, args.log_level)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,390 @@
+"""Targets, headline ratios, tables (rich), JSON and charts (matplotlib)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from tophosts.bench.servers import LABELS, TARGETS
+
+Row = dict[str, Any]
+Results = dict[str, list[Row]]
+
+SINGLE_RPS = 20_000
+SINGLE_SHARE = 0.75
+BULK_EVENTS = 200_000
+QUERY_P99_MS = 2.0
+RSS_MB = 60.0
+MIXED_DROP_PCT = 10.0
+COLD_MS = 1000.0
+CACHED_MS = 2.0
+
+
+def _find(rows: Sequence[Row], **match: Any) -> Row | None:
+    for row in rows:
+        if all(row.get(k) == v for k, v in match.items()):
+            return row
+    return None
+
+
+def _target(figure: str, goal: str, measured: str, met: bool | None) -> Row:
+    return {"figure": figure, "target": goal, "measured": measured, "met": met}
+
+
+def targets(results: Results) -> list[Row]:
+    """Each target of issue 3 against what this run measured (``met`` None: not run)."""
+    out: list[Row] = []
+    for row in results.get("single", ()):
+        if row["target"] != "tophosts":
+            continue
+        conns = row["connections"]
+        ceiling = _find(results["single"], target="ceiling", connections=conns)
+        share = row["rps"] / ceiling["rps"] if ceiling and ceiling["rps"] else 0.0
+        out.append(
+            _target(
+                f"single-event ingest, {conns} conns",
+                f">= {SINGLE_RPS:,} req/s and >= {SINGLE_SHARE:.0%} of ceiling",
+                f"{row['rps']:,.0f} req/s = {share:.0%} of ceiling",
+                row["rps"] >= SINGLE_RPS and share >= SINGLE_SHARE and row["non2xx"] == 0,
+            )
+        )
+    bulk = _find(results.get("bulk", ()), target="tophosts")
+    if bulk:
+        out.append(
+            _target(
+                "bulk ingest",
+                f">= {BULK_EVENTS:,} events/s",
+                f"{bulk['events_per_s']:,} events/s ({bulk['host_counts_per_s']:,} host-counts/s)",
+                bulk["events_per_s"] >= BULK_EVENTS and bulk["non2xx"] == 0,
+            )
+        )
+    query = [r for r in results.get("query", ()) if r["target"] == "tophosts"]
+    if query:
+        top = max(r["stored_events"] for r in query)
+        for window in ("minute", "hour"):
+            rows = [r for r in query if r["window"] == window]
+            worst = max(r["p99_ms"] for r in rows)
+            at_top = _find(rows, stored_events=top)
+            assert at_top is not None
+            out.append(
+                _target(
+                    f"GET /stats {window}, {top:,} events stored",
+                    f"p99 <= {QUERY_P99_MS} ms at every size",
+                    f"p99 {at_top['p99_ms']:.2f} ms (worst over sizes {worst:.2f} ms)",
+                    worst <= QUERY_P99_MS,
+                )
+            )
+        rss = _find(query, stored_events=top, window="hour")
+        if rss and rss["rss_mb"] is not None:
+            out.append(
+                _target(
+                    f"RSS, {top:,} events per window over 10k hosts",
+                    f"<= {RSS_MB:.0f} MB",
+                    f"{rss['rss_mb']:.1f} MB",
+                    rss["rss_mb"] <= RSS_MB,
+                )
+            )
+    mixed = _find(results.get("mixed", ()), target="tophosts")
+    if mixed:
+        out.append(
+            _target(
+                "mixed: ingest while /stats loops",
+                f"ingest drops <= {MIXED_DROP_PCT:.0f}%",
+                f"drops {mixed['ingest_drop_pct']:.1f}%, query p99 {mixed['query_p99_ms']:.2f} ms",
+                mixed["ingest_drop_pct"] <= MIXED_DROP_PCT,
+            )
+        )
+    card = _find(results.get("cardinality", ()), target="tophosts")
+    if card:
+        out.append(
+            _target(
+                f"{card['hosts']:,} distinct hosts, hour query",
+                f"cold <= {COLD_MS:.0f} ms, cached p99 <= {CACHED_MS} ms",
+                f"cold {card['cold_ms']:.1f} ms, cached p99 {card['cached_p99_ms']:.2f} ms, "
+                f"RSS {card['rss_mb']} MB",
+                card["cold_ms"] <= COLD_MS and card["cached_p99_ms"] <= CACHED_MS,
+            )
+        )
+    return out
+
+
+def headline(results: Results) -> dict[str, float]:
+    """Ratios of tophosts to the ceiling and to the naive baseline."""
+    out: dict[str, float] = {}
+
+    def ratio(key: str, a: float | None, b: float | None) -> None:
+        if a and b:
+            out[key] = round(a / b, 3)
+
+    def get(scenario: str, field: str, **match: Any) -> float | None:
+        row = _find(results.get(scenario, ()), **match)
+        return None if row is None or row.get(field) is None else float(row[field])
+
+    for conns in sorted({r["connections"] for r in results.get("single", ())}):
+        mine = get("single", "rps", target="tophosts", connections=conns)
+        ratio(
+            f"single_{conns}c_vs_ceiling",
+            mine,
+            get("single", "rps", target="ceiling", connections=conns),
+        )
+        ratio(
+            f"single_{conns}c_vs_naive",
+            mine,
+            get("single", "rps", target="naive", connections=conns),
+        )
+    mine = get("bulk", "events_per_s", target="tophosts")
+    ratio("bulk_vs_ceiling", mine, get("bulk", "events_per_s", target="ceiling"))
+    ratio("bulk_vs_naive", mine, get("bulk", "events_per_s", target="naive"))
+    query = results.get("query", ())
+    if query:
+        top = max(r["stored_events"] for r in query)
+        for window in ("minute", "hour"):
+            naive = get("query", "p99_ms", target="naive", stored_events=top, window=window)
+            mine = get("query", "p99_ms", target="tophosts", stored_events=top, window=window)
+            ratio(f"query_{window}_p99_naive_over_tophosts", naive, mine)
+        naive = get("query", "rss_mb", target="naive", stored_events=top, window="hour")
+        ratio(
+            "rss_naive_over_tophosts",
+            naive,
+            get("query", "rss_mb", target="tophosts", stored_events=top, window="hour"),
+        )
+    for target in ("tophosts", "naive"):
+        drop = get("mixed", "ingest_drop_pct", target=target)
+        if drop is not None:
+            out[f"mixed_drop_pct_{target}"] = drop
+    return out
+
+
+# -- tables ---------------------------------------------------------------------
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.3f}" if value < 100 else f"{value:,.0f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+COLUMNS: dict[str, list[tuple[str, str]]] = {
+    "single": [
+        ("connections", "conns"),
+        ("rps", "req/s"),
+        ("rps_per_cpu_s", "req/CPU-s"),
+        ("server_cpu_util", "srv CPU"),
+        ("p50_ms", "p50 ms"),
+        ("p99_ms", "p99 ms"),
+        ("max_ms", "max ms"),
+        ("non2xx", "non-2xx"),
+        ("errors", "errors"),
+    ],
+    "bulk": [
+        ("events_per_s", "events/s"),
+        ("host_counts_per_s", "host-counts/s"),
+        ("server_cpu_util", "srv CPU"),
+        ("rps", "POST/s"),
+        ("p50_ms", "p50 ms"),
+        ("p99_ms", "p99 ms"),
+        ("non2xx", "non-2xx"),
+    ],
+    "query": [
+        ("stored_events", "stored/window"),
+        ("window", "window"),
+        ("first_ms", "first ms"),
+        ("p50_ms", "p50 ms"),
+        ("p99_ms", "p99 ms"),
+        ("samples", "n"),
+        ("rss_mb", "RSS MB"),
+    ],
+    "mixed": [
+        ("ingest_rps_alone", "ingest req/s alone"),
+        ("ingest_rps_mixed", "with queries"),
+        ("ingest_drop_pct", "drop %"),
+        ("queries", "queries"),
+        ("query_p50_ms", "query p50 ms"),
+        ("query_p99_ms", "query p99 ms"),
+    ],
+    "cardinality": [
+        ("hosts", "hosts"),
+        ("cold_ms", "cold ms"),
+        ("cached_p50_ms", "cached p50 ms"),
+        ("cached_p99_ms", "cached p99 ms"),
+        ("rss_mb", "RSS MB"),
+    ],
+}
+
+TITLES = {
+    "single": "1. single-event ingest (POST /counter, 5 hosts of 1,000)",
+    "bulk": "2. bulk ingest (POST /counters, 1,000 events per request)",
+    "query": "3. GET /stats against stored events (5 of 10,000 hosts each)",
+    "mixed": "4. mixed: ingest at 16 connections while GET /stats?stats_type=hour loops",
+    "cardinality": "5. cardinality: distinct hosts in the past hour",
+}
+
+
+def _order(rows: Sequence[Row], scenario: str) -> list[Row]:
+    rank = {t: i for i, t in enumerate(TARGETS)}
+    if scenario == "query":
+        return sorted(rows, key=lambda r: (r["stored_events"], r["window"], rank[r["target"]]))
+    if scenario == "single":
+        return sorted(rows, key=lambda r: (r["connections"], rank[r["target"]]))
+    return sorted(rows, key=lambda r: rank[r["target"]])
+
+
+def tables(results: Results) -> list[Table]:
+    out = []
+    for scenario, columns in COLUMNS.items():
+        rows = results.get(scenario)
+        if not rows:
+            continue
+        table = Table(title=TITLES[scenario], title_justify="left")
+        table.add_column("server")
+        for _, header in columns:
+            table.add_column(header, justify="right")
+        for row in _order(rows, scenario):
+            table.add_row(LABELS[row["target"]], *(_fmt(row.get(k)) for k, _ in columns))
+        out.append(table)
+    return out
+
+
+def targets_table(rows: Sequence[Row]) -> Table:
+    table = Table(title="targets (tophosts)", title_justify="left")
+    for header in ("figure", "target", "measured", "met"):
+        table.add_column(header)
+    for row in rows:
+        met = {True: "[green]yes[/]", False: "[red]NO[/]", None: "-"}[row["met"]]
+        table.add_row(row["figure"], row["target"], row["measured"], met)
+    return table
+
+
+def markdown(results: Results, target_rows: Sequence[Row]) -> str:
+    """The tables as GitHub Markdown, for BENCHMARKS.md."""
+    parts = []
+    for scenario, columns in COLUMNS.items():
+        rows = results.get(scenario)
+        if not rows:
+            continue
+        parts.append(f"### {TITLES[scenario]}\n")
+        parts.append("| server | " + " | ".join(h for _, h in columns) + " |")
+        parts.append("|---|" + "---:|" * len(columns))
+        for row in _order(rows, scenario):
+            cells = [LABELS[row["target"]], *(_fmt(row.get(k)) for k, _ in columns)]
+            parts.append("| " + " | ".join(cells) + " |")
+        parts.append("")
+    parts.append("### targets (tophosts)\n")
+    parts.append("| figure | target | measured | met |")
+    parts.append("|---|---|---|---|")
+    for row in target_rows:
+        met = {True: "yes", False: "**no**", None: "-"}[row["met"]]
+        parts.append(f"| {row['figure']} | {row['target']} | {row['measured']} | {met} |")
+    return "\n".join(parts) + "\n"
+
+
+def show(console: Console, results: Results, target_rows: Sequence[Row]) -> None:
+    for table in tables(results):
+        console.print(table)
+    if target_rows:
+        console.print(targets_table(target_rows))
+
+
+# -- charts -----------------------------------------------------------------------
+
+COLORS = {"tophosts": "#1f77b4", "ceiling": "#7f7f7f", "naive": "#d62728"}
+
+
+def plot(results: Results, directory: str, name: str) -> list[str]:
+    """Throughput bars and query latency (and RSS) against stored events, as PNGs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    single, bulk = results.get("single", []), results.get("bulk", [])
+    if single or bulk:
+        conns = sorted({r["connections"] for r in single})
+        panels = len(conns) + (1 if bulk else 0)
+        fig, axes = plt.subplots(1, panels, figsize=(4 * panels, 4), squeeze=False)
+        panel = 0
+        for c in conns:
+            ax = axes[0][panel]
+            panel += 1
+            rows = {r["target"]: r for r in single if r["connections"] == c}
+            _bars(ax, rows, "rps", f"POST /counter, {c} conns", "requests/s")
+        if bulk:
+            rows = {r["target"]: r for r in bulk}
+            _bars(axes[0][panel], rows, "events_per_s", "POST /counters (1,000/req)", "events/s")
+        fig.suptitle("ingest throughput (server on one core)")
+        fig.tight_layout()
+        path = os.path.join(directory, f"{name}-throughput.png")
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+    query = results.get("query", [])
+    if query:
+        fig, (lat, mem) = plt.subplots(1, 2, figsize=(11, 4.2))
+        for target in TARGETS:
+            for window, style in (("minute", "--"), ("hour", "-")):
+                line = sorted(
+                    (r for r in query if r["target"] == target and r["window"] == window),
+                    key=lambda r: r["stored_events"],
+                )
+                if line:
+                    lat.plot(
+                        [r["stored_events"] for r in line],
+                        [r["p99_ms"] for r in line],
+                        style,
+                        marker="o",
+                        color=COLORS[target],
+                        label=f"{LABELS[target]}, {window}",
+                    )
+            hours = sorted(
+                (r for r in query if r["target"] == target and r["window"] == "hour"),
+                key=lambda r: r["stored_events"],
+            )
+            if hours and hours[0]["rss_mb"] is not None:
+                mem.plot(
+                    [r["stored_events"] for r in hours],
+                    [r["rss_mb"] for r in hours],
+                    marker="o",
+                    color=COLORS[target],
+                    label=LABELS[target],
+                )
+        lat.set(
+            xscale="log",
+            yscale="log",
+            xlabel="stored events per window",
+            ylabel="GET /stats p99 (ms)",
+            title="query latency vs stored events",
+        )
+        lat.axhline(2.0, color="green", linewidth=0.8, linestyle=":", label="target 2 ms")
+        lat.legend(fontsize=7)
+        mem.set(
+            xscale="log",
+            xlabel="stored events per window",
+            ylabel="server RSS (MiB)",
+            title="memory vs stored events",
+        )
+        mem.axhline(60, color="green", linewidth=0.8, linestyle=":", label="target 60 MB")
+        mem.legend(fontsize=7)
+        fig.tight_layout()
+        path = os.path.join(directory, f"{name}-query.png")
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def _bars(ax: Any, rows: dict[str, Row], field: str, title: str, ylabel: str) -> None:
+    names = [t for t in TARGETS if t in rows]
+    values = [rows[t][field] for t in names]
+    bars = ax.bar([LABELS[t] for t in names], values, color=[COLORS[t] for t in names])
+    ax.bar_label(bars, labels=[f"{v:,.0f}" for v in values], fontsize=8)
+    ax.set(title=title, ylabel=ylabel)
+    ax.tick_params(axis="x", labelsize=8)

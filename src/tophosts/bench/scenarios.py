@@ -1,0 +1,422 @@
+"""The five scenarios, each run against tophosts, the ceiling and the naive baseline."""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import dataclasses
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import msgspec
+
+from tophosts.bench.data import PER_EVENT, Events, distinct_batches
+from tophosts.bench.loadgen import Conn, Generator, Load, LoadResult, request_bytes, time_queries
+from tophosts.bench.loadgen import percentile as pct
+from tophosts.bench.servers import TARGETS, Server, Target
+from tophosts.windows import HOUR, MINUTE, Window, past
+
+SCENARIOS = ("single", "bulk", "query", "mixed", "cardinality")
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """How long and how big: ``FULL`` for ``make bench``, ``QUICK`` for the test suite."""
+
+    seconds: int  # per timed load run
+    warmup: int  # untimed load before each timed run
+    rounds: int  # ingest runs per target, interleaved across targets; the median is kept
+    quiet_wait: float  # most seconds to wait for other processes to calm down before a run
+    quiet_budget: float  # most seconds of such waiting in the whole run
+    single_connections: tuple[int, ...]
+    bulk_connections: int
+    bulk_events: int  # events per POST /counters
+    sizes: tuple[int, ...]  # stored events per window, scenario 3
+    query_samples: int  # most timed queries per (size, window)
+    query_budget: float  # seconds of timed queries per (size, window)
+    hosts_stored: int  # host pool of the stored data
+    cardinality: int  # distinct hosts, scenario 5
+
+
+FULL = Plan(
+    seconds=5,
+    warmup=1,
+    rounds=3,
+    quiet_wait=10.0,
+    quiet_budget=90.0,
+    single_connections=(16, 64),
+    bulk_connections=4,
+    bulk_events=1000,
+    sizes=(1_000, 10_000, 100_000, 1_000_000),
+    query_samples=2000,
+    query_budget=2.0,
+    hosts_stored=10_000,
+    cardinality=1_000_000,
+)
+QUICK = Plan(
+    seconds=1,
+    warmup=0,
+    rounds=1,
+    quiet_wait=0.0,
+    quiet_budget=0.0,
+    single_connections=(16,),
+    bulk_connections=4,
+    bulk_events=1000,
+    sizes=(1_000, 10_000),
+    query_samples=200,
+    query_budget=0.2,
+    hosts_stored=10_000,
+    cardinality=20_000,
+)
+
+INGEST_HOSTS = 1000  # host pool of scenarios 1, 2 and 4
+MIXED_CONNECTIONS = 16
+
+Row = dict[str, Any]
+Step = Callable[[str], None]
+
+
+def now() -> float:
+    return time.time()
+
+
+def ingest_span() -> tuple[int, int]:
+    """The past 60 seconds: where the ingest scenarios stamp their events."""
+    t = int(now())
+    return t - 60, t
+
+
+def hour_span() -> tuple[int, int]:
+    """The past round hour, less the past minute where that falls inside it."""
+    start, end = past(now(), Window.HOUR)
+    return start, min(end, past(now(), Window.MINUTE).start)
+
+
+def minute_span() -> tuple[int, int]:
+    return tuple(past(now(), Window.MINUTE))  # type: ignore[return-value]
+
+
+def background_cores(interval: float = 0.5) -> float:
+    """CPU cores kept busy over ``interval`` s by whatever runs (0 where there is no /proc)."""
+
+    def snapshot() -> tuple[int, int]:
+        with open("/proc/stat") as stat:
+            values = [int(v) for v in stat.readline().split()[1:]]
+        return sum(values), values[3] + values[4]  # all, idle + iowait
+
+    try:
+        total0, idle0 = snapshot()
+        time.sleep(interval)
+        total1, idle1 = snapshot()
+    except OSError:
+        return 0.0
+    if total1 == total0:
+        return 0.0
+    return (1 - (idle1 - idle0) / (total1 - total0)) * (os.cpu_count() or 1)
+
+
+def wait_quiet(max_wait: float, threshold: float = 0.25) -> float:
+    """Wait until other processes use under ``threshold`` cores, at most ``max_wait`` s.
+
+    Called while our own servers and load are idle, so what it sees is the
+    neighbours'. Returns the last reading, which the results keep.
+    """
+    deadline = time.monotonic() + max_wait
+    while True:
+        busy = background_cores()
+        if busy < threshold or time.monotonic() > deadline:
+            return busy
+
+
+def post_all(port: int, bodies: Iterable[bytes], connections: int = 2) -> int:
+    """POST every body to ``/counters`` over ``connections`` keep-alive connections.
+
+    Bodies are built on this thread while the connections wait for answers, so
+    the server is never idle for the client. Returns the events accepted.
+    """
+    local = threading.local()
+    conns: list[Conn] = []
+    lock = threading.Lock()
+    accepted = 0
+
+    def post(body: bytes) -> int:
+        conn: Conn | None = getattr(local, "conn", None)
+        if conn is None:
+            conn = local.conn = Conn(port)
+            with lock:
+                conns.append(conn)
+        status, answer = conn.request(request_bytes("POST", "/counters", body))
+        if status != 200:
+            raise RuntimeError(f"POST /counters answered {status}: {answer[:300]!r}")
+        return int(msgspec.json.decode(answer).get("accepted", 0))
+
+    pending: collections.deque[Future[int]] = collections.deque()
+    try:
+        with ThreadPoolExecutor(connections) as pool:
+            for body in bodies:
+                pending.append(pool.submit(post, body))
+                while len(pending) > 2 * connections:
+                    accepted += pending.popleft().result()
+            while pending:
+                accepted += pending.popleft().result()
+    finally:
+        for conn in conns:
+            conn.close()
+    return accepted
+
+
+class Loaded:
+    """What one server holds of the past minute and hour, refilled when a window turns."""
+
+    def __init__(self, server: Server, events: Events) -> None:
+        self.server = server
+        self.events = events
+        self.held: dict[Window, tuple[int, int]] = {}  # window -> (start, events)
+
+    def fill(self, size: int, windows: Iterable[Window]) -> None:
+        for window in windows:
+            span = hour_span() if window is Window.HOUR else minute_span()
+            start, held = self.held.get(window, (-1, 0))
+            if start != span[0]:
+                held = 0  # the window turned: what we sent no longer counts there
+            if size > held:
+                post_all(self.server.port, self.events.batches(size - held, *span))
+            self.held[window] = (span[0], max(size, held))
+
+    def current(self, window: Window) -> bool:
+        span = hour_span() if window is Window.HOUR else minute_span()
+        return self.held.get(window, (-1, 0))[0] == span[0]
+
+
+def load_row(result: LoadResult) -> Row:
+    return {
+        "requests": result.requests,
+        "seconds": round(result.seconds, 3),
+        "rps": round(result.rps, 1),
+        "p50_ms": round(result.p50_ms, 3),
+        "p99_ms": round(result.p99_ms, 3),
+        "max_ms": round(result.max_ms, 3),
+        "non2xx": result.non2xx,
+        "errors": result.errors,
+    }
+
+
+class Bench:
+    def __init__(self, plan: Plan, generator: Generator, step: Step) -> None:
+        self.plan = plan
+        self.gen = generator
+        self.step = step
+        self.started_steps = 0
+        self.quiet_left = plan.quiet_budget
+        self.results: dict[str, list[Row]] = {name: [] for name in SCENARIOS}
+
+    def steps(self, scenarios: Iterable[str]) -> int:
+        rounds = self.plan.rounds
+        per_target = {
+            "single": len(self.plan.single_connections) * rounds,
+            "bulk": rounds,
+            "query": len(self.plan.sizes),
+            "mixed": rounds,
+            "cardinality": 1,
+        }
+        return len(TARGETS) * sum(per_target[s] for s in scenarios)
+
+    def run(self, scenarios: Iterable[str]) -> dict[str, list[Row]]:
+        chosen = set(scenarios)
+        # Ingest: all three servers up at once, runs interleaved round by round,
+        # so that a noisy neighbour hits every target alike.
+        ingest = [s for s in ("single", "bulk") if s in chosen]
+        if ingest:
+            with contextlib.ExitStack() as stack:
+                running = [stack.enter_context(Server(t)) for t in TARGETS]
+                for name in ingest:
+                    getattr(self, name)(running)
+        # Stored data: one server at a time, each holding its own data set.
+        groups: tuple[tuple[str, ...], ...] = (("query", "mixed"), ("cardinality",))
+        for group in groups:
+            todo = [s for s in group if s in chosen]
+            for target in TARGETS if todo else ():
+                with Server(target) as server:
+                    for scenario in todo:
+                        getattr(self, scenario)(server)
+        return self.results
+
+    def _quiet(self) -> float | None:
+        """Wait (bounded) until other processes leave the CPUs alone; their load in cores."""
+        if not self.plan.quiet_wait:
+            return None
+        started = time.monotonic()
+        busy = wait_quiet(max(0.0, min(self.plan.quiet_wait, self.quiet_left)))
+        self.quiet_left -= time.monotonic() - started
+        return round(busy, 2)
+
+    def _timed(self, server: Server, loads: list[Load]) -> tuple[list[LoadResult], Row]:
+        """Wait for quiet, warm up, then one timed run; also what the server's CPU did."""
+        background = self._quiet()
+        if self.plan.warmup:
+            self.gen.run(server.port, loads[:1], self.plan.warmup)
+        cpu = server.cpu_seconds()
+        results = self.gen.run(server.port, loads, self.plan.seconds)
+        used = server.cpu_seconds() - cpu
+        seconds = results[0].seconds
+        return results, {
+            "background_cores": background,
+            # Share of its core the server got, and what it did per CPU-second:
+            # the second stays meaningful when neighbours take part of the core.
+            "server_cpu_util": round(used / seconds, 2) if seconds else None,
+            "rps_per_cpu_s": round(results[0].requests / used) if used > 0 else None,
+        }
+
+    def _rounds(self, servers: list[Server], load: Load, label: str) -> dict[Target, Row]:
+        """``plan.rounds`` timed runs per server, interleaved; each server's median run."""
+        runs: dict[Target, list[Row]] = {server.target: [] for server in servers}
+        for n in range(self.plan.rounds):
+            for server in servers:
+                self.step(f"{label}: {server.target}, round {n + 1}/{self.plan.rounds}")
+                [result], cpu = self._timed(server, [load])
+                runs[server.target].append({**load_row(result), **cpu})
+        out = {}
+        for target, rows in runs.items():
+            median = sorted(rows, key=lambda r: r["rps"])[len(rows) // 2]
+            out[target] = {
+                **median,
+                "rps_rounds": [r["rps"] for r in rows],
+                "non2xx": sum(r["non2xx"] for r in rows),
+                "errors": sum(r["errors"] for r in rows),
+            }
+        return out
+
+    # -- 1. single-event ingest ---------------------------------------------------
+
+    def single(self, servers: list[Server]) -> None:
+        bodies = Events(INGEST_HOSTS, seed=11).bodies(2000, *ingest_span())
+        for conns in self.plan.single_connections:
+            load = Load("POST", "/counter", conns, bodies)
+            for target, row in self._rounds(servers, load, f"single, {conns} conns").items():
+                self.results["single"].append({"target": target, "connections": conns, **row})
+
+    # -- 2. bulk ingest ---------------------------------------------------------
+
+    def bulk(self, servers: list[Server]) -> None:
+        events = Events(INGEST_HOSTS, seed=12)
+        per = self.plan.bulk_events
+        bodies = [events.batch(per, *ingest_span()) for _ in range(16)]
+        load = Load("POST", "/counters", self.plan.bulk_connections, bodies)
+        for target, row in self._rounds(servers, load, f"bulk, {per} events per POST").items():
+            row["events_per_s"] = round(row["rps"] * per)
+            row["host_counts_per_s"] = row["events_per_s"] * PER_EVENT
+            row["events_per_s_rounds"] = [round(r * per) for r in row.pop("rps_rounds")]
+            self.results["bulk"].append(
+                {"target": target, "connections": self.plan.bulk_connections, **row}
+            )
+
+    # -- 3. query against stored data ------------------------------------------
+
+    def query(self, server: Server) -> None:
+        loaded = Loaded(server, Events(self.plan.hosts_stored, seed=13))
+        self._loaded = loaded
+        for size in self.plan.sizes:
+            self.step(f"query with {size:,} events stored per window")
+            rows = []
+            for _attempt in range(3):
+                loaded.fill(size, (Window.HOUR, Window.MINUTE))
+                self._quiet()
+                rows = [self._time_window(server, window, size) for window in Window]
+                if all(loaded.current(w) for w in Window):
+                    break  # else a window turned while timing: fill it again, retime
+            rss = server.rss_mb()
+            for row in rows:
+                row["rss_mb"] = round(rss, 1) if rss is not None else None
+            self.results["query"].extend(rows)
+
+    def _time_window(self, server: Server, window: Window, size: int) -> Row:
+        path = f"/stats?stats_type={window.label}"
+        ms = time_queries(server.port, path, self.plan.query_samples, self.plan.query_budget)
+        first, ranked = ms[0], sorted(ms)
+        return {
+            "target": server.target,
+            "window": window.label,
+            "stored_events": size,
+            "samples": len(ms),
+            "first_ms": round(first, 3),
+            "p50_ms": round(pct(ranked, 50), 3),
+            "p99_ms": round(pct(ranked, 99), 3),
+            "max_ms": round(ranked[-1], 3),
+        }
+
+    # -- 4. mixed ----------------------------------------------------------------
+
+    def mixed(self, server: Server) -> None:
+        size = max(self.plan.sizes)
+        loaded = getattr(self, "_loaded", None) or Loaded(server, Events(self.plan.hosts_stored))
+        bodies = Events(INGEST_HOSTS, seed=14).bodies(2000, *ingest_span())
+        ingest = Load("POST", "/counter", MIXED_CONNECTIONS, bodies)
+        queries = Load("GET", "/stats?stats_type=hour", 1)
+        alone: list[LoadResult] = []
+        mixed: list[tuple[LoadResult, LoadResult]] = []
+        for n in range(self.plan.rounds):
+            self.step(f"mixed, {size:,} stored: {server.target}, round {n + 1}/{self.plan.rounds}")
+            loaded.fill(size, (Window.HOUR,))
+            [result], _ = self._timed(server, [ingest])
+            alone.append(result)
+            self._quiet()
+            with_queries = self.gen.run(server.port, [ingest, queries], self.plan.seconds)
+            mixed.append((with_queries[0], with_queries[1]))
+        rps_alone = sorted(r.rps for r in alone)[len(alone) // 2]
+        ingest_mixed, query = sorted(mixed, key=lambda pair: pair[0].rps)[len(mixed) // 2]
+        drop = 1 - ingest_mixed.rps / rps_alone if rps_alone else 0.0
+        self.results["mixed"].append(
+            {
+                "target": server.target,
+                "stored_events": size,
+                "ingest_rps_alone": round(rps_alone, 1),
+                "ingest_rps_mixed": round(ingest_mixed.rps, 1),
+                "ingest_drop_pct": round(100 * drop, 1),
+                "ingest_p99_ms_mixed": round(ingest_mixed.p99_ms, 3),
+                "queries": query.requests,
+                "query_p50_ms": round(query.p50_ms, 3),
+                "query_p99_ms": round(query.p99_ms, 3),
+                "rounds_alone": [round(r.rps, 1) for r in alone],
+                "rounds_mixed": [round(pair[0].rps, 1) for pair in mixed],
+                "non2xx": sum(r.non2xx for r in alone) + sum(a.non2xx + b.non2xx for a, b in mixed),
+            }
+        )
+
+    # -- 5. cardinality -----------------------------------------------------------
+
+    def cardinality(self, server: Server) -> None:
+        hosts = self.plan.cardinality
+        self.step(f"cardinality: {hosts:,} distinct hosts in the past hour")
+        for _attempt in range(2):
+            span = hour_span()
+            post_all(server.port, distinct_batches(hosts, *span))
+            self._quiet()
+            path = "/stats?stats_type=hour"
+            ms = time_queries(server.port, path, self.plan.query_samples, self.plan.query_budget)
+            if hour_span() == span:
+                break
+        cold, cached = ms[0], sorted(ms[1:]) or [ms[0]]
+        rss = server.rss_mb()
+        self.results["cardinality"].append(
+            {
+                "target": server.target,
+                "hosts": hosts,
+                "events": -(-hosts // PER_EVENT),
+                "cold_ms": round(cold, 3),
+                "cached_samples": len(ms) - 1,
+                "cached_p50_ms": round(pct(cached, 50), 3),
+                "cached_p99_ms": round(pct(cached, 99), 3),
+                "rss_mb": round(rss, 1) if rss is not None else None,
+            }
+        )
+
+
+def rows_for(results: dict[str, list[Row]], scenario: str, target: Target) -> Iterator[Row]:
+    return (row for row in results[scenario] if row["target"] == target)
+
+
+__all__ = ["FULL", "HOUR", "MINUTE", "QUICK", "SCENARIOS", "Bench", "Plan"]
