@@ -43,6 +43,9 @@ def serve(settings: config.Settings) -> int:
         "log_level": settings.log_level,
         "log_config": None,
         "server_header": False,
+        # Nothing here reads the client address or scheme, so uvicorn's
+        # X-Forwarded-* rewriting is pure cost (about 5% of a POST /counter).
+        "proxy_headers": False,
     }
     app = None
     if settings.workers == 1:

@@ -64,7 +64,8 @@ class Decoder:
             obj = self._one.decode(body)
         except (msgspec.DecodeError, RecursionError):
             raise EventError(_explain_one(body)) from None
-        if body.count(b",") != len(obj) - 1 or _NUL in body:
+        # A NUL escape needs a backslash: look for one byte first (memchr).
+        if body.count(b",") != len(obj) - 1 or (b"\\" in body and _NUL in body):
             _check_keys(body, batch=False)
         timestamp = obj.pop(TIMESTAMP, None)
         # A body of at most MAX_HOST_BYTES cannot hold a longer host name: JSON

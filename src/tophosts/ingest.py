@@ -138,7 +138,7 @@ class Ingest:
         # A store that applies events synchronously (the memory store) is called
         # directly: no coroutine per request on the hot path.
         self.add_now: Callable[[Sequence[Event]], Added] | None = getattr(store, "add_now", None)
-        self.add_one_now: Callable[[int, dict[str, int]], Added] | None = getattr(
+        self.add_one_now: Callable[[int, dict[str, int], int], Added] | None = getattr(
             store, "add_one_now", None
         )
         self.handle = self._many if batch else self._one
@@ -163,8 +163,9 @@ class Ingest:
             elif len(body) > self.max_body:
                 raise BodyTooLarge
             ts, counts = self.decoder.one(body)
+            host_counts = sum(counts.values())
             if self.add_one_now is not None:
-                added = self.add_one_now(ts, counts)
+                added = self.add_one_now(ts, counts, host_counts)
             else:
                 added = await self.store.add([(ts, counts)])
         except _ANSWERED as exc:
@@ -172,7 +173,7 @@ class Ingest:
         metrics = self.metrics
         if added.accepted:
             metrics.accepted += 1
-            metrics.host_counts += sum(counts.values())
+            metrics.host_counts += host_counts
             await send(_OK_START)
             await send(_OK)
             out = len(_OK_BODY)

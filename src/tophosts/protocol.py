@@ -44,13 +44,28 @@ _TOO_SLOW = b'{"error":"the request %s did not arrive within %g s (%s)"}'
 SWEEP_EVERY = 1.0
 
 
+class _Count:
+    __slots__ = ("n",)
+
+    def __init__(self) -> None:
+        self.n = 0
+
+
+IN_FLIGHT = _Count()
+"""Admitted requests not yet answered, over every connection of this process.
+
+Not a class attribute of :class:`Protocol`: assigning one invalidates CPython's
+type attribute cache, and then every attribute lookup on every protocol object
+walks the MRO again. Bumped twice per request, that cost a third of the
+server's instructions per request (callgrind: 178k against 119k).
+"""
+
+
 class Protocol(HttpToolsProtocol):
     header_timeout: ClassVar[float] = 10.0
     body_timeout: ClassVar[float] = 30.0
     max_in_flight: ClassVar[int] = 0
     shed: ClassVar[ASGIApp | None] = None
-    in_flight: ClassVar[int] = 0
-    """Admitted requests not yet answered, over every connection of this process."""
     _sweeping: ClassVar[set[Protocol]] = set()
     _sweeper: ClassVar[asyncio.TimerHandle | None] = None
 
@@ -74,7 +89,7 @@ class Protocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         Protocol._sweeping.discard(self)
-        Protocol.in_flight -= sum(self._admitted)
+        IN_FLIGHT.n -= sum(self._admitted)
         self._admitted.clear()
         super().connection_lost(exc)
 
@@ -113,8 +128,8 @@ class Protocol(HttpToolsProtocol):
         shed = Protocol.shed
         # Only admitted requests count: the cheap 503s must not crowd out the
         # requests the server can still serve.
-        if shed is None or not self.max_in_flight or Protocol.in_flight < self.max_in_flight:
-            Protocol.in_flight += 1
+        if shed is None or not self.max_in_flight or IN_FLIGHT.n < self.max_in_flight:
+            IN_FLIGHT.n += 1
             self._admitted.append(True)
             super().on_headers_complete()
             return
@@ -127,7 +142,7 @@ class Protocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         if self._admitted and self._admitted.popleft():
-            Protocol.in_flight -= 1
+            IN_FLIGHT.n -= 1
         super().on_response_complete()
 
 

@@ -42,6 +42,7 @@ UVICORN_OPTIONS: dict[str, Any] = {
     "access_log": False,
     "log_config": None,
     "server_header": False,
+    "proxy_headers": False,
 }
 
 _OK_BODY = b'{"status":"ok"}'

@@ -228,14 +228,18 @@ class MemoryStore:
             totals[hour] = totals.get(hour, 0) + more
         return Added(len(events) - expired, expired)
 
-    def add_one_now(self, ts: int, counts: Counts) -> Added:
-        """``add_now([(ts, counts)])`` for ``POST /counter``, with no tuples on the way."""
+    def add_one_now(self, ts: int, counts: Counts, total: int | None = None) -> Added:
+        """``add_now([(ts, counts)])`` for ``POST /counter``, with no tuples on the way.
+
+        ``total``, if given, is ``sum(counts.values())``, which the caller may
+        have for its own counting.
+        """
         now = self._clock()
         if self._graveyard or int(now // MINUTE) != self._rolled_at:
             self._roll(now)
-        return self._add_one(now, ts, counts)
+        return self._add_one(now, ts, counts, total)
 
-    def _add_one(self, now: float, ts: int, counts: Counts) -> Added:
+    def _add_one(self, now: float, ts: int, counts: Counts, added: int | None = None) -> Added:
         """One event: the same checks, without the batch machinery.
 
         This is the hottest code of the service, so it is written out flat.
@@ -245,7 +249,9 @@ class MemoryStore:
         if ts < self._hour_floor:
             return _EXPIRED
         hour = ts - ts % HOUR
-        total = self._hour_totals.get(hour, 0) + sum(counts.values())
+        if added is None:
+            added = sum(counts.values())
+        total = self._hour_totals.get(hour, 0) + added
         entries = self._hour_entries.get(hour, 0)
         if total > MAX_COUNT or entries + len(counts) > self._max_tracked:
             self._check_exactly(((ts, counts),))
