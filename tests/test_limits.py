@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
 
 from tests.conftest import T0, MakeClient, Server
+from tophosts.events import EventError
+from tophosts.store import Store
 from tophosts.windows import Window, past
 
 PAST_MINUTE = past(T0, Window.MINUTE).start
@@ -30,10 +33,8 @@ def read_answer(sock: socket.socket, timeout: float) -> bytes:
 
 
 def test_new_hosts_past_max_tracked_hosts_get_429_while_known_ones_count(
-    make_client: MakeClient, store_url: str
+    make_client: MakeClient,
 ) -> None:
-    if store_url != "memory":
-        pytest.xfail("--max-tracked-hosts is not in the Redis store yet")
     client = make_client(max_tracked_hosts=3)
     assert (
         client.post("/counter", json={"timestamp": PAST_MINUTE, "a": 1, "b": 1}).status_code == 200
@@ -53,9 +54,7 @@ def test_new_hosts_past_max_tracked_hosts_get_429_while_known_ones_count(
     assert 'route="/counter",status="429"} 1.0' in metrics
 
 
-def test_the_cap_is_per_window(make_client: MakeClient, store_url: str) -> None:
-    if store_url != "memory":
-        pytest.xfail("--max-tracked-hosts is not in the Redis store yet")
+def test_the_cap_is_per_window(make_client: MakeClient) -> None:
     client = make_client(max_tracked_hosts=2)
     client.post("/counter", json={"timestamp": PAST_MINUTE, "a": 1, "b": 1})
     # The past hour is another window, with room of its own.
@@ -123,3 +122,18 @@ def test_requests_over_the_concurrency_limit_get_503_json(strict_server: Server)
             sock.close()
     time.sleep(0.2)
     assert httpx.get(strict_server.url + "/healthz").status_code == 200
+
+
+@pytest.mark.anyio
+async def test_concurrent_new_hosts_stop_exactly_at_the_cap(
+    make_store: Callable[..., Store],
+) -> None:
+    store = make_store(max_tracked_hosts=5)
+    results = await asyncio.gather(
+        *(store.add([(PAST_MINUTE, {f"h{i}": 1})]) for i in range(12)), return_exceptions=True
+    )
+    refused = [r for r in results if isinstance(r, EventError)]
+    assert len(refused) == 7
+    assert {r.status for r in refused} == {429}
+    assert len(await store.top(Window.MINUTE, 100)) == 5
+    await store.close()

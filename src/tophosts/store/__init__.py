@@ -88,5 +88,6 @@ def open_store(
             max_skew=max_skew,
             prefix=redis_prefix,
             timeout=redis_timeout,
+            max_tracked_hosts=max_tracked_hosts,
         )
     raise ValueError(f"unknown store {url!r}; use 'memory' or a redis:// URL")

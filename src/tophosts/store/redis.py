@@ -35,6 +35,7 @@ Failure
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import time
 from collections.abc import Sequence
@@ -48,7 +49,14 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 
-from tophosts.events import MAX_COUNT, Event, EventError, too_far_ahead, total_too_large
+from tophosts.events import (
+    MAX_COUNT,
+    Event,
+    EventError,
+    too_far_ahead,
+    too_many_tracked,
+    total_too_large,
+)
 from tophosts.store import Added, Clock, Sizes, StoreUnavailable, TopHosts
 from tophosts.windows import HOUR, MINUTE, Window, past
 
@@ -72,64 +80,119 @@ _OPS_PER_CALL = 20_000
 _IN_FLIGHT = 2
 _POOL_SIZE = 32
 
-# KEYS: the window keys of this call.
-# ARGV[1]: the deadline to start by, on the Redis clock, in microseconds.
-# ARGV[2]: msgpack of {ttls, adding, groups}: per key its TTL in ms and the sum
-# of what this call adds to it; then one group per request: a list of entries
-# {key index, host, count, host, count, ...}. Counts and sums are decimal
-# strings: a Lua number would print large ones inexactly.
-# Reply: {1, sec, usec, <refusals>}, or {0, sec, usec} when started too late;
-# sec, usec is the Redis clock at the start, and each refusal is
-# group, entry, host, that host's current score.
-#
-# Doubles round monotonically, so "a + b > MAX" is decided exactly even when
-# a or b is past 2^53. A host can only pass MAX in a key if the key's highest
-# score plus all this call adds to the key does: only then are totals checked
-# host by host (and a wrong-type key fails here, before any write).
-_INGEST = """
+# Both ingest scripts take
+#   KEYS: the window keys of this call;
+#   ARGV[1]: the deadline to start by, on the Redis clock, in microseconds;
+#   ARGV[2]: msgpack of {ttls, ...}: the TTL in ms of each key, then as below.
+# Counts and sums are decimal strings: a Lua number would print large ones
+# inexactly. Doubles round monotonically, so "a + b > MAX" is decided exactly
+# even when a or b is past 2^53.
+# Both reply {status, sec, usec, ...}, where sec, usec is the Redis clock at
+# the start and status is 0 when Redis started too late (nothing written).
+_CHECK_KEYS = """
 local now = redis.call('TIME')
 if tonumber(now[1]) * 1000000 + tonumber(now[2]) > tonumber(ARGV[1]) then
   return {0, now[1], now[2]}
 end
 local MAX = 9007199254740991
 local data = cmsgpack.unpack(ARGV[2])
-local ttls, adding, groups = data[1], data[2], data[3]
-local careful = false
+local highest = {}
 for i = 1, #KEYS do
   local top = redis.pcall('ZRANGE', KEYS[i], -1, -1, 'WITHSCORES')
   if top['err'] then
     return redis.error_reply(top['err'] .. ' (' .. KEYS[i] ..
       '): is another application using the same --redis-prefix?')
   end
-  local highest = top[2]
-  if (highest and tonumber(highest) or 0) + tonumber(adding[i]) > MAX then
-    careful = true
+  highest[i] = top[2] and tonumber(top[2]) or 0
+end
+"""
+
+# ARGV[2] = {ttls, adding, counts}: per key, the sum of what this call adds and
+# {host, count, host, count, ...} merged over all the call's requests. A host
+# can only pass MAX in a key if the key's highest score plus all the call adds
+# to it does: then nothing is written and the reply is {2, sec, usec}, for the
+# client to send the same requests to _ADD_CAREFULLY. Else {1, sec, usec}.
+_ADD = (
+    _CHECK_KEYS
+    + """
+local ttls, adding, counts, cap = data[1], data[2], data[3], tonumber(data[4])
+for i = 1, #KEYS do
+  if highest[i] + tonumber(adding[i]) > MAX or
+      redis.call('ZCARD', KEYS[i]) + #counts[i] / 2 > cap then
+    return {2, now[1], now[2]}
   end
+end
+for i = 1, #KEYS do
+  local key, pairs = KEYS[i], counts[i]
+  for j = 1, #pairs, 2 do
+    redis.call('ZINCRBY', key, pairs[j + 1], pairs[j])
+  end
+  redis.call('PEXPIRE', key, ttls[i])
+end
+return {1, now[1], now[2]}
+"""
+)
+
+# ARGV[2] = {ttls, groups}: one group per request, a list of entries
+# {key index, host, count, host, count, ...}. Each group is checked host by
+# host and applied whole, or refused whole, in order. Reply: {1, sec, usec,
+# <refusals>}, each refusal being group, entry, host, that host's score.
+_ADD_CAREFULLY = (
+    _CHECK_KEYS
+    + """
+local ttls, groups, cap = data[1], data[2], tonumber(data[3])
+local cards = {}
+for i = 1, #KEYS do
+  cards[i] = redis.call('ZCARD', KEYS[i])
 end
 local reply = {1, now[1], now[2]}
 for g = 1, #groups do
   local group = groups[g]
-  -- When careful, check every total the group touches first, then apply all
-  -- of the group or none of it.
   local refused = false
-  if careful then
-    for e = 1, #group do
-      local entry = group[e]
-      local key = KEYS[entry[1]]
-      for j = 2, #entry, 2 do
-        local score = redis.call('ZSCORE', key, entry[j])
-        if (score and tonumber(score) or 0) + tonumber(entry[j + 1]) > MAX then
+  -- New hosts first: a group that would take a key past --max-tracked-hosts
+  -- is refused whole, naming the first host over (score '-1').
+  local fresh = {}
+  for e = 1, #group do
+    local entry = group[e]
+    local i = entry[1]
+    local n = fresh[i] or 0
+    for j = 2, #entry, 2 do
+      if not redis.call('ZSCORE', KEYS[i], entry[j]) then
+        n = n + 1
+        if cards[i] + n > cap then
           refused = true
           reply[#reply + 1] = g
           reply[#reply + 1] = e
           reply[#reply + 1] = entry[j]
-          reply[#reply + 1] = score or '0'
+          reply[#reply + 1] = '-1'
           break
         end
       end
-      if refused then
+    end
+    fresh[i] = n
+    if refused then
+      break
+    end
+  end
+  for e = 1, #group do
+    if refused then
+      break
+    end
+    local entry = group[e]
+    local key = KEYS[entry[1]]
+    for j = 2, #entry, 2 do
+      local score = redis.call('ZSCORE', key, entry[j])
+      if (score and tonumber(score) or 0) + tonumber(entry[j + 1]) > MAX then
+        refused = true
+        reply[#reply + 1] = g
+        reply[#reply + 1] = e
+        reply[#reply + 1] = entry[j]
+        reply[#reply + 1] = score or '0'
         break
       end
+    end
+    if refused then
+      break
     end
   end
   if not refused then
@@ -140,6 +203,9 @@ for g = 1, #groups do
         redis.call('ZINCRBY', key, entry[j + 1], entry[j])
       end
     end
+    for i, n in pairs(fresh) do
+      cards[i] = cards[i] + n
+    end
   end
 end
 for i = 1, #KEYS do
@@ -147,6 +213,7 @@ for i = 1, #KEYS do
 end
 return reply
 """
+)
 
 # KEYS[1]: the window. ARGV[1]: the limit. Reply: {above, tied, cutoff}: the
 # members above the cut-off score with their scores, and the members that tie
@@ -183,7 +250,8 @@ class _Conn(NamedTuple):
     loop: asyncio.AbstractEventLoop
     pool: BlockingConnectionPool
     client: aioredis.Redis
-    ingest: AsyncScript
+    add: AsyncScript
+    add_carefully: AsyncScript
     top: AsyncScript
 
 
@@ -210,8 +278,10 @@ class RedisStore:
         max_skew: int = 300,
         prefix: str = "tophosts",
         timeout: float = 1.0,
+        max_tracked_hosts: int = 1_000_000,
     ) -> None:
         self._url = url
+        self._max_tracked = max_tracked_hosts
         self._where = describe(url)
         self._clock = clock
         self._max_skew = max_skew
@@ -350,7 +420,12 @@ class RedisStore:
             )
             client = aioredis.Redis.from_pool(pool)
             conn = self._conn = _Conn(
-                loop, pool, client, client.register_script(_INGEST), client.register_script(_TOP)
+                loop,
+                pool,
+                client,
+                client.register_script(_ADD),
+                client.register_script(_ADD_CAREFULLY),
+                client.register_script(_TOP),
             )
             self._queue = []
             self._flushers = set()
@@ -448,37 +523,82 @@ class RedisStore:
         """Run one ingest script call for ``batch``; one refusal (or None) per request."""
         if self._offset is None:
             await self._calibrate(conn.client)
-        assert self._offset is not None
 
         now = self._clock()
-        index: dict[tuple[int, int], int] = {}
-        adding: list[int] = []
-        groups: list[list[list[Any]]] = []
-        ops = 0
+        # Everything the call adds, merged per window key.
+        merged: dict[tuple[int, int], Counts] = {}
         for request in batch:
-            group = []
             for size, start, counts in request.adds:
-                slot = index.get((size, start))
-                if slot is None:
-                    slot = index[(size, start)] = len(index) + 1
-                    adding.append(0)
-                adding[slot - 1] += sum(counts.values())
-                entry: list[Any] = [slot]
-                for host, n in counts.items():
-                    entry.append(host)
-                    entry.append(str(n))
-                group.append(entry)
-                ops += len(counts)
-            groups.append(group)
-        keys = [self.key(size, start) for size, start in index]
+                acc = merged.get((size, start))
+                if acc is None:
+                    merged[(size, start)] = dict(counts)
+                else:
+                    get = acc.get
+                    for host, n in counts.items():
+                        acc[host] = get(host, 0) + n
+        keys = [self.key(size, start) for size, start in merged]
         # The window can turn between add() and here: a TTL is never below 1 ms.
-        ttls = [max(1, math.ceil((start + 2 * size - now) * 1000)) for size, start in index]
-        payload = _msgpack((ttls, [str(n) for n in adding], groups))
+        ttls = [max(1, math.ceil((start + 2 * size - now) * 1000)) for size, start in merged]
+        adding = [str(sum(acc.values())) for acc in merged.values()]
+        pairs: list[list[str]] = []
+        for acc in merged.values():
+            flat: list[str] = []
+            for host, n in acc.items():
+                flat.append(host)
+                flat.append(str(n))
+            pairs.append(flat)
+        ops = sum(map(len, pairs)) // 2
+        data = (ttls, adding, pairs, self._max_tracked)
+        reply = await self._run(conn.add, connection, keys, data, ops)
+        if reply[0] == 1:
+            return [None] * len(batch)
 
+        # Some total would come near 2^53 - 1: check request by request.
+        slots = {key: i for i, key in enumerate(merged, 1)}
+        groups = [
+            [
+                [
+                    slots[(size, start)],
+                    *itertools.chain.from_iterable((host, str(n)) for host, n in counts.items()),
+                ]
+                for size, start, counts in request.adds
+            ]
+            for request in batch
+        ]
+        ops = sum(request.ops for request in batch)
+        careful = (ttls, groups, self._max_tracked)
+        reply = await self._run(conn.add_carefully, connection, keys, careful, ops * 2)
+        refusals: list[EventError | None] = [None] * len(batch)
+        for i in range(3, len(reply), 4):
+            g, e, host, score = reply[i : i + 4]
+            request = batch[g - 1]
+            size, start, _ = request.adds[e - 1]
+            if score == b"-1":
+                refusals[g - 1] = _crowded(
+                    request.events, size, start, host.decode(), self._max_tracked
+                )
+            else:
+                refusals[g - 1] = _overflow(
+                    request.events, size, start, host.decode(), _count(score)
+                )
+        return refusals
+
+    async def _run(
+        self,
+        script: AsyncScript,
+        connection: AbstractConnection,
+        keys: list[str],
+        data: tuple[Any, ...],
+        ops: int,
+    ) -> Any:
+        """One ingest script call, with the deadline to start by; raises StoreUnavailable
+        if Redis got to it too late (and so wrote nothing)."""
+        assert self._offset is not None
+        payload = _msgpack(data)
         sent = time.monotonic()
         deadline = int((sent + self._timeout * _START_SHARE + self._offset[0]) * 1e6)
         reply = await self._call(
-            _evalsha(connection, conn.ingest, [*keys, deadline, payload], len(keys)),
+            _evalsha(connection, script, [*keys, deadline, payload], len(keys)),
             self._timeout + ops * _WAIT_PER_OP,
         )
         self._observe(reply[1], reply[2], sent, time.monotonic())
@@ -487,13 +607,7 @@ class RedisStore:
                 f"Redis at {self._where} was too busy to start the write within "
                 f"{self._timeout * _START_SHARE:g} s"
             )
-        refusals: list[EventError | None] = [None] * len(batch)
-        for i in range(3, len(reply), 4):
-            g, e, host, score = reply[i : i + 4]
-            request = batch[g - 1]
-            size, start, _ = request.adds[e - 1]
-            refusals[g - 1] = _overflow(request.events, size, start, host.decode(), _count(score))
-        return refusals
+        return reply
 
     async def _calibrate(self, client: aioredis.Redis) -> None:
         sent = time.monotonic()
@@ -546,6 +660,15 @@ def _overflow(events: Sequence[Event], size: int, start: int, host: str, score: 
             if running > MAX_COUNT:
                 return total_too_large(host, i if len(events) > 1 else None)
     return total_too_large(host, None)  # pragma: no cover - the script saw it pass
+
+
+def _crowded(events: Sequence[Event], size: int, start: int, host: str, limit: int) -> EventError:
+    """The error for ``host`` being one host too many for window ``start``: named, as the
+    memory store does, with the first event of the window that brings it."""
+    for i, (ts, counts) in enumerate(events):
+        if ts - ts % size == start and host in counts:
+            return too_many_tracked(size, host, limit, i if len(events) > 1 else None)
+    return too_many_tracked(size, host, limit, None)  # pragma: no cover
 
 
 def _count(score: bytes) -> int:
