@@ -255,31 +255,25 @@ class MemoryStore:
         entries = self._hour_entries.get(hour, 0)
         if total > MAX_COUNT or entries + len(counts) > self._max_tracked:
             self._check_exactly(((ts, counts),))
+        # A live minute takes the event (it folds into its hour when it leaves);
+        # an event for a minute no query can reach goes straight to its hour.
         if ts >= self._minute_floor:
-            minute = ts - ts % MINUTE
-            target = self._minutes.get(minute)
-            if target is None:
-                self._minutes[minute] = dict(counts)
-                entries += len(counts)
-            else:
-                had = len(target)
-                get = target.get
-                for host, n in counts.items():
-                    target[host] = get(host, 0) + n
-                entries += len(target) - had
+            start = ts - ts % MINUTE
+            windows = self._minutes
             if self._cache:
-                self._cache.pop((MINUTE, minute), None)
+                self._cache.pop((MINUTE, start), None)
         else:
-            target = self._hours.get(hour)
-            if target is None:
-                self._hours[hour] = dict(counts)
-                entries += len(counts)
-            else:
-                had = len(target)
-                get = target.get
-                for host, n in counts.items():
-                    target[host] = get(host, 0) + n
-                entries += len(target) - had
+            start, windows = hour, self._hours
+        target = windows.get(start)
+        if target is None:
+            windows[start] = dict(counts)
+            entries += len(counts)
+        else:
+            had = len(target)
+            get = target.get
+            for host, n in counts.items():
+                target[host] = get(host, 0) + n
+            entries += len(target) - had
         self._hour_totals[hour] = total
         self._hour_entries[hour] = entries
         if self._cache:
