@@ -17,7 +17,7 @@ import msgspec
 from tophosts import logs
 from tophosts.events import Decoder, Event, EventError
 from tophosts.metrics import Metrics
-from tophosts.store import Added, Store, StoreUnavailable
+from tophosts.store import Added, Store, StoreUnavailable, WriteUncertain
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -120,7 +120,7 @@ def _is_ndjson(scope: Scope) -> bool:
 
 
 # Failures answered by the route itself; anything else is a server error.
-_ANSWERED = (EventError, BodyTooLarge, StoreUnavailable, ClientGone)
+_ANSWERED = (EventError, BodyTooLarge, StoreUnavailable, WriteUncertain, ClientGone)
 
 
 class Ingest:
@@ -225,6 +225,10 @@ class Ingest:
         elif isinstance(exc, StoreUnavailable):
             message = f"the store is unavailable, nothing was applied; retry: {exc}"
             await self._answer(send, started, 503, {"error": message}, body, message, _RETRY)
+        elif isinstance(exc, WriteUncertain):
+            # Not a 503: a retry could count the events twice. The client decides.
+            message = f"the store did not confirm the write: {exc}"
+            await self._answer(send, started, 504, {"error": message}, body, message)
 
     async def _answer(
         self,

@@ -27,6 +27,14 @@ _ERRORS = {
     },
 }
 
+# Ingest only, Redis store only: see README, "When Redis fails".
+_UNCERTAIN = {
+    "504": _json(
+        _ref("Error"),
+        "Redis stopped answering mid-write: the events may or may not have been applied.",
+    )
+}
+
 SCHEMAS: dict[str, Any] = {
     "Event": {
         "type": "object",
@@ -103,7 +111,11 @@ PATHS: dict[str, Any] = {
                 "required": True,
                 "content": {"application/json": {"schema": _ref("Event")}},
             },
-            "responses": {"200": _json(_ref("Accepted"), "Stored, or expired."), **_ERRORS},
+            "responses": {
+                "200": _json(_ref("Accepted"), "Stored, or expired."),
+                **_ERRORS,
+                **_UNCERTAIN,
+            },
         }
     },
     "/counters": {
@@ -118,7 +130,11 @@ PATHS: dict[str, Any] = {
                     },
                 },
             },
-            "responses": {"200": _json(_ref("BatchAccepted"), "The whole batch."), **_ERRORS},
+            "responses": {
+                "200": _json(_ref("BatchAccepted"), "The whole batch."),
+                **_ERRORS,
+                **_UNCERTAIN,
+            },
         }
     },
     "/stats": {

@@ -13,10 +13,11 @@ from collections.abc import Callable, Sequence
 from typing import NamedTuple, Protocol
 
 from tophosts.events import Event
-from tophosts.windows import Window
+from tophosts.windows import HOUR, MINUTE, Window
 
 Clock = Callable[[], float]
 TopHosts = list[tuple[str, int]]
+Counts = dict[str, int]
 
 
 class Added(NamedTuple):
@@ -60,6 +61,44 @@ class Store(Protocol):
 
 class StoreUnavailable(RuntimeError):
     """The backing service is down or too slow; nothing was applied."""
+
+
+class WriteUncertain(RuntimeError):
+    """A write reached the backing service, which then stopped answering before it could
+    say whether the write was applied: it may or may not have been."""
+
+
+def merge(into: Counts, counts: Counts) -> None:
+    """Add ``counts`` to ``into``, host by host."""
+    get = into.get
+    for host, n in counts.items():
+        into[host] = get(host, 0) + n
+
+
+def by_window(
+    events: Sequence[Event], hour_floor: int, minute_floor: int
+) -> tuple[dict[tuple[int, int], Counts], int]:
+    """Sum a batch per window: ``{(window size, start): counts}`` and how many events are
+    expired (before ``hour_floor``). An event counts in its hour, and in its minute from
+    ``minute_floor`` on. Windows come in the order the events first name them, an
+    event's hour before its minute: both stores check them in that order, so that they
+    refuse a batch naming the same window, host and event."""
+    merged: dict[tuple[int, int], Counts] = {}
+    expired = 0
+    for ts, counts in events:
+        if ts < hour_floor:
+            expired += 1
+            continue
+        keys = [(HOUR, ts - ts % HOUR)]
+        if ts >= minute_floor:
+            keys.append((MINUTE, ts - ts % MINUTE))
+        for key in keys:
+            acc = merged.get(key)
+            if acc is None:
+                merged[key] = dict(counts)  # a copy: the event's dict is merged elsewhere too
+            else:
+                merge(acc, counts)
+    return merged, expired
 
 
 def open_store(

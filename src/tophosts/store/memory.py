@@ -27,10 +27,9 @@ from tophosts.events import (
     too_many_tracked,
     total_too_large,
 )
-from tophosts.store import Added, Clock, Sizes, TopHosts
+from tophosts.store import Added, Clock, Counts, Sizes, TopHosts, by_window, merge
 from tophosts.windows import HOUR, MINUTE, Window, past
 
-Counts = dict[str, int]
 WindowDump = tuple[int, int, Counts]
 """``(size, start, counts)``: one live window, as snapshots hold it."""
 
@@ -288,9 +287,7 @@ class MemoryStore:
             # A copy: the caller's dict may be merged elsewhere too.
             windows[start] = dict(counts)
         else:
-            get = target.get
-            for host, n in counts.items():
-                target[host] = get(host, 0) + n
+            merge(target, counts)
 
     def _forget(self, size: int, start: int) -> None:
         if self._cache:
@@ -324,22 +321,7 @@ class MemoryStore:
         minute), each for overflow and then for the host cap, so that the
         error names what the Redis store names.
         """
-        hour_floor, minute_floor = self._hour_floor, self._minute_floor
-        merged: dict[tuple[int, int], Counts] = {}
-        for ts, counts in events:
-            if ts < hour_floor:
-                continue
-            keys = [(HOUR, ts - ts % HOUR)]
-            if ts >= minute_floor:
-                keys.append((MINUTE, ts - ts % MINUTE))
-            for key in keys:
-                acc = merged.get(key)
-                if acc is None:
-                    merged[key] = dict(counts)
-                else:
-                    get = acc.get
-                    for host, n in counts.items():
-                        acc[host] = get(host, 0) + n
+        merged, _ = by_window(events, self._hour_floor, self._minute_floor)
         for (size, start), acc in merged.items():
             self._check_overflow(size, start, acc, events)
             self._check_cardinality(size, start, events)

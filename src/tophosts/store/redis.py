@@ -35,9 +35,13 @@ Failure
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+import logging
 import math
+import os
 import time
+import weakref
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -48,6 +52,7 @@ from redis.asyncio.connection import AbstractConnection, BlockingConnectionPool,
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
+from redis.maint_notifications import MaintNotificationsConfig
 
 from tophosts.events import (
     MAX_COUNT,
@@ -57,10 +62,21 @@ from tophosts.events import (
     too_many_tracked,
     total_too_large,
 )
-from tophosts.store import Added, Clock, Sizes, StoreUnavailable, TopHosts
+from tophosts.store import (
+    Added,
+    Clock,
+    Counts,
+    Sizes,
+    StoreUnavailable,
+    TopHosts,
+    WriteUncertain,
+    by_window,
+    merge,
+)
 from tophosts.windows import HOUR, MINUTE, Window, past
 
-Counts = dict[str, int]
+log = logging.getLogger("tophosts.store")
+
 Add = tuple[int, int, Counts]
 """``(window size, window start, {host: count})``: what one request adds to one window."""
 
@@ -81,9 +97,10 @@ _IN_FLIGHT = 2
 _POOL_SIZE = 32
 
 # Both ingest scripts take
-#   KEYS: the window keys of this call;
+#   KEYS: the window keys of this call, then the writes hash (see _SETTLE);
 #   ARGV[1]: the deadline to start by, on the Redis clock, in microseconds;
-#   ARGV[2]: msgpack of {ttls, ...}: the TTL in ms of each key, then as below.
+#   ARGV[2]: msgpack of {ttls, ...}: the TTL in ms of each key, then as below;
+#   ARGV[3], ARGV[4]: the write's token and sequence number.
 # Counts and sums are decimal strings: a Lua number would print large ones
 # inexactly. Doubles round monotonically, so "a + b > MAX" is decided exactly
 # even when a or b is past 2^53.
@@ -96,8 +113,9 @@ if tonumber(now[1]) * 1000000 + tonumber(now[2]) > tonumber(ARGV[1]) then
 end
 local MAX = 9007199254740991
 local data = cmsgpack.unpack(ARGV[2])
+local WRITES, n = KEYS[#KEYS], #KEYS - 1
 local highest = {}
-for i = 1, #KEYS do
+for i = 1, n do
   local top = redis.pcall('ZRANGE', KEYS[i], -1, -1, 'WITHSCORES')
   if top['err'] then
     return redis.error_reply(top['err'] .. ' (' .. KEYS[i] ..
@@ -116,19 +134,20 @@ _ADD = (
     _CHECK_KEYS
     + """
 local ttls, adding, counts, cap = data[1], data[2], data[3], tonumber(data[4])
-for i = 1, #KEYS do
+for i = 1, n do
   if highest[i] + tonumber(adding[i]) > MAX or
       redis.call('ZCARD', KEYS[i]) + #counts[i] / 2 > cap then
     return {2, now[1], now[2]}
   end
 end
-for i = 1, #KEYS do
+for i = 1, n do
   local key, pairs = KEYS[i], counts[i]
   for j = 1, #pairs, 2 do
     redis.call('ZINCRBY', key, pairs[j + 1], pairs[j])
   end
   redis.call('PEXPIRE', key, ttls[i])
 end
+redis.call('HSET', WRITES, ARGV[3], ARGV[4] .. ':' .. now[1])
 return {1, now[1], now[2]}
 """
 )
@@ -136,16 +155,16 @@ return {1, now[1], now[2]}
 # ARGV[2] = {ttls, groups}: one group per request, a list of entries
 # {key index, host, count, host, count, ...}. Each group is checked host by
 # host and applied whole, or refused whole, in order. Reply: {1, sec, usec,
-# <refusals>}, each refusal being group, entry, host, that host's score.
+# refusals}, the refusals being {group, entry, host, that host's score, ...}.
 _ADD_CAREFULLY = (
     _CHECK_KEYS
     + """
 local ttls, groups, cap = data[1], data[2], tonumber(data[3])
 local cards = {}
-for i = 1, #KEYS do
+for i = 1, n do
   cards[i] = redis.call('ZCARD', KEYS[i])
 end
-local reply = {1, now[1], now[2]}
+local refusals = {}
 for g = 1, #groups do
   local group = groups[g]
   local refused = false
@@ -161,10 +180,10 @@ for g = 1, #groups do
         n = n + 1
         if cards[i] + n > cap then
           refused = true
-          reply[#reply + 1] = g
-          reply[#reply + 1] = e
-          reply[#reply + 1] = entry[j]
-          reply[#reply + 1] = '-1'
+          refusals[#refusals + 1] = g
+          refusals[#refusals + 1] = e
+          refusals[#refusals + 1] = entry[j]
+          refusals[#refusals + 1] = '-1'
           break
         end
       end
@@ -184,10 +203,10 @@ for g = 1, #groups do
       local score = redis.call('ZSCORE', key, entry[j])
       if (score and tonumber(score) or 0) + tonumber(entry[j + 1]) > MAX then
         refused = true
-        reply[#reply + 1] = g
-        reply[#reply + 1] = e
-        reply[#reply + 1] = entry[j]
-        reply[#reply + 1] = score or '0'
+        refusals[#refusals + 1] = g
+        refusals[#refusals + 1] = e
+        refusals[#refusals + 1] = entry[j]
+        refusals[#refusals + 1] = score or '0'
         break
       end
     end
@@ -208,10 +227,11 @@ for g = 1, #groups do
     end
   end
 end
-for i = 1, #KEYS do
+for i = 1, n do
   redis.call('PEXPIRE', KEYS[i], ttls[i])
 end
-return reply
+redis.call('HSET', WRITES, ARGV[3], ARGV[4] .. ':' .. now[1] .. ':' .. cmsgpack.pack(refusals))
+return {1, now[1], now[2], refusals}
 """
 )
 
@@ -240,6 +260,46 @@ local tied = redis.call('ZRANGE', KEYS[1], cutoff, cutoff, 'BYSCORE',
 return {above, tied, cutoff}
 """
 
+# Settling a write whose reply never came (a timeout, a dropped connection).
+# Every ingest call carries a token and a sequence number; when a call applies,
+# it records "<seq>:<sec>[:<refusals>]" under its token in the writes hash,
+# ``<prefix>:writes``. A token is used by one connection, one call at a time,
+# and is retired when a call on it fails, so after the call's start deadline
+# (when it can no longer start) its field says for good whether it applied.
+# KEYS[1]: the writes hash. ARGV: token, seq, the call's start deadline (us).
+# Reply: {0} before the deadline; else the field is deleted and the reply is
+# {1, field} if the call applied, {2} if it did not (and never will).
+_SETTLE = """
+local now = redis.call('TIME')
+if tonumber(now[1]) * 1000000 + tonumber(now[2]) <= tonumber(ARGV[3]) then
+  return {0}
+end
+local field = redis.call('HGET', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[1], ARGV[1])
+if field and string.sub(field, 1, #ARGV[2] + 1) == ARGV[2] .. ':' then
+  return {1, field}
+end
+return {2}
+"""
+
+# KEYS[1]: the writes hash. ARGV[1]: an age in seconds. Deletes the fields of
+# tokens that have not applied a write for that long (those of stopped or
+# crashed instances: nothing can settle on them any more). Reply: how many.
+_SWEEP = """
+local oldest = tonumber(redis.call('TIME')[1]) - tonumber(ARGV[1])
+local all = redis.call('HGETALL', KEYS[1])
+local gone = 0
+for i = 1, #all, 2 do
+  local sec = tonumber(string.match(all[i + 1], '^%d+:(%d+)'))
+  if not sec or sec < oldest then
+    redis.call('HDEL', KEYS[1], all[i])
+    gone = gone + 1
+  end
+end
+return gone
+"""
+# Tokens older than this are swept when an instance (re)connects.
+_SWEEP_AGE = 600
 
 _msgpack = msgspec.msgpack.Encoder().encode
 
@@ -253,6 +313,8 @@ class _Conn(NamedTuple):
     add: AsyncScript
     add_carefully: AsyncScript
     top: AsyncScript
+    settle: AsyncScript
+    sweep: AsyncScript
 
 
 class _Request:
@@ -265,6 +327,27 @@ class _Request:
         self.events = events
         self.future = future
         self.ops = sum(len(counts) for _, _, counts in adds)
+
+
+class _Unsettled(Exception):
+    """An ingest call was sent, and then its reply did not come: it may have applied."""
+
+    def __init__(
+        self,
+        token: str,
+        seq: int,
+        sent: float,
+        deadline: int,
+        careful: bool,
+        cause: StoreUnavailable,
+    ):
+        super().__init__(str(cause))
+        self.token = token
+        self.seq = seq
+        self.sent = sent  # time.monotonic() when the call was sent
+        self.deadline = deadline  # its start deadline, on the Redis clock (us)
+        self.careful = careful  # _ADD_CAREFULLY: its refusals are in the writes hash
+        self.cause = cause
 
 
 class RedisStore:
@@ -292,8 +375,16 @@ class RedisStore:
         self._conn: _Conn | None = None
         self._queue: list[_Request] = []
         self._flushers: set[asyncio.Task[None]] = set()
+        self._settlers: set[asyncio.Task[None]] = set()
         # Bounds on (Redis clock - time.monotonic()), from the replies.
         self._offset: tuple[float, float] | None = None
+        # Write tokens: one per connection, until a call on it fails.
+        self._writes = f"{prefix}:writes"
+        self._instance = os.urandom(6).hex()
+        self._serial = itertools.count(1)
+        self._tokens: weakref.WeakKeyDictionary[AbstractConnection, str] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def key(self, window: Window | int, start: int) -> str:
         """The sorted set holding window ``start`` of size ``window``."""
@@ -327,25 +418,9 @@ class RedisStore:
             if ts >= minute_floor:
                 adds.append((MINUTE, ts - ts % MINUTE, counts))
         else:
-            # Pre-aggregate per window, in the memory store's order, so that
+            # Pre-aggregated per window, in the memory store's order, so that
             # an overflow names the same host and event.
-            merged: dict[tuple[int, int], Counts] = {}
-            expired = 0
-            for ts, counts in events:
-                if ts < hour_floor:
-                    expired += 1
-                    continue
-                keys = [(HOUR, ts - ts % HOUR)]
-                if ts >= minute_floor:
-                    keys.append((MINUTE, ts - ts % MINUTE))
-                for key in keys:
-                    acc = merged.get(key)
-                    if acc is None:
-                        merged[key] = dict(counts)
-                    else:
-                        get = acc.get
-                        for host, n in counts.items():
-                            acc[host] = get(host, 0) + n
+            merged, expired = by_window(events, hour_floor, minute_floor)
             adds = []
             for (size, start), acc in merged.items():
                 nonzero = {host: n for host, n in acc.items() if n}
@@ -393,14 +468,20 @@ class RedisStore:
         if conn is None:
             return
         if conn.loop is asyncio.get_running_loop():
-            # Let the calls in flight finish (they are bounded by the timeout).
-            if self._flushers:
-                await asyncio.wait(set(self._flushers), timeout=self._timeout * 2)
+            # Let the calls in flight finish or settle (they are bounded by the timeout).
+            if self._flushers or self._settlers:
+                await asyncio.wait({*self._flushers, *self._settlers}, timeout=self._timeout * 3)
             self._fail_queue(StoreUnavailable("the store is closing"))
+            # This instance's write tokens: nothing will settle on them any more.
+            tokens = list(self._tokens.values())
+            if tokens:
+                with contextlib.suppress(StoreUnavailable):
+                    await self._call(conn.client.hdel(self._writes, *tokens))
             await conn.client.aclose()
         # else: nothing of another loop can be awaited here.
         self._conn = None
         self._flushers = set()
+        self._settlers = set()
 
     # -- connection -----------------------------------------------------------
 
@@ -417,6 +498,9 @@ class RedisStore:
                 socket_timeout=None,
                 # A retry could apply an event twice; the caller retries on 503.
                 retry=Retry(NoBackoff(), 0),
+                # Enabled (or "auto", redis-py's default), these make the pool
+                # skip its check that a connection was not closed by Redis.
+                maint_notifications_config=MaintNotificationsConfig(enabled=False),
             )
             client = aioredis.Redis.from_pool(pool)
             conn = self._conn = _Conn(
@@ -426,9 +510,12 @@ class RedisStore:
                 client.register_script(_ADD),
                 client.register_script(_ADD_CAREFULLY),
                 client.register_script(_TOP),
+                client.register_script(_SETTLE),
+                client.register_script(_SWEEP),
             )
             self._queue = []
             self._flushers = set()
+            self._settlers = set()
             self._offset = None
         return conn
 
@@ -438,16 +525,15 @@ class RedisStore:
         try:
             async with asyncio.timeout(wait):
                 return await call
-        except (TimeoutError, rex.TimeoutError):
-            raise StoreUnavailable(
-                f"Redis at {self._where} did not answer within {wait:.3g} s"
-            ) from None
-        except rex.ConnectionError as exc:
-            raise StoreUnavailable(f"cannot reach Redis at {self._where}: {exc}") from None
-        except rex.RedisError as exc:
-            raise StoreUnavailable(f"Redis at {self._where} failed: {exc}") from None
-        except OSError as exc:
-            raise StoreUnavailable(f"cannot reach Redis at {self._where}: {exc}") from None
+        except (TimeoutError, rex.RedisError, OSError) as exc:
+            raise self._unavailable(exc, wait) from None
+
+    def _unavailable(self, exc: BaseException, wait: float) -> StoreUnavailable:
+        if isinstance(exc, TimeoutError | rex.TimeoutError):
+            return StoreUnavailable(f"Redis at {self._where} did not answer within {wait:.3g} s")
+        if isinstance(exc, rex.ConnectionError | OSError):
+            return StoreUnavailable(f"cannot reach Redis at {self._where}: {exc}")
+        return StoreUnavailable(f"Redis at {self._where} failed: {exc}")
 
     # -- ingest: group commit -------------------------------------------------
 
@@ -474,6 +560,12 @@ class RedisStore:
                 batch = self._take()
                 try:
                     if connection is None:
+                        # Two turns of the loop first, for a close by Redis that
+                        # has arrived to be read: the pool checks only what has
+                        # been read, and a write sent on a connection Redis had
+                        # closed could not be told from one it got and then died.
+                        await asyncio.sleep(0)
+                        await asyncio.sleep(0)
                         connection = await self._call(conn.pool.get_connection())  # type: ignore[no-untyped-call]
                     refusals = await self._apply(batch, conn, connection)
                 except StoreUnavailable as exc:
@@ -482,6 +574,14 @@ class RedisStore:
                     for request in batch:
                         _settle(request.future, StoreUnavailable(str(exc)))
                     self._fail_queue(exc)
+                    continue
+                except _Unsettled as unsettled:
+                    # Sent, but no reply: learn whether it applied before answering.
+                    self._fail_queue(unsettled.cause)
+                    task = asyncio.get_running_loop().create_task(self._settle(batch, unsettled))
+                    self._settlers.add(task)
+                    task.add_done_callback(self._settlers.discard)
+                    batch = []
                     continue
                 for request, refusal in zip(batch, refusals, strict=True):
                     _settle(request.future, refusal)
@@ -533,10 +633,8 @@ class RedisStore:
                 if acc is None:
                     merged[(size, start)] = dict(counts)
                 else:
-                    get = acc.get
-                    for host, n in counts.items():
-                        acc[host] = get(host, 0) + n
-        keys = [self.key(size, start) for size, start in merged]
+                    merge(acc, counts)
+        keys = [*(self.key(size, start) for size, start in merged), self._writes]
         # The window can turn between add() and here: a TTL is never below 1 ms.
         ttls = [max(1, math.ceil((start + 2 * size - now) * 1000)) for size, start in merged]
         adding = [str(sum(acc.values())) for acc in merged.values()]
@@ -567,20 +665,22 @@ class RedisStore:
         ]
         ops = sum(request.ops for request in batch)
         careful = (ttls, groups, self._max_tracked)
-        reply = await self._run(conn.add_carefully, connection, keys, careful, ops * 2)
+        reply = await self._run(conn.add_carefully, connection, keys, careful, ops * 2, True)
+        return self._refusals(batch, reply[3])
+
+    def _refusals(self, batch: list[_Request], flat: Sequence[Any]) -> list[EventError | None]:
+        """The refusal of each request of ``batch``, from _ADD_CAREFULLY's list of them."""
         refusals: list[EventError | None] = [None] * len(batch)
-        for i in range(3, len(reply), 4):
-            g, e, host, score = reply[i : i + 4]
-            request = batch[g - 1]
-            size, start, _ = request.adds[e - 1]
-            if score == b"-1":
-                refusals[g - 1] = _crowded(
-                    request.events, size, start, host.decode(), self._max_tracked
+        for i in range(0, len(flat), 4):
+            g, e, host, score = (_text(x) for x in flat[i : i + 4])
+            request = batch[int(g) - 1]
+            size, start, _ = request.adds[int(e) - 1]
+            if score == "-1":
+                refusals[int(g) - 1] = _crowded(
+                    request.events, size, start, host, self._max_tracked
                 )
             else:
-                refusals[g - 1] = _overflow(
-                    request.events, size, start, host.decode(), _count(score)
-                )
+                refusals[int(g) - 1] = _overflow(request.events, size, start, host, _count(score))
         return refusals
 
     async def _run(
@@ -590,17 +690,36 @@ class RedisStore:
         keys: list[str],
         data: tuple[Any, ...],
         ops: int,
+        careful: bool = False,
     ) -> Any:
-        """One ingest script call, with the deadline to start by; raises StoreUnavailable
-        if Redis got to it too late (and so wrote nothing)."""
+        """One ingest script call, with the deadline to start by.
+
+        Raises StoreUnavailable when nothing was applied: Redis could not be
+        reached, refused the call, or got to it too late. Raises _Unsettled
+        when the call was sent and no reply came in time: it may have applied.
+        """
         assert self._offset is not None
+        if not connection.is_connected:
+            await self._call(connection.connect())  # type: ignore[no-untyped-call]
+        token = self._tokens.get(connection)
+        if token is None:
+            token = self._tokens[connection] = f"{self._instance}.{next(self._serial)}"
+        seq = next(self._serial)
         payload = _msgpack(data)
+        wait = self._timeout + ops * _WAIT_PER_OP
         sent = time.monotonic()
         deadline = int((sent + self._timeout * _START_SHARE + self._offset[0]) * 1e6)
-        reply = await self._call(
-            _evalsha(connection, script, [*keys, deadline, payload], len(keys)),
-            self._timeout + ops * _WAIT_PER_OP,
-        )
+        try:
+            async with asyncio.timeout(wait):
+                reply = await _evalsha(
+                    connection, script, [*keys, deadline, payload, token, seq], len(keys)
+                )
+        except rex.ResponseError as exc:
+            raise self._unavailable(exc, wait) from None  # an error reply: nothing ran
+        except (TimeoutError, rex.RedisError, OSError) as exc:
+            del self._tokens[connection]
+            cause = self._unavailable(exc, wait)
+            raise _Unsettled(token, seq, sent, deadline, careful, cause) from None
         self._observe(reply[1], reply[2], sent, time.monotonic())
         if reply[0] == 0:
             raise StoreUnavailable(
@@ -609,10 +728,60 @@ class RedisStore:
             )
         return reply
 
+    async def _settle(self, batch: list[_Request], unsettled: _Unsettled) -> None:
+        """Answer the requests of a call that got no reply, once Redis says whether it
+        applied: as applied, as refused (503), or, if Redis does not say within the
+        timeout, as uncertain (504)."""
+        conn = self._connect()
+        # Past the call's deadline (see _run) it can no longer start, and the
+        # settle script can tell for good. Roughly then on this clock:
+        start_by = unsettled.sent + self._timeout * _START_SHARE
+        give_up = time.monotonic() + self._timeout
+        outcome: list[EventError | None] | BaseException | None = None
+        while outcome is None and (left := give_up - time.monotonic()) > 0:
+            if (early := start_by - time.monotonic()) > 0:
+                await asyncio.sleep(min(early, left))
+                continue
+            args: list[str | int] = [unsettled.token, unsettled.seq, unsettled.deadline]
+            try:
+                reply = await self._call(
+                    conn.settle(keys=[self._writes], args=args, client=conn.client), left
+                )
+            except StoreUnavailable:
+                await asyncio.sleep(min(0.05, max(0.0, give_up - time.monotonic())))
+                continue
+            if reply[0] == 0:  # the clocks disagree by a hair: the deadline is near
+                await asyncio.sleep(0.005)
+            elif reply[0] == 2:
+                outcome = unsettled.cause
+            elif unsettled.careful:
+                packed = bytes(reply[1]).split(b":", 2)[2]
+                outcome = self._refusals(batch, msgspec.msgpack.decode(packed))
+            else:
+                outcome = [None] * len(batch)
+        if outcome is None:
+            log.warning("a write's outcome is unknown: %s", unsettled.cause)
+            outcome = WriteUncertain(
+                f"{unsettled.cause}, and it could not be learned in time whether the events "
+                "were applied: they may or may not have been counted"
+            )
+        else:
+            log.info(
+                "settled a write that got no reply: %s",
+                "not applied" if isinstance(outcome, BaseException) else "applied",
+            )
+        for i, request in enumerate(batch):
+            if isinstance(outcome, BaseException):
+                _settle(request.future, _copy(outcome))
+            else:
+                _settle(request.future, outcome[i])
+
     async def _calibrate(self, client: aioredis.Redis) -> None:
         sent = time.monotonic()
         sec, usec = await self._call(client.time())
         self._observe(sec, usec, sent, time.monotonic())
+        conn = self._connect()
+        await self._call(conn.sweep(keys=[self._writes], args=[_SWEEP_AGE], client=client))
 
     def _observe(self, sec: int | bytes, usec: int | bytes, sent: float, received: float) -> None:
         """Narrow the bounds on the Redis clock's offset with one reading taken in between."""
@@ -650,6 +819,15 @@ def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
         future.set_exception(error)
 
 
+def _copy(exc: BaseException) -> BaseException:
+    """A fresh exception per request: one raised in many tasks would chain their tracebacks."""
+    return type(exc)(str(exc))
+
+
+def _text(value: bytes | str | int) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def _overflow(events: Sequence[Event], size: int, start: int, host: str, score: int) -> EventError:
     """The memory store's error for ``host`` overflowing window ``start``: the first event
     that pushes its running total past the cap."""
@@ -671,7 +849,7 @@ def _crowded(events: Sequence[Event], size: int, start: int, host: str, limit: i
     return too_many_tracked(size, host, limit, None)  # pragma: no cover
 
 
-def _count(score: bytes) -> int:
+def _count(score: bytes | str) -> int:
     """A score as Redis writes it ("42", or "4.2e+16" for large ones) as an exact int."""
     try:
         return int(score)
