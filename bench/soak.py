@@ -20,8 +20,9 @@ With ``--store redis`` it also kills Redis (``kill -9``) a third of the way in
 and restarts it 10 s later: every event answered 200 must be counted, and every
 event answered 503 must not. An event answered 504 (Redis stopped answering
 mid-write, so the server cannot know) may be counted or not, and the checks say
-how many were. Redis runs with ``appendfsync always`` so that a kill loses
-nothing it acknowledged.
+how many were. ``--starve N`` adds N busy-loop processes during the soak, for
+replies that come back late because the machine is short of CPU. Redis runs
+with ``appendfsync always`` so that a kill loses nothing it acknowledged.
 
 Results are printed and written to ``bench/results/soak-<store>.json``.
 """
@@ -220,6 +221,13 @@ class Drill:
                     proc.wait(10)
                 except subprocess.TimeoutExpired:
                     proc.kill()
+        # What the server did with writes that got no reply from Redis.
+        log = (self.tmp / "server.log").read_text(errors="replace")
+        self.results["writes_without_reply"] = {
+            "settled_applied": log.count("Redis says it was applied"),
+            "settled_not_applied": log.count("Redis says it was not applied"),
+            "unknown_504": log.count("its outcome is unknown"),
+        }
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     # -- load
@@ -407,7 +415,16 @@ end
         tasks += [self.query(until), self.checkpoints(until), self.sample_rss(until)]
         if self.args.store == "redis":
             tasks.append(self.redis_outage(time.monotonic() + seconds / 3, 10))
-        await asyncio.gather(*tasks)
+        hogs = [
+            subprocess.Popen([sys.executable, "-c", "while True: pass"])
+            for _ in range(self.args.starve)
+        ]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for hog in hogs:
+                hog.kill()
+                hog.wait()
 
     async def final_check(self) -> None:
         self.paused.clear()
@@ -542,10 +559,17 @@ def main() -> int:
     parser.add_argument("--overload", type=float, default=60, help="overload seconds (0: none)")
     parser.add_argument("--overload-connections", type=int, default=512)
     parser.add_argument("--limit-concurrency", type=int, default=128)
+    parser.add_argument("--results", help="file name under bench/results (default: by store)")
+    parser.add_argument(
+        "--starve",
+        type=int,
+        default=0,
+        help="busy-loop processes competing for the CPUs during the soak (0: none)",
+    )
     args = parser.parse_args()
     results = Drill(args).run()
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"soak-{args.store}.json"
+    out = RESULTS / (args.results or f"soak-{args.store}.json")
     out.write_text(json.dumps(results, indent=2) + "\n")
     checks = results["checks"]
     exact = sum(

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -113,6 +115,84 @@ class RedisServer:
             self.resume()
             self.proc.terminate()
             self.proc.wait(10)
+
+
+class ReplyProxy:
+    """A TCP proxy in front of Redis that holds back, or cuts off, chosen replies.
+
+    ``hold(marker, ...)``: the reply to the ``nth`` request (from now on) whose
+    bytes contain ``marker`` (a host name, say) reaches the client ``seconds``
+    late, or, with ``cut``, never: the connection is closed once Redis has
+    answered. Everything else passes untouched. It runs in the test's own loop.
+    """
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.url = ""
+        self._server: asyncio.Server | None = None
+        self._rule: tuple[bytes, float, bool, int] | None = None
+        self._open: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.held = 0  # replies held back or cut so far
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        self.url = f"redis://127.0.0.1:{port}/0"
+
+    async def stop(self) -> None:
+        """Close every connection, and let each end on its own (a cancelled one is
+        logged as an error by asyncio)."""
+        if self._server is not None:
+            self._server.close()
+        for writer in self._open:
+            writer.close()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=2)
+
+    def hold(self, marker: bytes, seconds: float = 0.0, cut: bool = False, nth: int = 1) -> None:
+        self._rule = (marker, seconds, cut, nth)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        self._open.update((writer, up_writer))
+        marked = asyncio.Queue[tuple[float, bool]]()
+
+        async def upstream() -> None:
+            while data := await reader.read(65536):
+                rule = self._rule
+                if rule is not None and rule[0] in data:
+                    marker, seconds, cut, nth = rule
+                    if nth == 1:
+                        self._rule = None
+                        marked.put_nowait((seconds, cut))
+                    else:
+                        self._rule = (marker, seconds, cut, nth - 1)
+                up_writer.write(data)
+                await up_writer.drain()
+
+        async def downstream() -> None:
+            while data := await up_reader.read(65536):
+                if not marked.empty():
+                    seconds, cut = marked.get_nowait()
+                    self.held += 1
+                    if cut:
+                        writer.close()
+                        up_writer.close()
+                        return
+                    await asyncio.sleep(seconds)
+                writer.write(data)
+                await writer.drain()
+
+        with contextlib.suppress(OSError):
+            await asyncio.gather(upstream(), downstream())
+        writer.close()
+        up_writer.close()
+        self._open.difference_update((writer, up_writer))
+        self._tasks.discard(task)
 
 
 def redis_binary() -> str:

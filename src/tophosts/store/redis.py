@@ -760,15 +760,16 @@ class RedisStore:
             else:
                 outcome = [None] * len(batch)
         if outcome is None:
-            log.warning("a write's outcome is unknown: %s", unsettled.cause)
+            log.warning("a write got no reply; its outcome is unknown: %s", unsettled.cause)
             outcome = WriteUncertain(
                 f"{unsettled.cause}, and it could not be learned in time whether the events "
                 "were applied: they may or may not have been counted"
             )
         else:
-            log.info(
-                "settled a write that got no reply: %s",
+            log.warning(
+                "a write got no reply; Redis says it was %s: %s",
                 "not applied" if isinstance(outcome, BaseException) else "applied",
+                unsettled.cause,
             )
         for i, request in enumerate(batch):
             if isinstance(outcome, BaseException):
