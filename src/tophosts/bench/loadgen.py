@@ -63,12 +63,16 @@ end
 
 @dataclasses.dataclass(frozen=True)
 class Load:
-    """Closed-loop load: ``connections`` clients cycling through ``bodies``."""
+    """Closed-loop load: ``connections`` clients cycling through ``bodies``.
+
+    ``threads``: wrk threads sharing the connections (the asyncio generator has one).
+    """
 
     method: str
     path: str
     connections: int
     bodies: Sequence[bytes] = ()
+    threads: int = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,7 +136,7 @@ class Wrk:
                     args.append(bodies)
                 cmd = [
                     self.path,
-                    "-t1",
+                    f"-t{load.threads}",
                     f"-c{load.connections}",
                     f"-d{seconds}s",
                     "--timeout",
