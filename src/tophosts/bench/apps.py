@@ -1,12 +1,15 @@
-"""The two reference servers the bench runs beside tophosts, on the same stack.
+"""The servers the bench runs beside tophosts, on the same stack.
 
 * ``ceiling``: a bare ASGI app that reads the body and answers ``{"status":"ok"}``
   to every request. Nothing can be faster on this uvicorn set-up, so it bounds
   what tophosts can reach.
 * ``naive``: every raw event kept in a :class:`sortedcontainers.SortedList`,
   scanned per query. It shows what tophosts' pre-aggregated windows buy.
+* ``tophosts-nometrics``: ``tophosts serve`` itself, built the same way, but with
+  :class:`NoMetrics` in place of the app's :class:`~tophosts.metrics.Metrics`:
+  the metrics scenario measures what the metrics cost the ingest hot path.
 
-Both are served by :func:`serve` with the same uvicorn settings as
+The first two are served by :func:`serve` with the same uvicorn settings as
 ``tophosts serve`` (see :data:`UVICORN_OPTIONS`): ``python -m tophosts.bench.apps
 ceiling --port 9000``. They live here, in the bench, and never in the product.
 """
@@ -27,6 +30,7 @@ from sortedcontainers import SortedList  # type: ignore[import-untyped]
 
 from tophosts.config import Settings
 from tophosts.ingest import Message, Receive, Scope, Send
+from tophosts.metrics import Metrics
 from tophosts.protocol import Protocol
 from tophosts.windows import Window, past
 
@@ -159,6 +163,38 @@ class Naive:
         return await _json(send, 404, {"error": "no route"})
 
 
+class NoMetrics(Metrics):
+    """:class:`Metrics` whose request-path update does nothing.
+
+    Everything else is the product's: the app builds and answers as usual and
+    ``/metrics`` still answers (without request counts or durations). What the
+    hot path still does for metrics is left in :func:`residual`, so that the
+    bench can say what it costs: ``Ingest`` bumps two integer attributes in
+    place and reads the clock twice, and calling this no-op costs a call.
+    """
+
+    def request(self, route: str, status: int, seconds: float) -> None:
+        return None
+
+
+def residual(metrics: Metrics) -> None:
+    """What ``POST /counter`` still does for metrics under :class:`NoMetrics`
+    (see ``Ingest._one``): timed by the metrics scenario, in nanoseconds."""
+    started = time.perf_counter()
+    metrics.accepted += 1
+    metrics.host_counts += 5
+    metrics.request("/counter", 200, time.perf_counter() - started)
+
+
+def serve_without_metrics(argv: Sequence[str]) -> int:
+    """``tophosts serve`` with ``argv``, every app it builds using :class:`NoMetrics`."""
+    from tophosts import app, cli
+
+    # create_app() builds TopHosts, which builds its Metrics from app.Metrics.
+    setattr(app, "Metrics", NoMetrics)  # noqa: B010 - a deliberate patch, for this process only
+    return cli.main(["serve", *argv])
+
+
 def serve(app: Any, port: int, log_level: str = "warning") -> None:
     import uvicorn
 
@@ -167,10 +203,17 @@ def serve(app: Any, port: int, log_level: str = "warning") -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tophosts.bench.apps")
-    parser.add_argument("app", choices=("ceiling", "naive"))
+    parser.add_argument("app", choices=("ceiling", "naive", "tophosts-nometrics"))
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--log-level", default="warning")
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    if args.app == "tophosts-nometrics":
+        # The same command line as the bench's tophosts (servers.command), any
+        # further flags passed on to it.
+        where = ["--host", "127.0.0.1", "--port", str(args.port), "--log-level", args.log_level]
+        return serve_without_metrics([*where, *rest])
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     serve(ceiling if args.app == "ceiling" else Naive(), args.port, args.log_level)
     return 0
 

@@ -1,26 +1,47 @@
-"""The five scenarios, each run against tophosts, the ceiling and the naive baseline."""
+"""The scenarios: five run against tophosts, the ceiling and the naive baseline;
+``metrics`` against tophosts with and without its request-path metrics; ``redis``
+against tophosts on the memory store and on Redis, with one and two workers."""
 
 from __future__ import annotations
 
 import collections
 import contextlib
 import dataclasses
+import functools
 import os
+import statistics
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+import timeit
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import msgspec
 
+from tophosts.bench import apps
 from tophosts.bench.data import PER_EVENT, Events, distinct_batches
 from tophosts.bench.loadgen import Conn, Generator, Load, LoadResult, request_bytes, time_queries
 from tophosts.bench.loadgen import percentile as pct
-from tophosts.bench.servers import TARGETS, Server, Target
+from tophosts.bench.servers import (
+    LOAD_CPU,
+    SERVER_CPU,
+    TARGETS,
+    RedisServer,
+    Server,
+    Target,
+    affinity,
+    all_cpus,
+    can_pin,
+    machine_cpu_seconds,
+    own_cpu_seconds,
+    process_cpu_seconds,
+)
 from tophosts.windows import HOUR, MINUTE, Window, past
 
-SCENARIOS = ("single", "bulk", "query", "mixed", "cardinality")
+SCENARIOS = ("single", "bulk", "query", "mixed", "cardinality", "metrics", "redis")
+# Result lists besides one per scenario: the redis scenario's query timings.
+EXTRA_RESULTS = ("redis_query",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +61,11 @@ class Plan:
     query_budget: float  # seconds of timed queries per (size, window)
     hosts_stored: int  # host pool of the stored data
     cardinality: int  # distinct hosts, scenario 5
+    metrics_rounds: int  # rounds of the metrics scenario, which looks for a few percent
+    metrics_connections: int  # its single-event load
+    redis_connections: int  # single-event load of the redis scenario, every setup alike
+    redis_threads: int  # wrk threads of that load
+    redis_stored: int  # events per window stored before the Redis /stats timings
 
 
 FULL = Plan(
@@ -56,6 +82,11 @@ FULL = Plan(
     query_budget=2.0,
     hosts_stored=10_000,
     cardinality=1_000_000,
+    metrics_rounds=5,
+    metrics_connections=16,
+    redis_connections=64,
+    redis_threads=1,
+    redis_stored=100_000,
 )
 QUICK = Plan(
     seconds=1,
@@ -71,6 +102,11 @@ QUICK = Plan(
     query_budget=0.2,
     hosts_stored=10_000,
     cardinality=20_000,
+    metrics_rounds=1,
+    metrics_connections=16,
+    redis_connections=64,
+    redis_threads=1,
+    redis_stored=1_000,
 )
 
 INGEST_HOSTS = 1000  # host pool of scenarios 1, 2 and 4
@@ -212,7 +248,7 @@ class Bench:
         self.step = step
         self.started_steps = 0
         self.quiet_left = plan.quiet_budget
-        self.results: dict[str, list[Row]] = {name: [] for name in SCENARIOS}
+        self.results: dict[str, list[Row]] = {name: [] for name in SCENARIOS + EXTRA_RESULTS}
 
     def steps(self, scenarios: Iterable[str]) -> int:
         rounds = self.plan.rounds
@@ -223,7 +259,13 @@ class Bench:
             "mixed": rounds,
             "cardinality": 1,
         }
-        return len(TARGETS) * sum(per_target[s] for s in scenarios)
+        chosen = list(scenarios)
+        count = len(TARGETS) * sum(per_target.get(s, 0) for s in chosen)
+        if "metrics" in chosen:
+            count += 2 * 2 * self.plan.metrics_rounds  # two servers, two loads
+        if "redis" in chosen:
+            count += len(REDIS_SETUPS) * rounds + 1  # + the query timings
+        return count
 
     def run(self, scenarios: Iterable[str]) -> dict[str, list[Row]]:
         chosen = set(scenarios)
@@ -235,6 +277,9 @@ class Bench:
                 running = [stack.enter_context(Server(t)) for t in TARGETS]
                 for name in ingest:
                     getattr(self, name)(running)
+        if "metrics" in chosen:
+            with Server("tophosts") as mine, Server("tophosts-nometrics") as bare:
+                self.metrics([mine, bare])
         # Stored data: one server at a time, each holding its own data set.
         groups: tuple[tuple[str, ...], ...] = (("query", "mixed"), ("cardinality",))
         for group in groups:
@@ -243,6 +288,8 @@ class Bench:
                 with Server(target) as server:
                     for scenario in todo:
                         getattr(self, scenario)(server)
+        if "redis" in chosen:
+            self.redis()
         return self.results
 
     def _quiet(self) -> float | None:
@@ -254,41 +301,68 @@ class Bench:
         self.quiet_left -= time.monotonic() - started
         return round(busy, 2)
 
-    def _timed(self, server: Server, loads: list[Load]) -> tuple[list[LoadResult], Row]:
-        """Wait for quiet, warm up, then one timed run; also what the server's CPU did."""
+    def _timed(
+        self,
+        server: Server,
+        loads: list[Load],
+        others: Mapping[str, Callable[[], float]] | None = None,
+    ) -> tuple[list[LoadResult], Row]:
+        """Wait for quiet, warm up, then one timed run; also where the CPU went meanwhile.
+
+        ``server_cpu_util``: cores the server (all its processes) used; also the
+        load generator's (``load_cpu_util``), each of ``others`` (``<name>_cpu_util``)
+        and the whole machine's (``machine_cpu_util``, which also holds the
+        kernel's network work and any neighbour).
+        """
         background = self._quiet()
         if self.plan.warmup:
             self.gen.run(server.port, loads[:1], self.plan.warmup)
-        cpu = server.cpu_seconds()
+        meters = {
+            "server": server.cpu_seconds,
+            "load": own_cpu_seconds,
+            **(others or {}),
+            "machine": machine_cpu_seconds,
+        }
+        before = {name: meter() for name, meter in meters.items()}
         results = self.gen.run(server.port, loads, self.plan.seconds)
-        used = server.cpu_seconds() - cpu
+        used = {name: meter() - before[name] for name, meter in meters.items()}
         seconds = results[0].seconds
-        return results, {
+        row: Row = {
             "background_cores": background,
             # Share of its core the server got, and what it did per CPU-second:
             # the second stays meaningful when neighbours take part of the core.
-            "server_cpu_util": round(used / seconds, 2) if seconds else None,
-            "rps_per_cpu_s": round(results[0].requests / used) if used > 0 else None,
+            "server_cpu_util": round(used["server"] / seconds, 2) if seconds else None,
+            "rps_per_cpu_s": round(results[0].requests / used["server"])
+            if used["server"] > 0
+            else None,
         }
+        for name in meters:
+            if name != "server":
+                row[f"{name}_cpu_util"] = round(used[name] / seconds, 2) if seconds else None
+        return results, row
 
-    def _rounds(self, servers: list[Server], load: Load, label: str) -> dict[Target, Row]:
-        """``plan.rounds`` timed runs per server, interleaved; each server's median run."""
+    def _rounds(
+        self,
+        servers: list[Server],
+        load: Load,
+        label: str,
+        rounds: int | None = None,
+        alternate: bool = False,
+    ) -> dict[Target, Row]:
+        """``rounds`` timed runs per server, interleaved; each server's median run.
+
+        ``alternate``: every other round runs the servers in reverse order, so
+        that no server always runs right after another.
+        """
+        rounds = rounds or self.plan.rounds
         runs: dict[Target, list[Row]] = {server.target: [] for server in servers}
-        for n in range(self.plan.rounds):
-            for server in servers:
-                self.step(f"{label}: {server.target}, round {n + 1}/{self.plan.rounds}")
+        for n in range(rounds):
+            order = servers[::-1] if alternate and n % 2 else servers
+            for server in order:
+                self.step(f"{label}: {server.target}, round {n + 1}/{rounds}")
                 [result], cpu = self._timed(server, [load])
                 runs[server.target].append({**load_row(result), **cpu})
-        out = {}
-        for target, rows in runs.items():
-            median = sorted(rows, key=lambda r: r["rps"])[len(rows) // 2]
-            out[target] = {
-                **median,
-                "rps_rounds": [r["rps"] for r in rows],
-                "non2xx": sum(r["non2xx"] for r in rows),
-                "errors": sum(r["errors"] for r in rows),
-            }
-        return out
+        return {target: median_run(rows) for target, rows in runs.items()}
 
     # -- 1. single-event ingest ---------------------------------------------------
 
@@ -414,9 +488,211 @@ class Bench:
             }
         )
 
+    # -- 6. metrics: their cost on the ingest hot path ----------------------------
+
+    def metrics(self, servers: list[Server]) -> None:
+        """tophosts against itself without request-path metrics (apps.NoMetrics).
+
+        Both serve from ``SERVER_CPU``, driven from ``LOAD_CPU``, in alternating
+        rounds. The cost is 1 - with / without, three ways: of the median
+        throughputs, the median of each round's pair (the two runs of a round
+        are back to back, so a drift in the machine hits both) and of the work
+        done per server CPU-second.
+        """
+        bodies = Events(INGEST_HOSTS, seed=15).bodies(2000, *ingest_span())
+        events = Events(INGEST_HOSTS, seed=16)
+        per = self.plan.bulk_events
+        batches = [events.batch(per, *ingest_span()) for _ in range(16)]
+        loads = {
+            "single": Load("POST", "/counter", self.plan.metrics_connections, bodies),
+            "bulk": Load("POST", "/counters", self.plan.bulk_connections, batches),
+        }
+        rounds = self.plan.metrics_rounds
+        for kind, load in loads.items():
+            label = f"metrics, {kind}"
+            rows = self._rounds(servers, load, label, rounds=rounds, alternate=True)
+            mine, bare = rows["tophosts"], rows["tophosts-nometrics"]
+            paired = [
+                a / b for a, b in zip(mine["rps_rounds"], bare["rps_rounds"], strict=True) if b
+            ]
+            mine["cost_pct"] = _cost(mine["rps"], bare["rps"])
+            mine["cost_pct_paired"] = (
+                round(100 * (1 - statistics.median(paired)), 1) if paired else None
+            )
+            mine["cost_pct_cpu"] = _cost(mine["rps_per_cpu_s"], bare["rps_per_cpu_s"])
+            if kind == "single":
+                # What NoMetrics leaves on the hot path, timed here, against the
+                # server CPU time of one request without metrics.
+                per_ns = _residual_ns()
+                mine["residual_ns"] = round(per_ns)
+                if bare["rps_per_cpu_s"]:
+                    mine["residual_pct"] = round(100 * per_ns * bare["rps_per_cpu_s"] / 1e9, 2)
+            for target, row in rows.items():
+                if kind == "bulk":
+                    row["events_per_s"] = round(row["rps"] * per)
+                self.results["metrics"].append(
+                    {"target": target, "load": kind, "connections": load.connections, **row}
+                )
+
+    # -- 7. redis: the shared store, one and two workers -----------------------------
+
+    def redis(self) -> None:
+        """Single-event ingest on the memory store and on Redis (1 and 2 workers),
+        interleaved round by round against one throwaway ``redis-server``; then
+        ``GET /stats`` timings with ``plan.redis_stored`` events per window stored.
+
+        Pinning (2 CPUs): the one-worker setups run as the rest of the suite does,
+        the server alone on ``SERVER_CPU``, the load (and Redis) on ``LOAD_CPU``. Two
+        workers, Redis and wrk cannot each have a CPU, so with two workers nothing
+        is pinned and the kernel places them all; a one-worker Redis setup without
+        pinning runs too, so the ratio can be read against either.
+        """
+        plan = self.plan
+        with contextlib.ExitStack() as stack:
+            redis = stack.enter_context(RedisServer())
+            tag = f"bench{os.getpid()}"
+            running: list[tuple[RedisSetup, Server]] = []
+            for setup in REDIS_SETUPS:
+                args: list[str] = []
+                if setup.store == "redis":
+                    args = ["--store", redis.url, "--redis-prefix", f"{tag}-{setup.key}"]
+                    args += ["--workers", str(setup.workers)]
+                cpus = {SERVER_CPU} if setup.pinned else all_cpus()
+                running.append((setup, stack.enter_context(Server("tophosts", args, cpus))))
+            bodies = Events(INGEST_HOSTS, seed=17).bodies(2000, *ingest_span())
+            load = Load("POST", "/counter", plan.redis_connections, bodies, plan.redis_threads)
+            runs: dict[str, list[Row]] = {setup.key: [] for setup in REDIS_SETUPS}
+            for n in range(plan.rounds):
+                for setup, server in running:
+                    self.step(f"redis: {setup.label}, round {n + 1}/{plan.rounds}")
+                    cpus = {LOAD_CPU} if setup.pinned else all_cpus()
+                    redis.place(cpus)
+                    meters = {"redis": redis.cpu_seconds}
+                    for i, pid in enumerate(server.worker_pids(), 1):
+                        meters[f"worker{i}"] = functools.partial(process_cpu_seconds, pid)
+                    with affinity(cpus):
+                        [result], cpu = self._timed(server, [load], meters)
+                    # Each worker's share: with two, whether the kernel spread the load.
+                    cpu["worker_cpu_util"] = [
+                        cpu.pop(f"worker{i}_cpu_util") for i in range(1, len(meters))
+                    ]
+                    runs[setup.key].append({**load_row(result), **cpu})
+            keys = _count_keys(redis.url, [f"{tag}-{setup.key}" for setup in REDIS_SETUPS])
+            for setup in REDIS_SETUPS:
+                row = median_run(runs[setup.key])
+                ours = sum(row[f"{k}_cpu_util"] or 0 for k in ("server", "load", "redis"))
+                self.results["redis"].append(
+                    {
+                        "target": "tophosts",
+                        "setup": setup.key,
+                        "label": setup.label,
+                        "store": setup.store,
+                        "workers": setup.workers,
+                        "connections": load.connections,
+                        "wrk_threads": load.threads,
+                        "pinning": setup.pinning if can_pin() else "none: cannot pin here",
+                        # The windows it wrote to Redis (None: memory store).
+                        "redis_keys": keys[f"{tag}-{setup.key}"]
+                        if setup.store == "redis"
+                        else None,
+                        **row,
+                        # Machine CPU that no process of ours was charged for: the
+                        # kernel's loopback work (softirq) and any neighbour.
+                        "other_cpu_util": round(max(0.0, row["machine_cpu_util"] - ours), 2)
+                        if row["machine_cpu_util"] is not None
+                        else None,
+                    }
+                )
+            # GET /stats on Redis with data stored, and on memory for reference:
+            # the one-worker servers, pinned as above.
+            self.step(f"redis: GET /stats with {plan.redis_stored:,} events stored per window")
+            redis.place({LOAD_CPU})
+            for setup, server in running:
+                if setup.workers != 1 or not setup.pinned:
+                    continue
+                loaded = Loaded(server, Events(plan.hosts_stored, seed=13))
+                rows: list[Row] = []
+                for _attempt in range(3):
+                    loaded.fill(plan.redis_stored, (Window.HOUR, Window.MINUTE))
+                    self._quiet()
+                    rows = [self._time_window(server, w, plan.redis_stored) for w in Window]
+                    if all(loaded.current(w) for w in Window):
+                        break
+                for row in rows:
+                    row |= {"setup": setup.key, "label": setup.label, "store": setup.store}
+                    row["hosts"] = plan.hosts_stored
+                    row["pinning"] = setup.pinning if can_pin() else "none: cannot pin here"
+                self.results["redis_query"].extend(rows)
+
+
+@dataclasses.dataclass(frozen=True)
+class RedisSetup:
+    key: str
+    store: str  # "memory" or "redis"
+    workers: int
+    pinned: bool  # server on SERVER_CPU, load and Redis on LOAD_CPU; else nothing pinned
+
+    @property
+    def label(self) -> str:
+        workers = f"{self.workers} worker{'s' * (self.workers > 1)}"
+        return f"{self.store}, {workers}" + ("" if self.pinned else ", unpinned")
+
+    @property
+    def pinning(self) -> str:
+        if not self.pinned:
+            return "none: server, Redis and load on any CPU"
+        where = "load" if self.store == "memory" else "load and Redis"
+        return f"server CPU {SERVER_CPU}; {where} CPU {LOAD_CPU}"
+
+
+REDIS_SETUPS = (
+    RedisSetup("memory", "memory", 1, pinned=True),
+    RedisSetup("redis", "redis", 1, pinned=True),
+    RedisSetup("redis-unpinned", "redis", 1, pinned=False),
+    RedisSetup("redis-2w", "redis", 2, pinned=False),
+)
+
+
+def median_run(rows: list[Row]) -> Row:
+    """The run of median throughput, with every run's rate and the totals of failures."""
+    median = sorted(rows, key=lambda r: r["rps"])[len(rows) // 2]
+    return {
+        **median,
+        "rps_rounds": [r["rps"] for r in rows],
+        "non2xx": sum(r["non2xx"] for r in rows),
+        "errors": sum(r["errors"] for r in rows),
+    }
+
+
+def _count_keys(url: str, prefixes: list[str]) -> dict[str, int]:
+    """How many keys Redis at ``url`` holds under each ``--redis-prefix``."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        return {p: sum(1 for _ in client.scan_iter(match=f"{p}:*")) for p in prefixes}
+    finally:
+        client.close()
+
+
+def _cost(with_: float | None, without: float | None) -> float | None:
+    """1 - with / without, in percent (None when either is missing)."""
+    if not with_ or not without:
+        return None
+    return round(100 * (1 - with_ / without), 1)
+
+
+def _residual_ns(repeat: int = 5, number: int = 200_000) -> float:
+    """Nanoseconds per request that NoMetrics leaves in ``POST /counter`` (best of ``repeat``)."""
+    metrics = apps.NoMetrics("memory")
+    best = min(timeit.repeat(lambda: apps.residual(metrics), repeat=repeat, number=number))
+    # Less the cost of the lambda call that timeit adds around it.
+    empty = min(timeit.repeat(lambda: None, repeat=repeat, number=number))
+    return max(0.0, best - empty) / number * 1e9
+
 
 def rows_for(results: dict[str, list[Row]], scenario: str, target: Target) -> Iterator[Row]:
     return (row for row in results[scenario] if row["target"] == target)
 
 
-__all__ = ["FULL", "HOUR", "MINUTE", "QUICK", "SCENARIOS", "Bench", "Plan"]
+__all__ = ["FULL", "HOUR", "MINUTE", "QUICK", "REDIS_SETUPS", "SCENARIOS", "Bench", "Plan"]
