@@ -33,6 +33,7 @@ from tophosts.bench.servers import (
     affinity,
     all_cpus,
     can_pin,
+    cpus_of,
     machine_cpu_seconds,
     own_cpu_seconds,
     process_cpu_seconds,
@@ -329,6 +330,10 @@ class Bench:
         seconds = results[0].seconds
         row: Row = {
             "background_cores": background,
+            # Where it ran, as read back from the kernel after the run: the CPUs
+            # the server's processes and the load generator were allowed.
+            "server_cpus": server.cpus_now(),
+            "load_cpus": cpus_of(0),
             # Share of its core the server got, and what it did per CPU-second:
             # the second stays meaningful when neighbours take part of the core.
             "server_cpu_util": round(used["server"] / seconds, 2) if seconds else None,
@@ -572,6 +577,7 @@ class Bench:
                         meters[f"worker{i}"] = functools.partial(process_cpu_seconds, pid)
                     with affinity(cpus):
                         [result], cpu = self._timed(server, [load], meters)
+                    cpu["redis_cpus"] = redis.cpus()
                     # Each worker's share: with two, whether the kernel spread the load.
                     cpu["worker_cpu_util"] = [
                         cpu.pop(f"worker{i}_cpu_util") for i in range(1, len(meters))

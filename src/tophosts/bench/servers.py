@@ -36,13 +36,20 @@ SERVER_CPU = 0
 LOAD_CPU = 1
 
 
+# The CPUs this process could use when the bench started, before it pinned
+# itself to LOAD_CPU: asking again later would see that one CPU only.
+CPUS: frozenset[int] = frozenset(
+    os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+)
+
+
 def can_pin() -> bool:
-    return hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) >= 2
+    return hasattr(os, "sched_setaffinity") and len(CPUS) >= 2
 
 
 def all_cpus() -> set[int]:
-    """Every CPU this machine has (not just those this process may use now)."""
-    return set(range(os.cpu_count() or 1))
+    """Every CPU the bench may use (not just those this thread is pinned to now)."""
+    return set(CPUS)
 
 
 def pin(pid: int, cpu: int) -> bool:
@@ -89,6 +96,17 @@ def set_affinity(pid: int, cpus: Collection[int]) -> bool:
                 os.sched_setaffinity(thread, set(cpus))
                 done = True
     return done
+
+
+def cpus_of(pid: int) -> list[int]:
+    """The CPUs ``pid`` (0: this thread) and its descendants may run on, as now set."""
+    if not hasattr(os, "sched_getaffinity"):
+        return []
+    cpus: set[int] = set()
+    for proc in tree(pid) if pid else [0]:
+        with contextlib.suppress(OSError):
+            cpus |= os.sched_getaffinity(proc)
+    return sorted(cpus)
 
 
 @contextlib.contextmanager
@@ -219,6 +237,9 @@ class Server:
         self.stop()
         raise RuntimeError(f"{self.target} server did not become ready in {timeout:.0f} s")
 
+    def cpus_now(self) -> list[int]:
+        return cpus_of(self.proc.pid)
+
     @property
     def pinning(self) -> str:
         """Where this server ran, for the results."""
@@ -307,6 +328,9 @@ class RedisServer:
 
     def place(self, cpus: Collection[int]) -> bool:
         return set_affinity(self.proc.pid, cpus)
+
+    def cpus(self) -> list[int]:
+        return cpus_of(self.proc.pid)
 
     def cpu_seconds(self) -> float:
         return process_cpu_seconds(self.proc.pid)
