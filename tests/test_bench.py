@@ -15,7 +15,7 @@ from starlette.testclient import TestClient
 from tophosts import app as app_module
 from tophosts import cli, config
 from tophosts.bench import apps, loadgen, report, servers
-from tophosts.bench.scenarios import REDIS_SETUPS, SCENARIOS
+from tophosts.bench.scenarios import INSTR_TARGETS, REDIS_SETUPS, SCENARIOS
 from tophosts.metrics import Metrics
 
 pytestmark = pytest.mark.e2e
@@ -35,7 +35,8 @@ def test_quick_bench_runs_every_scenario_and_writes_figures(tmp_path: Path) -> N
     doc = run_bench(tmp_path, "--plot")
     assert doc["generator"].startswith("wrk" if shutil.which("wrk") else "python")
     results = doc["results"]
-    assert set(SCENARIOS) == {*COMPARED, "metrics", "redis"}
+    assert set(SCENARIOS) == {*COMPARED, "metrics", "redis", "instructions"}
+    assert results["instructions"] == []  # only when asked for
     for scenario in COMPARED:
         assert {row["target"] for row in results[scenario]} == {"tophosts", "ceiling", "naive"}
     for row in results["single"] + results["bulk"]:
@@ -145,6 +146,26 @@ def check_redis(doc: dict[str, Any]) -> None:
     )
     assert "Redis store, --workers 2 vs 1 worker" in figures
     assert {"redis_1w_rps", "redis_1w_vs_memory", "redis_2w_vs_1w"} <= set(doc["headline"])
+
+
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="needs valgrind")
+def test_instructions_per_request_under_callgrind(tmp_path: Path) -> None:
+    doc = run_bench(tmp_path, "--scenarios", "instructions")
+    rows = {(row["target"], row["load"]): row for row in doc["results"]["instructions"]}
+    assert set(rows) == {(target, load) for target in INSTR_TARGETS for load in ("single", "bulk")}
+    for (target, load), row in rows.items():
+        # A single event takes the stack well over 50k instructions; ten times as
+        # many for 100 events, except for the ceiling, which ignores the body.
+        assert row["instructions"] > 50_000
+        if load == "bulk" and target != "ceiling":
+            assert row["instructions"] > 10 * rows[(target, "single")]["instructions"]
+        assert row["instructions_rounds"] == [row["instructions"]]
+    assert (
+        rows[("tophosts", "single")]["instructions"] > rows[("ceiling", "single")]["instructions"]
+    )
+    assert isinstance(rows[("tophosts", "single")]["metrics_cost_pct"], float)
+    figures = {row["figure"] for row in doc["targets"]}
+    assert "metrics cost, instructions per /counter (1 event)" in figures
 
 
 def test_without_redis_server_the_redis_scenario_is_skipped_or_refused(

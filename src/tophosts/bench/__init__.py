@@ -6,7 +6,8 @@ asyncio generator), and runs five scenarios side by side against tophosts, the
 ceiling (a bare ASGI app) and a naive raw-event baseline; then ``metrics``
 (tophosts against itself without request-path metrics) and ``redis`` (the memory
 store against Redis with one and two workers, on a throwaway ``redis-server``;
-each of its rows says how it was pinned). Prints tables, writes
+each of its rows says how it was pinned); and, when asked for, ``instructions``
+(user-space instructions per request under callgrind). Prints tables, writes
 ``<out>/<name>.json`` and ``.md`` and, with ``--plot``, PNG charts. Needs the
 ``bench`` extra.
 """
@@ -30,8 +31,10 @@ SCENARIO_NUMBERS = {
     "5": "cardinality",
     "6": "metrics",
     "7": "redis",
+    "8": "instructions",
 }
-DEFAULT_SCENARIOS = ",".join(SCENARIO_NUMBERS)
+# 8 (callgrind, a few minutes, needs valgrind) runs only when asked for.
+DEFAULT_SCENARIOS = "1,2,3,4,5,6,7"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,8 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--scenarios",
         default=DEFAULT_SCENARIOS,
         help="comma-separated scenario numbers or names: 1 single, 2 bulk, 3 query, 4 mixed, "
-        "5 cardinality, 6 metrics, 7 redis (default: all; redis only where redis-server is "
-        "installed)",
+        "5 cardinality, 6 metrics, 7 redis, 8 instructions (default: 1-7; redis only where "
+        "redis-server is installed; 8 needs valgrind)",
     )
     parser.add_argument("--seconds", type=int, default=None, help="seconds per timed load run")
 
@@ -112,6 +115,10 @@ def run(args: argparse.Namespace) -> int:
                 raise RuntimeError("the redis scenario needs redis-server, which is not installed")
             chosen.remove("redis")
             console.print("[yellow]redis-server is not installed: no redis scenario[/]")
+        if "instructions" in chosen and not all(
+            shutil.which(tool) for tool in ("valgrind", "callgrind_control")
+        ):
+            raise RuntimeError("the instructions scenario needs valgrind, which is not installed")
         generator = loadgen.pick(args.generator)
     except (ValueError, RuntimeError) as exc:
         print(f"tophosts bench: {exc}", file=sys.stderr)

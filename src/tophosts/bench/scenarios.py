@@ -10,6 +10,8 @@ import dataclasses
 import functools
 import os
 import statistics
+import subprocess
+import tempfile
 import threading
 import time
 import timeit
@@ -40,7 +42,16 @@ from tophosts.bench.servers import (
 )
 from tophosts.windows import HOUR, MINUTE, Window, past
 
-SCENARIOS = ("single", "bulk", "query", "mixed", "cardinality", "metrics", "redis")
+SCENARIOS = (
+    "single",
+    "bulk",
+    "query",
+    "mixed",
+    "cardinality",
+    "metrics",
+    "redis",
+    "instructions",
+)
 # Result lists besides one per scenario: the redis scenario's query timings.
 EXTRA_RESULTS = ("redis_query",)
 
@@ -67,6 +78,9 @@ class Plan:
     redis_connections: int  # single-event load of the redis scenario, every setup alike
     redis_threads: int  # wrk threads of that load
     redis_stored: int  # events per window stored before the Redis /stats timings
+    instr_requests: int  # POST /counter requests counted under callgrind, per server
+    instr_bulk: int  # POST /counters requests counted, of INSTR_BULK_EVENTS events each
+    instr_rounds: int  # callgrind sessions per server (the fewest instructions are kept)
 
 
 FULL = Plan(
@@ -88,6 +102,9 @@ FULL = Plan(
     redis_connections=64,
     redis_threads=1,
     redis_stored=100_000,
+    instr_requests=3000,
+    instr_bulk=300,
+    instr_rounds=2,
 )
 QUICK = Plan(
     seconds=1,
@@ -108,9 +125,14 @@ QUICK = Plan(
     redis_connections=64,
     redis_threads=1,
     redis_stored=1_000,
+    instr_requests=100,
+    instr_bulk=10,
+    instr_rounds=1,
 )
 
 INGEST_HOSTS = 1000  # host pool of scenarios 1, 2 and 4
+INSTR_BULK_EVENTS = 100  # events per POST /counters under callgrind
+INSTR_TARGETS: tuple[Target, ...] = ("tophosts", "tophosts-nometrics", "ceiling")
 MIXED_CONNECTIONS = 16
 
 Row = dict[str, Any]
@@ -266,6 +288,8 @@ class Bench:
             count += 2 * 2 * self.plan.metrics_rounds  # two servers, two loads
         if "redis" in chosen:
             count += len(REDIS_SETUPS) * rounds + 1  # + the query timings
+        if "instructions" in chosen:
+            count += len(INSTR_TARGETS) * self.plan.instr_rounds
         return count
 
     def run(self, scenarios: Iterable[str]) -> dict[str, list[Row]]:
@@ -291,6 +315,8 @@ class Bench:
                         getattr(self, scenario)(server)
         if "redis" in chosen:
             self.redis()
+        if "instructions" in chosen:
+            self.instructions()
         return self.results
 
     def _quiet(self) -> float | None:
@@ -630,6 +656,105 @@ class Bench:
                     row["pinning"] = setup.pinning if can_pin() else "none: cannot pin here"
                 self.results["redis_query"].extend(rows)
 
+    # -- 8. instructions per request (callgrind) ----------------------------------
+
+    def instructions(self) -> None:
+        """User-space instructions per request, which neighbours cannot move.
+
+        Each server runs under ``valgrind --tool=callgrind`` with instrumentation
+        off; after 200 untimed requests, it is switched on and counting starts
+        from zero for ``plan.instr_requests`` single events (then
+        ``plan.instr_bulk`` bulk posts), sent one at a time over one keep-alive
+        connection, and the count is dumped. The kernel's work (the same for
+        every server) is not in it. The fewest instructions of the rounds are
+        kept: what varies between runs only ever adds (timers, collections).
+        """
+        plan = self.plan
+        single = Events(INGEST_HOSTS, seed=11).bodies(2000, *ingest_span())
+        events = Events(INGEST_HOSTS, seed=12)
+        bulk = [events.batch(INSTR_BULK_EVENTS, *ingest_span()) for _ in range(16)]
+        loads = (
+            ("single", "/counter", single, plan.instr_requests),
+            ("bulk", "/counters", bulk, plan.instr_bulk),
+        )
+        counts: dict[tuple[Target, str], list[float]] = collections.defaultdict(list)
+        for n in range(plan.instr_rounds):
+            for target in INSTR_TARGETS:
+                self.step(f"instructions: {target} under callgrind, round {n + 1}")
+                for (kind, _, _, _), per in zip(loads, _callgrind(target, loads), strict=True):
+                    counts[(target, kind)].append(per)
+        for kind, path, _, requests in loads:
+            rows: dict[Target, Row] = {}
+            for target in INSTR_TARGETS:
+                runs = counts[(target, kind)]
+                rows[target] = {
+                    "target": target,
+                    "load": kind,
+                    "path": path,
+                    "events_per_request": 1 if kind == "single" else INSTR_BULK_EVENTS,
+                    "requests": requests,
+                    "instructions": round(min(runs)),
+                    "instructions_rounds": [round(r) for r in runs],
+                }
+            mine, bare = rows["tophosts"], rows["tophosts-nometrics"]
+            # As a share of tophosts' own instructions: 1 - without / with, the
+            # throughput it would cost if time followed instructions.
+            mine["metrics_cost_pct"] = round(
+                100 * (1 - bare["instructions"] / mine["instructions"]), 1
+            )
+            mine["metrics_instructions"] = mine["instructions"] - bare["instructions"]
+            self.results["instructions"].extend(rows.values())
+
+
+def _callgrind(target: Target, loads: Iterable[tuple[str, str, list[bytes], int]]) -> list[float]:
+    """Instructions per request of ``target`` for each load, from one callgrind run."""
+    with tempfile.TemporaryDirectory(prefix="tophosts-callgrind-") as tmp:
+        out = os.path.join(tmp, "callgrind.out")
+        wrapper = [
+            "valgrind",
+            "--tool=callgrind",
+            "--instr-atstart=no",
+            f"--callgrind-out-file={out}",
+        ]
+        per: list[float] = []
+        with Server(target, wrapper=wrapper) as server, Conn(server.port) as conn:
+
+            def control(*args: str) -> None:
+                subprocess.run(
+                    ["callgrind_control", *args, str(server.proc.pid)],
+                    check=True,
+                    capture_output=True,
+                    timeout=60,
+                )
+
+            for number, (_kind, path, bodies, requests) in enumerate(loads, 1):
+                raw = [request_bytes("POST", path, body) for body in bodies]
+                for i in range(200):  # every code path taken and warm
+                    _post(conn, raw[i % len(raw)])
+                control("--instr=on")
+                control("--zero")
+                for i in range(requests):
+                    _post(conn, raw[i % len(raw)])
+                control("--dump")
+                control("--instr=off")
+                per.append(_totals(f"{out}.{number}") / requests)
+        return per
+
+
+def _post(conn: Conn, raw: bytes) -> None:
+    status, body = conn.request(raw)
+    if status != 200:
+        raise RuntimeError(f"answered {status}: {body[:200]!r}")
+
+
+def _totals(path: str) -> int:
+    """The instruction count of one callgrind dump."""
+    with open(path) as dump:
+        for line in dump:
+            if line.startswith("totals:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no totals in {path}")
+
 
 @dataclasses.dataclass(frozen=True)
 class RedisSetup:
@@ -701,4 +826,14 @@ def rows_for(results: dict[str, list[Row]], scenario: str, target: Target) -> It
     return (row for row in results[scenario] if row["target"] == target)
 
 
-__all__ = ["FULL", "HOUR", "MINUTE", "QUICK", "REDIS_SETUPS", "SCENARIOS", "Bench", "Plan"]
+__all__ = [
+    "FULL",
+    "HOUR",
+    "INSTR_TARGETS",
+    "MINUTE",
+    "QUICK",
+    "REDIS_SETUPS",
+    "SCENARIOS",
+    "Bench",
+    "Plan",
+]

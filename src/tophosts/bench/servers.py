@@ -190,7 +190,11 @@ class Server:
     """
 
     def __init__(
-        self, target: Target, args: Sequence[str] = (), cpus: Collection[int] | None = None
+        self,
+        target: Target,
+        args: Sequence[str] = (),
+        cpus: Collection[int] | None = None,
+        wrapper: Sequence[str] = (),
     ) -> None:
         self.target = target
         self.port = free_port()
@@ -198,20 +202,26 @@ class Server:
         self.workers = int(args[list(args).index("--workers") + 1]) if "--workers" in args else 1
         # A file, not a pipe: a chatty server must never block on a full pipe.
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
+        # ``wrapper`` runs the server (valgrind, say: then it is slow to start).
         self.proc = subprocess.Popen(
-            command(target, self.port, args), stdout=subprocess.DEVNULL, stderr=self._log
+            [*wrapper, *command(target, self.port, args)],
+            stdout=subprocess.DEVNULL,
+            stderr=self._log,
         )
         # Pinned at once (so that start-up stays off the load's CPU), and again
         # once ready, for the worker processes started meanwhile.
         self.pinned = set_affinity(self.proc.pid, self.cpus)
-        self._wait_ready()
+        if wrapper:
+            self._wait_ready(timeout=120.0, answer_within=10.0)
+        else:
+            self._wait_ready()
         self.pinned = set_affinity(self.proc.pid, self.cpus)
 
     @classmethod
     def unpinned(cls, target: Target, args: Sequence[str] = ()) -> Server:
         return cls(target, args, all_cpus())
 
-    def _wait_ready(self, timeout: float = 30.0) -> None:
+    def _wait_ready(self, timeout: float = 30.0, answer_within: float = 1.0) -> None:
         deadline = time.monotonic() + timeout
         url = f"http://127.0.0.1:{self.port}/healthz"
         # One answer per fresh connection; with several workers, enough of them
@@ -224,7 +234,7 @@ class Server:
                 err = self._log.read().decode(errors="replace")
                 raise RuntimeError(f"{self.target} server exited at start:\n{err}")
             try:
-                with urllib.request.urlopen(url, timeout=1) as response:
+                with urllib.request.urlopen(url, timeout=answer_within) as response:
                     if response.status == 200:
                         answered += 1
                         if answered >= wanted:
