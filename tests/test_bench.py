@@ -144,8 +144,10 @@ def check_redis(doc: dict[str, Any]) -> None:
     assert figures["Redis store, 1 worker, single-event ingest, 64 conns"]["target"] == (
         ">= 8,000 req/s"
     )
-    assert "Redis store, --workers 2 vs 1 worker" in figures
-    assert {"redis_1w_rps", "redis_1w_vs_memory", "redis_2w_vs_1w"} <= set(doc["headline"])
+    assert "Redis store, --workers 2 vs 1 worker, 64 conns" in figures
+    assert {"redis_1w_rps_64c", "redis_1w_vs_memory_64c", "redis_2w_vs_1w_64c"} <= set(
+        doc["headline"]
+    )
 
 
 @pytest.mark.skipif(shutil.which("valgrind") is None, reason="needs valgrind")
@@ -287,7 +289,7 @@ def test_redis_and_metrics_targets() -> None:
     one = targets["Redis store, 1 worker, single-event ingest, 64 conns"]
     assert one["met"] is True
     assert one["measured"] == "10,000 req/s (50% of memory)"
-    two = targets["Redis store, --workers 2 vs 1 worker"]
+    two = targets["Redis store, --workers 2 vs 1 worker, 64 conns"]
     assert two["met"] is False  # 1.2x
     assert two["measured"].startswith("1.20x")
     cost = targets["metrics cost, single-event ingest, 16 conns"]
@@ -296,12 +298,13 @@ def test_redis_and_metrics_targets() -> None:
     # The ratio is taken against the better one-worker figure, pinned or not.
     results["redis"][2]["rps"] = 11_000.0
     results["redis"][3]["rps"] = 14_000.0
-    two = {t["figure"]: t for t in report.targets(results)}["Redis store, --workers 2 vs 1 worker"]
+    figures = {t["figure"]: t for t in report.targets(results)}
+    two = figures["Redis store, --workers 2 vs 1 worker, 64 conns"]
     assert two["measured"].startswith("1.27x")
     assert two["met"] is False
     results["metrics"][0]["cost_pct_paired"] = 5.5
     assert report.targets(results)[0]["met"] is False
     headline = report.headline(results)
-    assert headline["redis_2w_vs_1w"] == 1.4
-    assert headline["redis_1w_vs_memory"] == 0.5
+    assert headline["redis_2w_vs_1w_64c"] == 1.4
+    assert headline["redis_1w_vs_memory_64c"] == 0.5
     assert headline["metrics_cost_pct_single"] == 5.5

@@ -75,7 +75,9 @@ class Plan:
     cardinality: int  # distinct hosts, scenario 5
     metrics_rounds: int  # rounds of the metrics scenario, which looks for a few percent
     metrics_connections: int  # its single-event load
-    redis_connections: int  # single-event load of the redis scenario, every setup alike
+    # Single-event loads of the redis scenario, every setup alike: the suite's
+    # usual 16, and enough concurrency for the group commit to batch.
+    redis_connections: tuple[int, ...]
     redis_threads: int  # wrk threads of that load
     redis_stored: int  # events per window stored before the Redis /stats timings
     instr_requests: int  # POST /counter requests counted under callgrind, per server
@@ -99,7 +101,7 @@ FULL = Plan(
     cardinality=1_000_000,
     metrics_rounds=5,
     metrics_connections=16,
-    redis_connections=64,
+    redis_connections=(16, 256),
     redis_threads=1,
     redis_stored=100_000,
     instr_requests=3000,
@@ -122,7 +124,7 @@ QUICK = Plan(
     cardinality=20_000,
     metrics_rounds=1,
     metrics_connections=16,
-    redis_connections=64,
+    redis_connections=(64,),
     redis_threads=1,
     redis_stored=1_000,
     instr_requests=100,
@@ -287,7 +289,8 @@ class Bench:
         if "metrics" in chosen:
             count += 2 * 2 * self.plan.metrics_rounds  # two servers, two loads
         if "redis" in chosen:
-            count += len(REDIS_SETUPS) * rounds + 1  # + the query timings
+            levels = len(self.plan.redis_connections)
+            count += len(REDIS_SETUPS) * levels * rounds + 1  # + the query timings
         if "instructions" in chosen:
             count += len(INSTR_TARGETS) * self.plan.instr_rounds
         return count
@@ -591,50 +594,58 @@ class Bench:
                 cpus = {SERVER_CPU} if setup.pinned else all_cpus()
                 running.append((setup, stack.enter_context(Server("tophosts", args, cpus))))
             bodies = Events(INGEST_HOSTS, seed=17).bodies(2000, *ingest_span())
-            load = Load("POST", "/counter", plan.redis_connections, bodies, plan.redis_threads)
-            runs: dict[str, list[Row]] = {setup.key: [] for setup in REDIS_SETUPS}
+            loads = [
+                Load("POST", "/counter", conns, bodies, plan.redis_threads)
+                for conns in plan.redis_connections
+            ]
+            runs: dict[tuple[int, str], list[Row]] = collections.defaultdict(list)
             for n in range(plan.rounds):
-                for setup, server in running:
-                    self.step(f"redis: {setup.label}, round {n + 1}/{plan.rounds}")
-                    cpus = {LOAD_CPU} if setup.pinned else all_cpus()
-                    redis.place(cpus)
-                    meters = {"redis": redis.cpu_seconds}
-                    for i, pid in enumerate(server.worker_pids(), 1):
-                        meters[f"worker{i}"] = functools.partial(process_cpu_seconds, pid)
-                    with affinity(cpus):
-                        [result], cpu = self._timed(server, [load], meters)
-                    cpu["redis_cpus"] = redis.cpus()
-                    # Each worker's share: with two, whether the kernel spread the load.
-                    cpu["worker_cpu_util"] = [
-                        cpu.pop(f"worker{i}_cpu_util") for i in range(1, len(meters))
-                    ]
-                    runs[setup.key].append({**load_row(result), **cpu})
+                for load in loads:
+                    for setup, server in running:
+                        self.step(
+                            f"redis, {load.connections} conns: {setup.label}, "
+                            f"round {n + 1}/{plan.rounds}"
+                        )
+                        cpus = {LOAD_CPU} if setup.pinned else all_cpus()
+                        redis.place(cpus)
+                        meters = {"redis": redis.cpu_seconds}
+                        for i, pid in enumerate(server.worker_pids(), 1):
+                            meters[f"worker{i}"] = functools.partial(process_cpu_seconds, pid)
+                        with affinity(cpus):
+                            [result], cpu = self._timed(server, [load], meters)
+                        cpu["redis_cpus"] = redis.cpus()
+                        # Each worker's share: with two, whether the kernel spread the load.
+                        cpu["worker_cpu_util"] = [
+                            cpu.pop(f"worker{i}_cpu_util") for i in range(1, len(meters))
+                        ]
+                        runs[(load.connections, setup.key)].append({**load_row(result), **cpu})
             keys = _count_keys(redis.url, [f"{tag}-{setup.key}" for setup in REDIS_SETUPS])
-            for setup in REDIS_SETUPS:
-                row = median_run(runs[setup.key])
-                ours = sum(row[f"{k}_cpu_util"] or 0 for k in ("server", "load", "redis"))
-                self.results["redis"].append(
-                    {
-                        "target": "tophosts",
-                        "setup": setup.key,
-                        "label": setup.label,
-                        "store": setup.store,
-                        "workers": setup.workers,
-                        "connections": load.connections,
-                        "wrk_threads": load.threads,
-                        "pinning": setup.pinning if can_pin() else "none: cannot pin here",
-                        # The windows it wrote to Redis (None: memory store).
-                        "redis_keys": keys[f"{tag}-{setup.key}"]
-                        if setup.store == "redis"
-                        else None,
-                        **row,
-                        # Machine CPU that no process of ours was charged for: the
-                        # kernel's loopback work (softirq) and any neighbour.
-                        "other_cpu_util": round(max(0.0, row["machine_cpu_util"] - ours), 2)
-                        if row["machine_cpu_util"] is not None
-                        else None,
-                    }
-                )
+            for load in loads:
+                for setup in REDIS_SETUPS:
+                    row = median_run(runs[(load.connections, setup.key)])
+                    ours = sum(row[f"{k}_cpu_util"] or 0 for k in ("server", "load", "redis"))
+                    self.results["redis"].append(
+                        {
+                            "target": "tophosts",
+                            "setup": setup.key,
+                            "label": setup.label,
+                            "store": setup.store,
+                            "workers": setup.workers,
+                            "connections": load.connections,
+                            "wrk_threads": load.threads,
+                            "pinning": setup.pinning if can_pin() else "none: cannot pin here",
+                            # The windows it wrote to Redis (None: memory store).
+                            "redis_keys": keys[f"{tag}-{setup.key}"]
+                            if setup.store == "redis"
+                            else None,
+                            **row,
+                            # Machine CPU that no process of ours was charged for:
+                            # the kernel's loopback work (softirq) and any neighbour.
+                            "other_cpu_util": round(max(0.0, row["machine_cpu_util"] - ours), 2)
+                            if row["machine_cpu_util"] is not None
+                            else None,
+                        }
+                    )
             # GET /stats on Redis with data stored, and on memory for reference:
             # the one-worker servers, pinned as above.
             self.step(f"redis: GET /stats with {plan.redis_stored:,} events stored per window")
