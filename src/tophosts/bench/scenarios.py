@@ -135,6 +135,7 @@ QUICK = Plan(
 INGEST_HOSTS = 1000  # host pool of scenarios 1, 2 and 4
 INSTR_BULK_EVENTS = 100  # events per POST /counters under callgrind
 INSTR_TARGETS: tuple[Target, ...] = ("tophosts", "tophosts-nometrics", "ceiling")
+METRICS_TARGETS: tuple[Target, ...] = ("tophosts", "tophosts-nometrics", "tophosts-again")
 MIXED_CONNECTIONS = 16
 
 Row = dict[str, Any]
@@ -253,6 +254,18 @@ class Loaded:
         return self.held.get(window, (-1, 0))[0] == span[0]
 
 
+def singles(seed: int) -> Callable[[], list[bytes]]:
+    """Single-event bodies (``Load.bodies``), stamped anew for each run."""
+    events = Events(INGEST_HOSTS, seed=seed)
+    return lambda: events.bodies(2000, *ingest_span())
+
+
+def batches(per: int, seed: int) -> Callable[[], list[bytes]]:
+    """Sixteen ``POST /counters`` bodies of ``per`` events, stamped anew for each run."""
+    events = Events(INGEST_HOSTS, seed=seed)
+    return lambda: [events.batch(per, *ingest_span()) for _ in range(16)]
+
+
 def load_row(result: LoadResult) -> Row:
     return {
         "requests": result.requests,
@@ -287,7 +300,7 @@ class Bench:
         chosen = list(scenarios)
         count = len(TARGETS) * sum(per_target.get(s, 0) for s in chosen)
         if "metrics" in chosen:
-            count += 2 * 2 * self.plan.metrics_rounds  # two servers, two loads
+            count += len(METRICS_TARGETS) * 2 * self.plan.metrics_rounds  # two loads
         if "redis" in chosen:
             levels = len(self.plan.redis_connections)
             count += len(REDIS_SETUPS) * levels * rounds + 1  # + the query timings
@@ -306,8 +319,9 @@ class Bench:
                 for name in ingest:
                     getattr(self, name)(running)
         if "metrics" in chosen:
-            with Server("tophosts") as mine, Server("tophosts-nometrics") as bare:
-                self.metrics([mine, bare])
+            with contextlib.ExitStack() as stack:
+                running = [stack.enter_context(Server(t)) for t in METRICS_TARGETS]
+                self.metrics(running)
         # Stored data: one server at a time, each holding its own data set.
         groups: tuple[tuple[str, ...], ...] = (("query", "mixed"), ("cardinality",))
         for group in groups:
@@ -401,7 +415,7 @@ class Bench:
     # -- 1. single-event ingest ---------------------------------------------------
 
     def single(self, servers: list[Server]) -> None:
-        bodies = Events(INGEST_HOSTS, seed=11).bodies(2000, *ingest_span())
+        bodies = singles(seed=11)
         for conns in self.plan.single_connections:
             load = Load("POST", "/counter", conns, bodies)
             for target, row in self._rounds(servers, load, f"single, {conns} conns").items():
@@ -410,10 +424,8 @@ class Bench:
     # -- 2. bulk ingest ---------------------------------------------------------
 
     def bulk(self, servers: list[Server]) -> None:
-        events = Events(INGEST_HOSTS, seed=12)
         per = self.plan.bulk_events
-        bodies = [events.batch(per, *ingest_span()) for _ in range(16)]
-        load = Load("POST", "/counters", self.plan.bulk_connections, bodies)
+        load = Load("POST", "/counters", self.plan.bulk_connections, batches(per, seed=12))
         for target, row in self._rounds(servers, load, f"bulk, {per} events per POST").items():
             row["events_per_s"] = round(row["rps"] * per)
             row["host_counts_per_s"] = row["events_per_s"] * PER_EVENT
@@ -461,8 +473,7 @@ class Bench:
     def mixed(self, server: Server) -> None:
         size = max(self.plan.sizes)
         loaded = getattr(self, "_loaded", None) or Loaded(server, Events(self.plan.hosts_stored))
-        bodies = Events(INGEST_HOSTS, seed=14).bodies(2000, *ingest_span())
-        ingest = Load("POST", "/counter", MIXED_CONNECTIONS, bodies)
+        ingest = Load("POST", "/counter", MIXED_CONNECTIONS, singles(seed=14))
         queries = Load("GET", "/stats?stats_type=hour", 1)
         alone: list[LoadResult] = []
         mixed: list[tuple[LoadResult, LoadResult]] = []
@@ -525,35 +536,34 @@ class Bench:
     # -- 6. metrics: their cost on the ingest hot path ----------------------------
 
     def metrics(self, servers: list[Server]) -> None:
-        """tophosts against itself without request-path metrics (apps.NoMetrics).
+        """tophosts against itself without request-path metrics (apps.NoMetrics),
+        and against a second tophosts process: the control.
 
-        Both serve from ``SERVER_CPU``, driven from ``LOAD_CPU``, in alternating
-        rounds. The cost is 1 - with / without, three ways: of the median
-        throughputs, the median of each round's pair (the two runs of a round
-        are back to back, so a drift in the machine hits both) and of the work
-        done per server CPU-second.
+        All serve from ``SERVER_CPU``, driven from ``LOAD_CPU``, in rounds whose
+        order reverses every other round. The cost is 1 - with / without, three
+        ways: of the median throughputs, the median of each round's pair (the
+        runs of a round are back to back, so a drift in the machine hits both)
+        and of the work done per server CPU-second. The control's difference
+        from tophosts, measured the same way, is what the same code scores apart
+        on this machine: a cost smaller than that is not resolved.
         """
-        bodies = Events(INGEST_HOSTS, seed=15).bodies(2000, *ingest_span())
-        events = Events(INGEST_HOSTS, seed=16)
         per = self.plan.bulk_events
-        batches = [events.batch(per, *ingest_span()) for _ in range(16)]
         loads = {
-            "single": Load("POST", "/counter", self.plan.metrics_connections, bodies),
-            "bulk": Load("POST", "/counters", self.plan.bulk_connections, batches),
+            "single": Load("POST", "/counter", self.plan.metrics_connections, singles(seed=15)),
+            "bulk": Load("POST", "/counters", self.plan.bulk_connections, batches(per, seed=16)),
         }
         rounds = self.plan.metrics_rounds
         for kind, load in loads.items():
             label = f"metrics, {kind}"
             rows = self._rounds(servers, load, label, rounds=rounds, alternate=True)
             mine, bare = rows["tophosts"], rows["tophosts-nometrics"]
-            paired = [
-                a / b for a, b in zip(mine["rps_rounds"], bare["rps_rounds"], strict=True) if b
-            ]
             mine["cost_pct"] = _cost(mine["rps"], bare["rps"])
-            mine["cost_pct_paired"] = (
-                round(100 * (1 - statistics.median(paired)), 1) if paired else None
-            )
+            mine["cost_pct_paired"] = _paired_cost(mine["rps_rounds"], bare["rps_rounds"])
             mine["cost_pct_cpu"] = _cost(mine["rps_per_cpu_s"], bare["rps_per_cpu_s"])
+            control = rows.get("tophosts-again")
+            if control is not None:
+                # tophosts "costs" this against itself: the noise floor of this run.
+                mine["control_pct_paired"] = _paired_cost(mine["rps_rounds"], control["rps_rounds"])
             if kind == "single":
                 # What NoMetrics leaves on the hot path, timed here, against the
                 # server CPU time of one request without metrics.
@@ -593,7 +603,7 @@ class Bench:
                     args += ["--workers", str(setup.workers)]
                 cpus = {SERVER_CPU} if setup.pinned else all_cpus()
                 running.append((setup, stack.enter_context(Server("tophosts", args, cpus))))
-            bodies = Events(INGEST_HOSTS, seed=17).bodies(2000, *ingest_span())
+            bodies = singles(seed=17)
             loads = [
                 Load("POST", "/counter", conns, bodies, plan.redis_threads)
                 for conns in plan.redis_connections
@@ -817,6 +827,12 @@ def _count_keys(url: str, prefixes: list[str]) -> dict[str, int]:
         client.close()
 
 
+def _paired_cost(with_: list[float], without: list[float]) -> float | None:
+    """1 - the median of the rounds' with / without ratios, in percent."""
+    ratios = [a / b for a, b in zip(with_, without, strict=True) if b]
+    return round(100 * (1 - statistics.median(ratios)), 1) if ratios else None
+
+
 def _cost(with_: float | None, without: float | None) -> float | None:
     """1 - with / without, in percent (None when either is missing)."""
     if not with_ or not without:
@@ -841,6 +857,7 @@ __all__ = [
     "FULL",
     "HOUR",
     "INSTR_TARGETS",
+    "METRICS_TARGETS",
     "MINUTE",
     "QUICK",
     "REDIS_SETUPS",

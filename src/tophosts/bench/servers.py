@@ -21,7 +21,7 @@ import urllib.request
 from collections.abc import Collection, Iterator, Sequence
 from typing import Literal
 
-Target = Literal["tophosts", "ceiling", "naive", "tophosts-nometrics"]
+Target = Literal["tophosts", "ceiling", "naive", "tophosts-nometrics", "tophosts-again"]
 # The three servers that scenarios 1-5 compare side by side.
 TARGETS: tuple[Target, ...] = ("tophosts", "ceiling", "naive")
 LABELS: dict[Target, str] = {
@@ -30,6 +30,8 @@ LABELS: dict[Target, str] = {
     "naive": "naive",  # raw events in a SortedList
     # tophosts with the request-path metrics updates replaced by no-ops (apps.NoMetrics)
     "tophosts-nometrics": "tophosts, no metrics",
+    # the same command as tophosts, a second process: the metrics scenario's control
+    "tophosts-again": "tophosts, again",
 }
 
 SERVER_CPU = 0
@@ -162,7 +164,7 @@ def free_port() -> int:
 
 
 def command(target: Target, port: int, args: Sequence[str] = ()) -> list[str]:
-    if target == "tophosts":
+    if target in ("tophosts", "tophosts-again"):
         return [
             sys.executable,
             "-m",
