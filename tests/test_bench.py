@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ast
+import inspect
 import json
 import os
 import shutil
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +19,7 @@ from tophosts import app as app_module
 from tophosts import cli, config
 from tophosts.bench import apps, loadgen, report, servers
 from tophosts.bench.scenarios import INSTR_TARGETS, REDIS_SETUPS, SCENARIOS
+from tophosts.ingest import Ingest
 from tophosts.metrics import Metrics
 
 pytestmark = pytest.mark.e2e
@@ -212,11 +216,12 @@ def test_the_reference_servers_use_the_same_uvicorn_settings(
     assert product == bench
 
 
-def test_tophosts_without_metrics_is_tophosts_serve_with_request_metrics_as_no_ops(
+def test_tophosts_without_metrics_is_tophosts_serve_without_metrics_updates(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # serve_without_metrics patches tophosts.app.Metrics: have it put back afterwards.
+    # serve_without_metrics patches tophosts.app: have it put back afterwards.
     monkeypatch.setattr(app_module, "Metrics", Metrics)
+    monkeypatch.setattr(app_module, "Ingest", Ingest)
     seen: list[tuple[Any, dict[str, Any]]] = []
     monkeypatch.setattr("uvicorn.run", lambda app, **options: seen.append((app, options)))
     monkeypatch.setattr("signal.signal", lambda *a: None)
@@ -226,23 +231,40 @@ def test_tophosts_without_metrics_is_tophosts_serve_with_request_metrics_as_no_o
     assert product_options == bare_options  # the same server, flags and all
     assert type(product.metrics) is Metrics
     assert type(bare.metrics) is apps.NoMetrics
+    assert type(bare.counter).__name__ == type(bare.counters).__name__ == "BareIngest"
     event = {"timestamp": int(time.time()) - 60, "a.example": 2}  # in the past minute
     for app in (product, bare):
         with TestClient(app) as client:
             assert client.post("/counter", json=event).status_code == 200
             assert client.post("/counters", json=[event, event]).json()["accepted"] == 2
+            assert client.post("/counters", json=[{"a.example": 1}]).status_code == 400
+            assert client.post("/counter", content=b"x" * (9 << 20)).status_code == 413
             assert client.get("/stats").json()["top_hosts"] == {"a.example": 6}
-    # The product counted both requests; the variant counted none, but the
-    # integer bumps that apps.residual() times are still there.
-    assert sum(product.metrics._pending.values()) >= 2
+    # The product counted every request; the variant touched no metric at all.
+    assert (product.metrics.accepted, product.metrics.host_counts) == (3, 6)
+    assert product.metrics.rejected == 2
+    assert sum(product.metrics._pending.values()) >= 4
+    assert (bare.metrics.accepted, bare.metrics.host_counts, bare.metrics.rejected) == (0, 0, 0)
     assert bare.metrics._pending == {}
-    assert bare.metrics.accepted == product.metrics.accepted == 3
 
 
-def test_the_metrics_residual_is_what_nometrics_leaves_on_the_hot_path() -> None:
-    metrics = apps.NoMetrics("memory")
-    apps.residual(metrics)
-    assert (metrics.accepted, metrics.host_counts, metrics._pending) == (1, 5, {})
+def test_the_variant_is_the_ingest_source_less_its_metrics_statements() -> None:
+    methods = apps.without_metrics(Ingest, apps.INGEST_METHODS)
+    for name in apps.INGEST_METHODS:
+        product = ast.unparse(ast.parse(textwrap.dedent(inspect.getsource(getattr(Ingest, name)))))
+        bare = ast.unparse(apps.stripped(Ingest, name))
+        assert "metrics" in product  # else there is nothing to take out: update the list
+        assert "metrics" not in bare
+        # What is left is the product's code, line for line, less whole statements.
+        lines = iter(product.splitlines())
+        assert all(
+            any(line == kept for line in lines)
+            for kept in bare.splitlines()
+            if kept.strip() != "pass"
+        )
+        code = methods[name].__code__
+        assert code.co_filename == f"<Ingest.{name} without metrics>"
+        assert "metrics" not in code.co_names
 
 
 def test_percentile_is_nearest_rank() -> None:
