@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         chosen = [SCENARIO_NUMBERS.get(s.strip(), s.strip()) for s in args.scenarios.split(",")]
         unknown = [s for s in chosen if s not in scenarios.SCENARIOS]
         if unknown:
-            raise ValueError(f"unknown scenario {unknown[0]!r}; use 1-7 or a name")
+            raise ValueError(f"unknown scenario {unknown[0]!r}; use 1-8 or a name")
         if "redis" in chosen and shutil.which("redis-server") is None:
             if args.scenarios != DEFAULT_SCENARIOS:
                 raise RuntimeError("the redis scenario needs redis-server, which is not installed")
@@ -177,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
     console.print(
         'servers: tophosts; ceiling = a bare ASGI app answering {"status":"ok"} on the '
         "same uvicorn settings; naive = every raw event in a SortedList, scanned per query; "
-        "tophosts, no metrics = tophosts with its request-path metrics updates as no-ops"
+        "tophosts, no metrics = tophosts with no metrics update on the request path"
     )
     report.show(console, results, target_rows)
     os.makedirs(args.out, exist_ok=True)
