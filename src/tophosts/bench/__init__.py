@@ -1,10 +1,15 @@
-"""``tophosts bench``: the benchmark suite of issue 3.
+"""``tophosts bench``: the benchmark suite of issues 3, 4 and 5.
 
 Starts each server under test as a real process pinned to CPU 0, drives it from
 CPU 1 over HTTP keep-alive on 127.0.0.1 (``wrk`` where installed, else an
 asyncio generator), and runs five scenarios side by side against tophosts, the
-ceiling (a bare ASGI app) and a naive raw-event baseline. Prints tables, writes
-``<out>/<name>.json`` and, with ``--plot``, PNG charts. Needs the ``bench`` extra.
+ceiling (a bare ASGI app) and a naive raw-event baseline; then ``metrics``
+(tophosts against itself without request-path metrics) and ``redis`` (the memory
+store against Redis with one and two workers, on a throwaway ``redis-server``;
+each of its rows says how it was pinned); and, when asked for, ``instructions``
+(user-space instructions per request under callgrind). Prints tables, writes
+``<out>/<name>.json`` and ``.md`` and, with ``--plot``, PNG charts. Needs the
+``bench`` extra.
 """
 
 from __future__ import annotations
@@ -13,15 +18,27 @@ import argparse
 import datetime
 import os
 import platform
+import shutil
 import sys
 import time
 from typing import Any
 
-SCENARIO_NUMBERS = {"1": "single", "2": "bulk", "3": "query", "4": "mixed", "5": "cardinality"}
+SCENARIO_NUMBERS = {
+    "1": "single",
+    "2": "bulk",
+    "3": "query",
+    "4": "mixed",
+    "5": "cardinality",
+    "6": "metrics",
+    "7": "redis",
+    "8": "instructions",
+}
+# 8 (callgrind, a few minutes, needs valgrind) runs only when asked for.
+DEFAULT_SCENARIOS = "1,2,3,4,5,6,7"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--quick", action="store_true", help="a short run (< 30 s) for tests")
+    parser.add_argument("--quick", action="store_true", help="a short run (< 40 s) for tests")
     parser.add_argument("--plot", action="store_true", help="also render PNG charts")
     parser.add_argument("--name", default=None, help="results name (default: full or quick)")
     parser.add_argument("--out", default="bench/results", help="results folder")
@@ -33,8 +50,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--scenarios",
-        default="1,2,3,4,5",
-        help="comma-separated scenario numbers or names (default: all five)",
+        default=DEFAULT_SCENARIOS,
+        help="comma-separated scenario numbers or names: 1 single, 2 bulk, 3 query, 4 mixed, "
+        "5 cardinality, 6 metrics, 7 redis, 8 instructions (default: 1-7; redis only where "
+        "redis-server is installed; 8 needs valgrind)",
     )
     parser.add_argument("--seconds", type=int, default=None, help="seconds per timed load run")
 
@@ -69,7 +88,7 @@ def command(args: argparse.Namespace) -> str:
         words.append(f"--name {args.name}")
     if args.generator != "auto":
         words.append(f"--generator {args.generator}")
-    if args.scenarios != "1,2,3,4,5":
+    if args.scenarios != DEFAULT_SCENARIOS:
         words.append(f"--scenarios {args.scenarios}")
     if args.seconds:
         words.append(f"--seconds {args.seconds}")
@@ -90,7 +109,16 @@ def run(args: argparse.Namespace) -> int:
         chosen = [SCENARIO_NUMBERS.get(s.strip(), s.strip()) for s in args.scenarios.split(",")]
         unknown = [s for s in chosen if s not in scenarios.SCENARIOS]
         if unknown:
-            raise ValueError(f"unknown scenario {unknown[0]!r}; use 1-5 or a name")
+            raise ValueError(f"unknown scenario {unknown[0]!r}; use 1-8 or a name")
+        if "redis" in chosen and shutil.which("redis-server") is None:
+            if args.scenarios != DEFAULT_SCENARIOS:
+                raise RuntimeError("the redis scenario needs redis-server, which is not installed")
+            chosen.remove("redis")
+            console.print("[yellow]redis-server is not installed: no redis scenario[/]")
+        if "instructions" in chosen and not all(
+            shutil.which(tool) for tool in ("valgrind", "callgrind_control")
+        ):
+            raise RuntimeError("the instructions scenario needs valgrind, which is not installed")
         generator = loadgen.pick(args.generator)
     except (ValueError, RuntimeError) as exc:
         print(f"tophosts bench: {exc}", file=sys.stderr)
@@ -104,6 +132,7 @@ def run(args: argparse.Namespace) -> int:
         f"tophosts bench [bold]{name}[/]: load generator [bold]{generator.name}[/]; "
         + (
             f"server pinned to CPU {servers.SERVER_CPU}, load to CPU {servers.LOAD_CPU}"
+            + (" (redis: see each row's pinning)" if "redis" in chosen else "")
             if pinned
             else "[yellow]no CPU pinning on this machine[/]"
         )
@@ -147,7 +176,8 @@ def run(args: argparse.Namespace) -> int:
     }
     console.print(
         'servers: tophosts; ceiling = a bare ASGI app answering {"status":"ok"} on the '
-        "same uvicorn settings; naive = every raw event in a SortedList, scanned per query"
+        "same uvicorn settings; naive = every raw event in a SortedList, scanned per query; "
+        "tophosts, no metrics = tophosts with no metrics update on the request path"
     )
     report.show(console, results, target_rows)
     os.makedirs(args.out, exist_ok=True)

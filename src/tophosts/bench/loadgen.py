@@ -23,7 +23,7 @@ import subprocess
 import tempfile
 import time
 from array import array
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol, cast
 
 _LUA = """
@@ -63,12 +63,22 @@ end
 
 @dataclasses.dataclass(frozen=True)
 class Load:
-    """Closed-loop load: ``connections`` clients cycling through ``bodies``."""
+    """Closed-loop load: ``connections`` clients cycling through ``bodies``.
+
+    ``bodies`` may be a function, called for each run: events stamped when the
+    run starts stay inside the past minute, however long the bench has run.
+    ``threads``: wrk threads sharing the connections (the asyncio generator has one).
+    """
 
     method: str
     path: str
     connections: int
-    bodies: Sequence[bytes] = ()
+    bodies: Sequence[bytes] | Callable[[], Sequence[bytes]] = ()
+    threads: int = 1
+
+    def payload(self) -> Sequence[bytes]:
+        """The bodies of one run."""
+        return self.bodies() if callable(self.bodies) else self.bodies
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,14 +135,15 @@ class Wrk:
             procs = []
             for n, load in enumerate(loads):
                 args = [load.method, load.path]
-                if load.bodies:
+                payload = load.payload()
+                if payload:
                     bodies = os.path.join(tmp, f"bodies{n}.txt")
                     with open(bodies, "wb") as f:
-                        f.write(b"\n".join(load.bodies) + b"\n")
+                        f.write(b"\n".join(payload) + b"\n")
                     args.append(bodies)
                 cmd = [
                     self.path,
-                    "-t1",
+                    f"-t{load.threads}",
                     f"-c{load.connections}",
                     f"-d{seconds}s",
                     "--timeout",
@@ -245,7 +256,7 @@ class AsyncioLoad:
         tallies = [_Tally() for _ in loads]
         clients: list[_Client] = []
         for load, tally in zip(loads, tallies, strict=True):
-            bodies = load.bodies or (b"",)
+            bodies = load.payload() or (b"",)
             requests = [request_bytes(load.method, load.path, body) for body in bodies]
             for n in range(load.connections):
                 offset = n * len(requests) // load.connections

@@ -22,6 +22,9 @@ RSS_MB = 60.0
 MIXED_DROP_PCT = 10.0
 COLD_MS = 1000.0
 CACHED_MS = 2.0
+METRICS_COST_PCT = 5.0
+REDIS_RPS = 8_000
+REDIS_SCALING = 1.3
 
 
 def _find(rows: Sequence[Row], **match: Any) -> Row | None:
@@ -98,6 +101,7 @@ def targets(results: Results) -> list[Row]:
                 mixed["ingest_drop_pct"] <= MIXED_DROP_PCT,
             )
         )
+    out += _metrics_targets(results) + _instruction_targets(results) + _redis_targets(results)
     card = _find(results.get("cardinality", ()), target="tophosts")
     if card:
         out.append(
@@ -110,6 +114,104 @@ def targets(results: Results) -> list[Row]:
             )
         )
     return out
+
+
+def _metrics_targets(results: Results) -> list[Row]:
+    """Issue 5: what the request-path metrics cost ingest, against the same server without.
+
+    Met (or not) only when the cost clears the target by more than the control
+    (a second tophosts process) differed from tophosts in the same run; else
+    ``None``: this run cannot tell.
+    """
+    out = []
+    for row in results.get("metrics", ()):
+        if row["target"] != "tophosts":
+            continue
+        what = {"single": "single-event", "bulk": "bulk"}[row["load"]]
+        cost = row["cost_pct_paired"]
+        control = row.get("control_pct_paired")
+        noise = abs(control) if control is not None else 0.0
+        met: bool | None = None
+        if cost is not None and row["non2xx"] == 0:
+            if cost + noise <= METRICS_COST_PCT:
+                met = True
+            elif cost - noise > METRICS_COST_PCT:
+                met = False
+        residual = (
+            f"; residual {row['residual_ns']} ns = {row['residual_pct']:.1f}%"
+            if row.get("residual_pct") is not None
+            else ""
+        )
+        against = f"; tophosts vs itself {_pct(control)}" if control is not None else ""
+        out.append(
+            _target(
+                f"metrics cost, {what} ingest, {row['connections']} conns",
+                f"<= {METRICS_COST_PCT:.0f}% of throughput",
+                f"{_pct(cost)} (medians {_pct(row['cost_pct'])}, "
+                f"per CPU-s {_pct(row['cost_pct_cpu'])}){against}{residual}",
+                met if cost is not None else False,
+            )
+        )
+    return out
+
+
+def _instruction_targets(results: Results) -> list[Row]:
+    """Issue 5 again, in instructions per request: immune to the neighbours."""
+    out = []
+    for row in results.get("instructions", ()):
+        if row["target"] != "tophosts":
+            continue
+        events = row["events_per_request"]
+        out.append(
+            _target(
+                f"metrics cost, instructions per {row['path']} "
+                f"({events:,} event{'s' * (events != 1)})",
+                f"<= {METRICS_COST_PCT:.0f}% of instructions",
+                f"{row['metrics_cost_pct']:.1f}% ({row['metrics_instructions'] / 1000:+,.1f}k of "
+                f"{row['instructions'] / 1000:,.1f}k)",
+                row["metrics_cost_pct"] <= METRICS_COST_PCT,
+            )
+        )
+    return out
+
+
+def _redis_targets(results: Results) -> list[Row]:
+    """Issue 4: Redis single-event ingest, one worker, and what a second worker adds;
+    at each connection count the scenario ran."""
+    out = []
+    rows = results.get("redis", ())
+    for conns in sorted({row["connections"] for row in rows}):
+        at = [row for row in rows if row["connections"] == conns]
+        one, loose, two = (_find(at, setup=k) for k in ("redis", "redis-unpinned", "redis-2w"))
+        if one:
+            memory = _find(at, setup="memory")
+            versus = f" ({one['rps'] / memory['rps']:.0%} of memory)" if memory else ""
+            out.append(
+                _target(
+                    f"Redis store, 1 worker, single-event ingest, {conns} conns",
+                    f">= {REDIS_RPS:,} req/s",
+                    f"{one['rps']:,.0f} req/s{versus}",
+                    one["rps"] >= REDIS_RPS and one["non2xx"] == 0,
+                )
+            )
+        if one and two:
+            # Against the better one-worker figure, pinned or not: the stricter ratio.
+            base = max([one] + ([loose] if loose else []), key=lambda r: r["rps"])
+            ratio = two["rps"] / base["rps"] if base["rps"] else 0.0
+            out.append(
+                _target(
+                    f"Redis store, --workers 2 vs 1 worker, {conns} conns",
+                    f">= {REDIS_SCALING}x",
+                    f"{ratio:.2f}x ({two['rps']:,.0f} vs {base['rps']:,.0f} req/s, "
+                    f"{base['label']})",
+                    ratio >= REDIS_SCALING and two["non2xx"] == 0,
+                )
+            )
+    return out
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}%"
 
 
 def headline(results: Results) -> dict[str, float]:
@@ -156,6 +258,26 @@ def headline(results: Results) -> dict[str, float]:
         drop = get("mixed", "ingest_drop_pct", target=target)
         if drop is not None:
             out[f"mixed_drop_pct_{target}"] = drop
+    for load in ("single", "bulk"):
+        cost = get("metrics", "cost_pct_paired", target="tophosts", load=load)
+        if cost is not None:
+            out[f"metrics_cost_pct_{load}"] = cost
+        cost = get("instructions", "metrics_cost_pct", target="tophosts", load=load)
+        if cost is not None:
+            out[f"metrics_cost_instructions_pct_{load}"] = cost
+    for conns in sorted({r["connections"] for r in results.get("redis", ())}):
+        one = get("redis", "rps", setup="redis", connections=conns)
+        two = get("redis", "rps", setup="redis-2w", connections=conns)
+        if one:
+            out[f"redis_1w_rps_{conns}c"] = one
+        ratio(
+            f"redis_1w_vs_memory_{conns}c",
+            one,
+            get("redis", "rps", setup="memory", connections=conns),
+        )
+        ratio(f"redis_2w_vs_1w_{conns}c", two, one)
+        loose = get("redis", "rps", setup="redis-unpinned", connections=conns)
+        ratio(f"redis_2w_vs_1w_unpinned_{conns}c", two, loose)
     return out
 
 
@@ -163,8 +285,10 @@ def headline(results: Results) -> dict[str, float]:
 
 
 def _fmt(value: Any) -> str:
-    if value is None:
+    if value is None or value == []:
         return "-"
+    if isinstance(value, list):
+        return " + ".join(_fmt(v) for v in value)
     if isinstance(value, float):
         return f"{value:,.3f}" if value < 100 else f"{value:,.0f}"
     if isinstance(value, int):
@@ -217,6 +341,55 @@ COLUMNS: dict[str, list[tuple[str, str]]] = {
         ("cached_p99_ms", "cached p99 ms"),
         ("rss_mb", "RSS MB"),
     ],
+    "metrics": [
+        ("load", "load"),
+        ("connections", "conns"),
+        ("rps", "req/s"),
+        ("events_per_s", "events/s"),
+        ("rps_per_cpu_s", "req/CPU-s"),
+        ("server_cpu_util", "srv CPU"),
+        ("p50_ms", "p50 ms"),
+        ("p99_ms", "p99 ms"),
+        ("non2xx", "non-2xx"),
+        ("cost_pct_paired", "cost %"),
+        ("cost_pct", "cost % (medians)"),
+        ("cost_pct_cpu", "cost % per CPU-s"),
+        ("control_pct_paired", "vs itself %"),
+    ],
+    "redis": [
+        ("connections", "conns"),
+        ("rps", "req/s"),
+        ("rps_per_cpu_s", "req/CPU-s"),
+        ("server_cpu_util", "srv CPU"),
+        ("worker_cpu_util", "per worker"),
+        ("redis_cpu_util", "Redis CPU"),
+        ("load_cpu_util", "wrk CPU"),
+        ("other_cpu_util", "other CPU"),
+        ("p50_ms", "p50 ms"),
+        ("p99_ms", "p99 ms"),
+        ("non2xx", "non-2xx"),
+        ("errors", "errors"),
+        ("pinning", "pinning"),
+    ],
+    "instructions": [
+        ("path", "route"),
+        ("events_per_request", "events"),
+        ("requests", "requests"),
+        ("instructions", "instructions/request"),
+        ("instructions_rounds", "rounds"),
+        ("metrics_instructions", "metrics"),
+        ("metrics_cost_pct", "metrics %"),
+    ],
+    "redis_query": [
+        ("stored_events", "stored/window"),
+        ("hosts", "hosts"),
+        ("window", "window"),
+        ("first_ms", "first ms"),
+        ("p50_ms", "p50 ms"),
+        ("p99_ms", "p99 ms"),
+        ("samples", "n"),
+        ("pinning", "pinning"),
+    ],
 }
 
 TITLES = {
@@ -225,16 +398,28 @@ TITLES = {
     "query": "3. GET /stats against stored events (5 of 10,000 hosts each)",
     "mixed": "4. mixed: ingest at 16 connections while GET /stats?stats_type=hour loops",
     "cardinality": "5. cardinality: distinct hosts in the past hour",
+    "metrics": "6. metrics: tophosts against itself without request-path metrics, and again",
+    "redis": "7. Redis store: single-event ingest (POST /counter), memory vs Redis, 1-2 workers",
+    "redis_query": "7b. GET /stats on the Redis store (and memory) with events stored",
+    "instructions": "8. user-space instructions per request (callgrind, one keep-alive conn)",
 }
 
 
 def _order(rows: Sequence[Row], scenario: str) -> list[Row]:
-    rank = {t: i for i, t in enumerate(TARGETS)}
+    rank = {t: i for i, t in enumerate(LABELS)}
     if scenario == "query":
         return sorted(rows, key=lambda r: (r["stored_events"], r["window"], rank[r["target"]]))
     if scenario == "single":
         return sorted(rows, key=lambda r: (r["connections"], rank[r["target"]]))
+    if scenario in ("metrics", "instructions"):
+        return sorted(rows, key=lambda r: (r["load"] != "single", rank[r["target"]]))
+    if scenario.startswith("redis"):
+        return list(rows)  # in the order of scenarios.REDIS_SETUPS
     return sorted(rows, key=lambda r: rank[r["target"]])
+
+
+def _label(row: Row) -> str:
+    return str(row.get("label") or LABELS[row["target"]])
 
 
 def tables(results: Results) -> list[Table]:
@@ -248,7 +433,7 @@ def tables(results: Results) -> list[Table]:
         for _, header in columns:
             table.add_column(header, justify="right")
         for row in _order(rows, scenario):
-            table.add_row(LABELS[row["target"]], *(_fmt(row.get(k)) for k, _ in columns))
+            table.add_row(_label(row), *(_fmt(row.get(k)) for k, _ in columns))
         out.append(table)
     return out
 
@@ -274,7 +459,7 @@ def markdown(results: Results, target_rows: Sequence[Row]) -> str:
         parts.append("| server | " + " | ".join(h for _, h in columns) + " |")
         parts.append("|---|" + "---:|" * len(columns))
         for row in _order(rows, scenario):
-            cells = [LABELS[row["target"]], *(_fmt(row.get(k)) for k, _ in columns)]
+            cells = [_label(row), *(_fmt(row.get(k)) for k, _ in columns)]
             parts.append("| " + " | ".join(cells) + " |")
         parts.append("")
     parts.append("### targets (tophosts)\n")

@@ -1,14 +1,21 @@
-"""The five scenarios, each run against tophosts, the ceiling and the naive baseline."""
+"""The scenarios: five run against tophosts, the ceiling and the naive baseline;
+``metrics`` against tophosts with and without its request-path metrics; ``redis``
+against tophosts on the memory store and on Redis, with one and two workers."""
 
 from __future__ import annotations
 
 import collections
 import contextlib
 import dataclasses
+import functools
 import os
+import statistics
+import subprocess
+import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+import timeit
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -17,10 +24,35 @@ import msgspec
 from tophosts.bench.data import PER_EVENT, Events, distinct_batches
 from tophosts.bench.loadgen import Conn, Generator, Load, LoadResult, request_bytes, time_queries
 from tophosts.bench.loadgen import percentile as pct
-from tophosts.bench.servers import TARGETS, Server, Target
+from tophosts.bench.servers import (
+    LOAD_CPU,
+    SERVER_CPU,
+    TARGETS,
+    RedisServer,
+    Server,
+    Target,
+    affinity,
+    all_cpus,
+    can_pin,
+    cpus_of,
+    machine_cpu_seconds,
+    own_cpu_seconds,
+    process_cpu_seconds,
+)
 from tophosts.windows import HOUR, MINUTE, Window, past
 
-SCENARIOS = ("single", "bulk", "query", "mixed", "cardinality")
+SCENARIOS = (
+    "single",
+    "bulk",
+    "query",
+    "mixed",
+    "cardinality",
+    "metrics",
+    "redis",
+    "instructions",
+)
+# Result lists besides one per scenario: the redis scenario's query timings.
+EXTRA_RESULTS = ("redis_query",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +72,16 @@ class Plan:
     query_budget: float  # seconds of timed queries per (size, window)
     hosts_stored: int  # host pool of the stored data
     cardinality: int  # distinct hosts, scenario 5
+    metrics_rounds: int  # rounds of the metrics scenario, which looks for a few percent
+    metrics_connections: int  # its single-event load
+    # Single-event loads of the redis scenario, every setup alike: the suite's
+    # usual 16, and enough concurrency for the group commit to batch.
+    redis_connections: tuple[int, ...]
+    redis_threads: int  # wrk threads of that load
+    redis_stored: int  # events per window stored before the Redis /stats timings
+    instr_requests: int  # POST /counter requests counted under callgrind, per server
+    instr_bulk: int  # POST /counters requests counted, of INSTR_BULK_EVENTS events each
+    instr_rounds: int  # callgrind sessions per server (the fewest instructions are kept)
 
 
 FULL = Plan(
@@ -56,6 +98,14 @@ FULL = Plan(
     query_budget=2.0,
     hosts_stored=10_000,
     cardinality=1_000_000,
+    metrics_rounds=5,
+    metrics_connections=16,
+    redis_connections=(16, 256),
+    redis_threads=1,
+    redis_stored=100_000,
+    instr_requests=3000,
+    instr_bulk=300,
+    instr_rounds=2,
 )
 QUICK = Plan(
     seconds=1,
@@ -71,9 +121,20 @@ QUICK = Plan(
     query_budget=0.2,
     hosts_stored=10_000,
     cardinality=20_000,
+    metrics_rounds=1,
+    metrics_connections=16,
+    redis_connections=(64,),
+    redis_threads=1,
+    redis_stored=1_000,
+    instr_requests=100,
+    instr_bulk=10,
+    instr_rounds=1,
 )
 
 INGEST_HOSTS = 1000  # host pool of scenarios 1, 2 and 4
+INSTR_BULK_EVENTS = 100  # events per POST /counters under callgrind
+INSTR_TARGETS: tuple[Target, ...] = ("tophosts", "tophosts-nometrics", "ceiling")
+METRICS_TARGETS: tuple[Target, ...] = ("tophosts", "tophosts-nometrics", "tophosts-again")
 MIXED_CONNECTIONS = 16
 
 Row = dict[str, Any]
@@ -192,6 +253,18 @@ class Loaded:
         return self.held.get(window, (-1, 0))[0] == span[0]
 
 
+def singles(seed: int) -> Callable[[], list[bytes]]:
+    """Single-event bodies (``Load.bodies``), stamped anew for each run."""
+    events = Events(INGEST_HOSTS, seed=seed)
+    return lambda: events.bodies(2000, *ingest_span())
+
+
+def batches(per: int, seed: int) -> Callable[[], list[bytes]]:
+    """Sixteen ``POST /counters`` bodies of ``per`` events, stamped anew for each run."""
+    events = Events(INGEST_HOSTS, seed=seed)
+    return lambda: [events.batch(per, *ingest_span()) for _ in range(16)]
+
+
 def load_row(result: LoadResult) -> Row:
     return {
         "requests": result.requests,
@@ -212,7 +285,7 @@ class Bench:
         self.step = step
         self.started_steps = 0
         self.quiet_left = plan.quiet_budget
-        self.results: dict[str, list[Row]] = {name: [] for name in SCENARIOS}
+        self.results: dict[str, list[Row]] = {name: [] for name in SCENARIOS + EXTRA_RESULTS}
 
     def steps(self, scenarios: Iterable[str]) -> int:
         rounds = self.plan.rounds
@@ -223,7 +296,16 @@ class Bench:
             "mixed": rounds,
             "cardinality": 1,
         }
-        return len(TARGETS) * sum(per_target[s] for s in scenarios)
+        chosen = list(scenarios)
+        count = len(TARGETS) * sum(per_target.get(s, 0) for s in chosen)
+        if "metrics" in chosen:
+            count += len(METRICS_TARGETS) * 2 * self.plan.metrics_rounds  # two loads
+        if "redis" in chosen:
+            levels = len(self.plan.redis_connections)
+            count += len(REDIS_SETUPS) * levels * rounds + 1  # + the query timings
+        if "instructions" in chosen:
+            count += len(INSTR_TARGETS) * self.plan.instr_rounds
+        return count
 
     def run(self, scenarios: Iterable[str]) -> dict[str, list[Row]]:
         chosen = set(scenarios)
@@ -235,6 +317,10 @@ class Bench:
                 running = [stack.enter_context(Server(t)) for t in TARGETS]
                 for name in ingest:
                     getattr(self, name)(running)
+        if "metrics" in chosen:
+            with contextlib.ExitStack() as stack:
+                running = [stack.enter_context(Server(t)) for t in METRICS_TARGETS]
+                self.metrics(running)
         # Stored data: one server at a time, each holding its own data set.
         groups: tuple[tuple[str, ...], ...] = (("query", "mixed"), ("cardinality",))
         for group in groups:
@@ -243,6 +329,10 @@ class Bench:
                 with Server(target) as server:
                     for scenario in todo:
                         getattr(self, scenario)(server)
+        if "redis" in chosen:
+            self.redis()
+        if "instructions" in chosen:
+            self.instructions()
         return self.results
 
     def _quiet(self) -> float | None:
@@ -254,46 +344,77 @@ class Bench:
         self.quiet_left -= time.monotonic() - started
         return round(busy, 2)
 
-    def _timed(self, server: Server, loads: list[Load]) -> tuple[list[LoadResult], Row]:
-        """Wait for quiet, warm up, then one timed run; also what the server's CPU did."""
+    def _timed(
+        self,
+        server: Server,
+        loads: list[Load],
+        others: Mapping[str, Callable[[], float]] | None = None,
+    ) -> tuple[list[LoadResult], Row]:
+        """Wait for quiet, warm up, then one timed run; also where the CPU went meanwhile.
+
+        ``server_cpu_util``: cores the server (all its processes) used; also the
+        load generator's (``load_cpu_util``), each of ``others`` (``<name>_cpu_util``)
+        and the whole machine's (``machine_cpu_util``, which also holds the
+        kernel's network work and any neighbour).
+        """
         background = self._quiet()
         if self.plan.warmup:
             self.gen.run(server.port, loads[:1], self.plan.warmup)
-        cpu = server.cpu_seconds()
+        meters = {
+            "server": server.cpu_seconds,
+            "load": own_cpu_seconds,
+            **(others or {}),
+            "machine": machine_cpu_seconds,
+        }
+        before = {name: meter() for name, meter in meters.items()}
         results = self.gen.run(server.port, loads, self.plan.seconds)
-        used = server.cpu_seconds() - cpu
+        used = {name: meter() - before[name] for name, meter in meters.items()}
         seconds = results[0].seconds
-        return results, {
+        row: Row = {
             "background_cores": background,
+            # Where it ran, as read back from the kernel after the run: the CPUs
+            # the server's processes and the load generator were allowed.
+            "server_cpus": server.cpus_now(),
+            "load_cpus": cpus_of(0),
             # Share of its core the server got, and what it did per CPU-second:
             # the second stays meaningful when neighbours take part of the core.
-            "server_cpu_util": round(used / seconds, 2) if seconds else None,
-            "rps_per_cpu_s": round(results[0].requests / used) if used > 0 else None,
+            "server_cpu_util": round(used["server"] / seconds, 2) if seconds else None,
+            "rps_per_cpu_s": round(results[0].requests / used["server"])
+            if used["server"] > 0
+            else None,
         }
+        for name in meters:
+            if name != "server":
+                row[f"{name}_cpu_util"] = round(used[name] / seconds, 2) if seconds else None
+        return results, row
 
-    def _rounds(self, servers: list[Server], load: Load, label: str) -> dict[Target, Row]:
-        """``plan.rounds`` timed runs per server, interleaved; each server's median run."""
+    def _rounds(
+        self,
+        servers: list[Server],
+        load: Load,
+        label: str,
+        rounds: int | None = None,
+        alternate: bool = False,
+    ) -> dict[Target, Row]:
+        """``rounds`` timed runs per server, interleaved; each server's median run.
+
+        ``alternate``: every other round runs the servers in reverse order, so
+        that no server always runs right after another.
+        """
+        rounds = rounds or self.plan.rounds
         runs: dict[Target, list[Row]] = {server.target: [] for server in servers}
-        for n in range(self.plan.rounds):
-            for server in servers:
-                self.step(f"{label}: {server.target}, round {n + 1}/{self.plan.rounds}")
+        for n in range(rounds):
+            order = servers[::-1] if alternate and n % 2 else servers
+            for server in order:
+                self.step(f"{label}: {server.target}, round {n + 1}/{rounds}")
                 [result], cpu = self._timed(server, [load])
                 runs[server.target].append({**load_row(result), **cpu})
-        out = {}
-        for target, rows in runs.items():
-            median = sorted(rows, key=lambda r: r["rps"])[len(rows) // 2]
-            out[target] = {
-                **median,
-                "rps_rounds": [r["rps"] for r in rows],
-                "non2xx": sum(r["non2xx"] for r in rows),
-                "errors": sum(r["errors"] for r in rows),
-            }
-        return out
+        return {target: median_run(rows) for target, rows in runs.items()}
 
     # -- 1. single-event ingest ---------------------------------------------------
 
     def single(self, servers: list[Server]) -> None:
-        bodies = Events(INGEST_HOSTS, seed=11).bodies(2000, *ingest_span())
+        bodies = singles(seed=11)
         for conns in self.plan.single_connections:
             load = Load("POST", "/counter", conns, bodies)
             for target, row in self._rounds(servers, load, f"single, {conns} conns").items():
@@ -302,10 +423,8 @@ class Bench:
     # -- 2. bulk ingest ---------------------------------------------------------
 
     def bulk(self, servers: list[Server]) -> None:
-        events = Events(INGEST_HOSTS, seed=12)
         per = self.plan.bulk_events
-        bodies = [events.batch(per, *ingest_span()) for _ in range(16)]
-        load = Load("POST", "/counters", self.plan.bulk_connections, bodies)
+        load = Load("POST", "/counters", self.plan.bulk_connections, batches(per, seed=12))
         for target, row in self._rounds(servers, load, f"bulk, {per} events per POST").items():
             row["events_per_s"] = round(row["rps"] * per)
             row["host_counts_per_s"] = row["events_per_s"] * PER_EVENT
@@ -353,8 +472,7 @@ class Bench:
     def mixed(self, server: Server) -> None:
         size = max(self.plan.sizes)
         loaded = getattr(self, "_loaded", None) or Loaded(server, Events(self.plan.hosts_stored))
-        bodies = Events(INGEST_HOSTS, seed=14).bodies(2000, *ingest_span())
-        ingest = Load("POST", "/counter", MIXED_CONNECTIONS, bodies)
+        ingest = Load("POST", "/counter", MIXED_CONNECTIONS, singles(seed=14))
         queries = Load("GET", "/stats?stats_type=hour", 1)
         alone: list[LoadResult] = []
         mixed: list[tuple[LoadResult, LoadResult]] = []
@@ -414,9 +532,336 @@ class Bench:
             }
         )
 
+    # -- 6. metrics: their cost on the ingest hot path ----------------------------
+
+    def metrics(self, servers: list[Server]) -> None:
+        """tophosts against itself without request-path metrics (apps.bare_ingest,
+        apps.NoMetrics), and against a second tophosts process: the control.
+
+        All serve from ``SERVER_CPU``, driven from ``LOAD_CPU``, in rounds whose
+        order reverses every other round. The cost is 1 - with / without, three
+        ways: of the median throughputs, the median of each round's pair (the
+        runs of a round are back to back, so a drift in the machine hits both)
+        and of the work done per server CPU-second. The control's difference
+        from tophosts, measured the same way, is what the same code scores apart
+        on this machine: a cost smaller than that is not resolved.
+        """
+        per = self.plan.bulk_events
+        loads = {
+            "single": Load("POST", "/counter", self.plan.metrics_connections, singles(seed=15)),
+            "bulk": Load("POST", "/counters", self.plan.bulk_connections, batches(per, seed=16)),
+        }
+        rounds = self.plan.metrics_rounds
+        for kind, load in loads.items():
+            label = f"metrics, {kind}"
+            rows = self._rounds(servers, load, label, rounds=rounds, alternate=True)
+            mine, bare = rows["tophosts"], rows["tophosts-nometrics"]
+            mine["cost_pct"] = _cost(mine["rps"], bare["rps"])
+            mine["cost_pct_paired"] = _paired_cost(mine["rps_rounds"], bare["rps_rounds"])
+            mine["cost_pct_cpu"] = _cost(mine["rps_per_cpu_s"], bare["rps_per_cpu_s"])
+            control = rows.get("tophosts-again")
+            if control is not None:
+                # tophosts "costs" this against itself: the noise floor of this run.
+                mine["control_pct_paired"] = _paired_cost(mine["rps_rounds"], control["rps_rounds"])
+            if kind == "single":
+                # What the variant still does for metrics, timed here, against
+                # the server CPU time of one request without metrics.
+                per_ns = _residual_ns()
+                mine["residual_ns"] = round(per_ns)
+                if bare["rps_per_cpu_s"]:
+                    mine["residual_pct"] = round(100 * per_ns * bare["rps_per_cpu_s"] / 1e9, 2)
+            for target, row in rows.items():
+                if kind == "bulk":
+                    row["events_per_s"] = round(row["rps"] * per)
+                self.results["metrics"].append(
+                    {"target": target, "load": kind, "connections": load.connections, **row}
+                )
+
+    # -- 7. redis: the shared store, one and two workers -----------------------------
+
+    def redis(self) -> None:
+        """Single-event ingest on the memory store and on Redis (1 and 2 workers),
+        interleaved round by round against one throwaway ``redis-server``; then
+        ``GET /stats`` timings with ``plan.redis_stored`` events per window stored.
+
+        Pinning (2 CPUs): the one-worker setups run as the rest of the suite does,
+        the server alone on ``SERVER_CPU``, the load (and Redis) on ``LOAD_CPU``. Two
+        workers, Redis and wrk cannot each have a CPU, so with two workers nothing
+        is pinned and the kernel places them all; a one-worker Redis setup without
+        pinning runs too, so the ratio can be read against either.
+        """
+        plan = self.plan
+        with contextlib.ExitStack() as stack:
+            redis = stack.enter_context(RedisServer())
+            tag = f"bench{os.getpid()}"
+            running: list[tuple[RedisSetup, Server]] = []
+            for setup in REDIS_SETUPS:
+                args: list[str] = []
+                if setup.store == "redis":
+                    args = ["--store", redis.url, "--redis-prefix", f"{tag}-{setup.key}"]
+                    args += ["--workers", str(setup.workers)]
+                cpus = {SERVER_CPU} if setup.pinned else all_cpus()
+                running.append((setup, stack.enter_context(Server("tophosts", args, cpus))))
+            bodies = singles(seed=17)
+            loads = [
+                Load("POST", "/counter", conns, bodies, plan.redis_threads)
+                for conns in plan.redis_connections
+            ]
+            runs: dict[tuple[int, str], list[Row]] = collections.defaultdict(list)
+            for n in range(plan.rounds):
+                for load in loads:
+                    for setup, server in running:
+                        self.step(
+                            f"redis, {load.connections} conns: {setup.label}, "
+                            f"round {n + 1}/{plan.rounds}"
+                        )
+                        cpus = {LOAD_CPU} if setup.pinned else all_cpus()
+                        redis.place(cpus)
+                        meters = {"redis": redis.cpu_seconds}
+                        for i, pid in enumerate(server.worker_pids(), 1):
+                            meters[f"worker{i}"] = functools.partial(process_cpu_seconds, pid)
+                        with affinity(cpus):
+                            [result], cpu = self._timed(server, [load], meters)
+                        cpu["redis_cpus"] = redis.cpus()
+                        # Each worker's share: with two, whether the kernel spread the load.
+                        cpu["worker_cpu_util"] = [
+                            cpu.pop(f"worker{i}_cpu_util") for i in range(1, len(meters))
+                        ]
+                        runs[(load.connections, setup.key)].append({**load_row(result), **cpu})
+            keys = _count_keys(redis.url, [f"{tag}-{setup.key}" for setup in REDIS_SETUPS])
+            for load in loads:
+                for setup in REDIS_SETUPS:
+                    row = median_run(runs[(load.connections, setup.key)])
+                    ours = sum(row[f"{k}_cpu_util"] or 0 for k in ("server", "load", "redis"))
+                    self.results["redis"].append(
+                        {
+                            "target": "tophosts",
+                            "setup": setup.key,
+                            "label": setup.label,
+                            "store": setup.store,
+                            "workers": setup.workers,
+                            "connections": load.connections,
+                            "wrk_threads": load.threads,
+                            "pinning": setup.pinning if can_pin() else "none: cannot pin here",
+                            # The windows it wrote to Redis (None: memory store).
+                            "redis_keys": keys[f"{tag}-{setup.key}"]
+                            if setup.store == "redis"
+                            else None,
+                            **row,
+                            # Machine CPU that no process of ours was charged for:
+                            # the kernel's loopback work (softirq) and any neighbour.
+                            "other_cpu_util": round(max(0.0, row["machine_cpu_util"] - ours), 2)
+                            if row["machine_cpu_util"] is not None
+                            else None,
+                        }
+                    )
+            # GET /stats on Redis with data stored, and on memory for reference:
+            # the one-worker servers, pinned as above.
+            self.step(f"redis: GET /stats with {plan.redis_stored:,} events stored per window")
+            redis.place({LOAD_CPU})
+            for setup, server in running:
+                if setup.workers != 1 or not setup.pinned:
+                    continue
+                loaded = Loaded(server, Events(plan.hosts_stored, seed=13))
+                rows: list[Row] = []
+                for _attempt in range(3):
+                    loaded.fill(plan.redis_stored, (Window.HOUR, Window.MINUTE))
+                    self._quiet()
+                    rows = [self._time_window(server, w, plan.redis_stored) for w in Window]
+                    if all(loaded.current(w) for w in Window):
+                        break
+                for row in rows:
+                    row |= {"setup": setup.key, "label": setup.label, "store": setup.store}
+                    row["hosts"] = plan.hosts_stored
+                    row["pinning"] = setup.pinning if can_pin() else "none: cannot pin here"
+                self.results["redis_query"].extend(rows)
+
+    # -- 8. instructions per request (callgrind) ----------------------------------
+
+    def instructions(self) -> None:
+        """User-space instructions per request, which neighbours cannot move.
+
+        Each server runs under ``valgrind --tool=callgrind`` with instrumentation
+        off; after 200 untimed requests, it is switched on and counting starts
+        from zero for ``plan.instr_requests`` single events (then
+        ``plan.instr_bulk`` bulk posts), sent one at a time over one keep-alive
+        connection, and the count is dumped. The kernel's work (the same for
+        every server) is not in it. The fewest instructions of the rounds are
+        kept: what varies between runs only ever adds (timers, collections).
+        """
+        plan = self.plan
+        single = Events(INGEST_HOSTS, seed=11).bodies(2000, *ingest_span())
+        events = Events(INGEST_HOSTS, seed=12)
+        bulk = [events.batch(INSTR_BULK_EVENTS, *ingest_span()) for _ in range(16)]
+        loads = (
+            ("single", "/counter", single, plan.instr_requests),
+            ("bulk", "/counters", bulk, plan.instr_bulk),
+        )
+        counts: dict[tuple[Target, str], list[float]] = collections.defaultdict(list)
+        for n in range(plan.instr_rounds):
+            for target in INSTR_TARGETS:
+                self.step(f"instructions: {target} under callgrind, round {n + 1}")
+                for (kind, _, _, _), per in zip(loads, _callgrind(target, loads), strict=True):
+                    counts[(target, kind)].append(per)
+        for kind, path, _, requests in loads:
+            rows: dict[Target, Row] = {}
+            for target in INSTR_TARGETS:
+                runs = counts[(target, kind)]
+                rows[target] = {
+                    "target": target,
+                    "load": kind,
+                    "path": path,
+                    "events_per_request": 1 if kind == "single" else INSTR_BULK_EVENTS,
+                    "requests": requests,
+                    "instructions": round(min(runs)),
+                    "instructions_rounds": [round(r) for r in runs],
+                }
+            mine, bare = rows["tophosts"], rows["tophosts-nometrics"]
+            # As a share of tophosts' own instructions: 1 - without / with, the
+            # throughput it would cost if time followed instructions.
+            mine["metrics_cost_pct"] = round(
+                100 * (1 - bare["instructions"] / mine["instructions"]), 1
+            )
+            mine["metrics_instructions"] = mine["instructions"] - bare["instructions"]
+            self.results["instructions"].extend(rows.values())
+
+
+def _callgrind(target: Target, loads: Iterable[tuple[str, str, list[bytes], int]]) -> list[float]:
+    """Instructions per request of ``target`` for each load, from one callgrind run."""
+    with tempfile.TemporaryDirectory(prefix="tophosts-callgrind-") as tmp:
+        out = os.path.join(tmp, "callgrind.out")
+        wrapper = [
+            "valgrind",
+            "--tool=callgrind",
+            "--instr-atstart=no",
+            f"--callgrind-out-file={out}",
+        ]
+        per: list[float] = []
+        with Server(target, wrapper=wrapper) as server, Conn(server.port) as conn:
+
+            def control(*args: str) -> None:
+                subprocess.run(
+                    ["callgrind_control", *args, str(server.proc.pid)],
+                    check=True,
+                    capture_output=True,
+                    timeout=60,
+                )
+
+            for number, (_kind, path, bodies, requests) in enumerate(loads, 1):
+                raw = [request_bytes("POST", path, body) for body in bodies]
+                for i in range(200):  # every code path taken and warm
+                    _post(conn, raw[i % len(raw)])
+                control("--instr=on")
+                control("--zero")
+                for i in range(requests):
+                    _post(conn, raw[i % len(raw)])
+                control("--dump")
+                control("--instr=off")
+                per.append(_totals(f"{out}.{number}") / requests)
+        return per
+
+
+def _post(conn: Conn, raw: bytes) -> None:
+    status, body = conn.request(raw)
+    if status != 200:
+        raise RuntimeError(f"answered {status}: {body[:200]!r}")
+
+
+def _totals(path: str) -> int:
+    """The instruction count of one callgrind dump."""
+    with open(path) as dump:
+        for line in dump:
+            if line.startswith("totals:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no totals in {path}")
+
+
+@dataclasses.dataclass(frozen=True)
+class RedisSetup:
+    key: str
+    store: str  # "memory" or "redis"
+    workers: int
+    pinned: bool  # server on SERVER_CPU, load and Redis on LOAD_CPU; else nothing pinned
+
+    @property
+    def label(self) -> str:
+        workers = f"{self.workers} worker{'s' * (self.workers > 1)}"
+        return f"{self.store}, {workers}" + ("" if self.pinned else ", unpinned")
+
+    @property
+    def pinning(self) -> str:
+        if not self.pinned:
+            return "none: server, Redis and load on any CPU"
+        where = "load" if self.store == "memory" else "load and Redis"
+        return f"server CPU {SERVER_CPU}; {where} CPU {LOAD_CPU}"
+
+
+REDIS_SETUPS = (
+    RedisSetup("memory", "memory", 1, pinned=True),
+    RedisSetup("redis", "redis", 1, pinned=True),
+    RedisSetup("redis-unpinned", "redis", 1, pinned=False),
+    RedisSetup("redis-2w", "redis", 2, pinned=False),
+)
+
+
+def median_run(rows: list[Row]) -> Row:
+    """The run of median throughput, with every run's rate and the totals of failures."""
+    median = sorted(rows, key=lambda r: r["rps"])[len(rows) // 2]
+    return {
+        **median,
+        "rps_rounds": [r["rps"] for r in rows],
+        "non2xx": sum(r["non2xx"] for r in rows),
+        "errors": sum(r["errors"] for r in rows),
+    }
+
+
+def _count_keys(url: str, prefixes: list[str]) -> dict[str, int]:
+    """How many keys Redis at ``url`` holds under each ``--redis-prefix``."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        return {p: sum(1 for _ in client.scan_iter(match=f"{p}:*")) for p in prefixes}
+    finally:
+        client.close()
+
+
+def _paired_cost(with_: list[float], without: list[float]) -> float | None:
+    """1 - the median of the rounds' with / without ratios, in percent."""
+    ratios = [a / b for a, b in zip(with_, without, strict=True) if b]
+    return round(100 * (1 - statistics.median(ratios)), 1) if ratios else None
+
+
+def _cost(with_: float | None, without: float | None) -> float | None:
+    """1 - with / without, in percent (None when either is missing)."""
+    if not with_ or not without:
+        return None
+    return round(100 * (1 - with_ / without), 1)
+
+
+def _residual_ns(repeat: int = 5, number: int = 500_000) -> float:
+    """Nanoseconds per request that tophosts without metrics still spends only for
+    metrics (and the access log, off here): two clock reads (best of ``repeat``)."""
+    clock = {"perf_counter": time.perf_counter}
+    both = "started = perf_counter(); perf_counter() - started"
+    best = min(timeit.repeat(both, globals=clock, repeat=repeat, number=number))
+    empty = min(timeit.repeat("pass", repeat=repeat, number=number))
+    return max(0.0, best - empty) / number * 1e9
+
 
 def rows_for(results: dict[str, list[Row]], scenario: str, target: Target) -> Iterator[Row]:
     return (row for row in results[scenario] if row["target"] == target)
 
 
-__all__ = ["FULL", "HOUR", "MINUTE", "QUICK", "SCENARIOS", "Bench", "Plan"]
+__all__ = [
+    "FULL",
+    "HOUR",
+    "INSTR_TARGETS",
+    "METRICS_TARGETS",
+    "MINUTE",
+    "QUICK",
+    "REDIS_SETUPS",
+    "SCENARIOS",
+    "Bench",
+    "Plan",
+]
