@@ -27,14 +27,18 @@ def test_ingest_and_request_metrics(client: TestClient, store_url: str) -> None:
     client.post("/counter", json={"timestamp": PAST_MINUTE, "bad": True})
     client.post(
         "/counters",
-        json=[{"timestamp": PAST_HOUR, "h.com": 10}, {"timestamp": PAST_MINUTE, "a.com": 1}],
+        json=[
+            {"timestamp": PAST_HOUR, "h.com": 10},
+            {"timestamp": PAST_MINUTE, "a.com": 1},
+            {"timestamp": PAST_HOUR - 10, "old.com": 100},  # expired: not in host counts
+        ],
     )
     client.post("/counters", json=[{"timestamp": PAST_HOUR, "h.com": 1}, {"timestamp": 1}])
     client.get("/stats")
     client.get("/nope")
     m = scrape(client)
     assert m[("tophosts_events_total", (("result", "accepted"),))] == 3
-    assert m[("tophosts_events_total", (("result", "expired"),))] == 1
+    assert m[("tophosts_events_total", (("result", "expired"),))] == 2
     assert m[("tophosts_events_total", (("result", "rejected"),))] == 2
     assert m[("tophosts_host_counts_total", ())] == 16
     requests = "tophosts_http_requests_total"

@@ -354,7 +354,7 @@ def test_a_write_redis_applied_without_a_timely_reply_is_settled_as_applied(
             proxy.hold(b"late-host", seconds=0.6, cut=cut)
             # Applied, so answered as applied: a 503 here would have the
             # client retry, and count it twice.
-            assert await store.add([(PAST_MINUTE, {"late-host": 2})]) == (1, 0)
+            assert await store.add([(PAST_MINUTE, {"late-host": 2})]) == (1, 0, 2)
             assert proxy.held == 1
             assert rclient.hlen("late:writes") == 0  # the settled token is gone
             await store.add([(PAST_MINUTE, {"after": 1})])

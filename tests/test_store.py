@@ -28,9 +28,9 @@ PAST_HOUR = past(T0, Window.HOUR).start
 
 async def test_counts_land_in_the_past_minute_and_hour(make_store: MakeStore) -> None:
     store = make_store()
-    assert await store.add([(PAST_MINUTE + 5, {"a.com": 3, "b.com": 1})]) == Added(1, 0)
-    assert await store.add([(PAST_MINUTE + 59, {"a.com": 1})]) == Added(1, 0)
-    assert await store.add([(PAST_HOUR, {"c.com": 7})]) == Added(1, 0)
+    assert await store.add([(PAST_MINUTE + 5, {"a.com": 3, "b.com": 1})]) == Added(1, 0, 4)
+    assert await store.add([(PAST_MINUTE + 59, {"a.com": 1})]) == Added(1, 0, 1)
+    assert await store.add([(PAST_HOUR, {"c.com": 7})]) == Added(1, 0, 7)
     assert await store.top(Window.MINUTE, 10) == [("a.com", 4), ("b.com", 1)]
     assert await store.top(Window.HOUR, 10) == [("c.com", 7)]
 
@@ -85,7 +85,7 @@ async def test_events_before_the_past_hour_are_expired_and_not_stored(
 ) -> None:
     store = make_store()
     added = await store.add([(PAST_HOUR - 1, {"old.com": 5}), (PAST_HOUR, {"edge.com": 1})])
-    assert added == Added(accepted=1, expired=1)
+    assert added == Added(accepted=1, expired=1, host_counts=1)
     assert await store.add([(0, {"old.com": 1})]) == Added(0, 1)
     assert await store.top(Window.HOUR, 10) == [("edge.com", 1)]
 

@@ -203,8 +203,7 @@ class Ingest:
         metrics = self.metrics
         metrics.accepted += added.accepted
         metrics.expired += added.expired
-        if added.accepted:
-            metrics.host_counts += sum(map(sum, map(dict.values, (c for _, c in events))))
+        metrics.host_counts += added.host_counts  # the store sums them anyway
         payload = {"status": "ok", "accepted": added.accepted, "expired": added.expired}
         return await self._answer(send, started, 200, payload, body)
 

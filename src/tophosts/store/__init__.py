@@ -23,6 +23,8 @@ Counts = dict[str, int]
 class Added(NamedTuple):
     accepted: int
     expired: int
+    host_counts: int = 0
+    """The sum of the counts of the accepted events."""
 
 
 class Sizes(NamedTuple):

@@ -152,7 +152,9 @@ class MemoryStore:
             self._roll(now)
         if len(events) == 1:
             ts, counts = events[0]
-            return self._add_one(now, ts, counts)
+            if self._add_one(now, ts, counts) is _EXPIRED:
+                return _EXPIRED
+            return Added(1, 0, sum(counts.values()))
         if not events:
             return Added(0, 0)
         horizon = now + self._max_skew
@@ -225,13 +227,14 @@ class MemoryStore:
             self._forget(HOUR, start)
         for hour, more in added.items():
             totals[hour] = totals.get(hour, 0) + more
-        return Added(len(events) - expired, expired)
+        return Added(len(events) - expired, expired, sum(added.values()))
 
     def add_one_now(self, ts: int, counts: Counts, total: int | None = None) -> Added:
         """``add_now([(ts, counts)])`` for ``POST /counter``, with no tuples on the way.
 
         ``total``, if given, is ``sum(counts.values())``, which the caller may
-        have for its own counting.
+        have for its own counting; the answer's ``host_counts`` is left at 0 for
+        that reason (no tuple to build on the hottest path).
         """
         now = self._clock()
         if self._graveyard or int(now // MINUTE) != self._rolled_at:

@@ -414,6 +414,7 @@ class RedisStore:
                 counts = {host: n for host, n in counts.items() if n}
                 if not counts:
                     return Added(1, 0)
+            host_counts = sum(counts.values())
             adds = [(HOUR, ts - ts % HOUR, counts)]
             if ts >= minute_floor:
                 adds.append((MINUTE, ts - ts % MINUTE, counts))
@@ -422,13 +423,16 @@ class RedisStore:
             # an overflow names the same host and event.
             merged, expired = by_window(events, hour_floor, minute_floor)
             adds = []
+            host_counts = 0
             for (size, start), acc in merged.items():
                 nonzero = {host: n for host, n in acc.items() if n}
                 if nonzero:
                     adds.append((size, start, nonzero))
+                    if size == HOUR:  # every live event is in one hour
+                        host_counts += sum(nonzero.values())
         if adds:
             await self._commit(adds, events)
-        return Added(len(events) - expired, expired)
+        return Added(len(events) - expired, expired, host_counts)
 
     async def top(self, window: Window, limit: int) -> TopHosts:
         conn = self._connect()
