@@ -212,7 +212,9 @@ def test_a_hung_redis_gives_503s_and_504s_and_none_of_them_is_applied_later(
         own_redis.pause()
         try:
             wait_healthy(server, False)
-            time.sleep(1.5)
+            # Long enough for the writes in flight to end in 504 (two
+            # timeouts), and for the next ones to fail to connect (503).
+            time.sleep(3)
         finally:
             own_redis.resume()
         wait_healthy(server, True)
