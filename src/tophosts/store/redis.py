@@ -29,7 +29,10 @@ Failure
     raises :class:`StoreUnavailable` (the app answers 503 + Retry-After). A 503
     must mean nothing was applied, so the ingest script carries a deadline on
     the Redis clock: a call that Redis only gets to after the client may have
-    given up changes nothing. Nothing is retried behind the caller's back.
+    given up changes nothing. A call that was sent and got no reply is settled
+    before it is answered (see _SETTLE): applied, not applied (503), or, if
+    Redis does not say within another timeout, unknown (WriteUncertain, a
+    504). Nothing is retried behind the caller's back.
 """
 
 from __future__ import annotations
