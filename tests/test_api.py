@@ -7,7 +7,8 @@ import msgspec
 import pytest
 from starlette.testclient import TestClient
 
-from tests.conftest import T0, FakeClock, MakeClient
+from tests.conftest import MakeClient
+from tests.support.clock import T0, FakeClock
 from tophosts.windows import Window, past
 
 PAST_MINUTE = past(T0, Window.MINUTE).start

@@ -7,7 +7,8 @@ import httpx
 import pytest
 from starlette.testclient import TestClient
 
-from tests.conftest import T0, MakeClient
+from tests.conftest import MakeClient
+from tests.support.clock import T0
 from tophosts.cli import exposure_warning
 from tophosts.config import Settings, SettingsError, load
 from tophosts.windows import Window, past

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Server
+from tests.support.servers import Server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 

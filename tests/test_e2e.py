@@ -13,7 +13,7 @@ from collections import Counter
 import httpx
 import pytest
 
-from tests.conftest import Server, free_port
+from tests.support.servers import Server, free_port
 
 pytestmark = pytest.mark.e2e
 

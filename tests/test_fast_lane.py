@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from starlette.testclient import TestClient
 
-from tests.conftest import T0, FakeClock
+from tests.support.clock import T0, FakeClock
 from tophosts.app import create_app, simple_stats_query
 from tophosts.config import Settings
 from tophosts.windows import Window, past

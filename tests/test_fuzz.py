@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
-from tests.conftest import T0, FakeClock
+from tests.support.clock import T0, FakeClock
 from tophosts.app import create_app
 from tophosts.config import Settings
 from tophosts.windows import Window, past

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from starlette.testclient import TestClient
 
-from tests.conftest import T0
+from tests.support.clock import T0
 from tophosts.windows import Window, past
 
 PAST_MINUTE = past(T0, Window.MINUTE).start

@@ -10,7 +10,9 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
-from tests.conftest import T0, MakeClient, Server
+from tests.conftest import MakeClient
+from tests.support.clock import T0
+from tests.support.servers import Server
 from tophosts.events import EventError
 from tophosts.store import Store
 from tophosts.windows import Window, past

@@ -6,7 +6,8 @@ import logging
 import pytest
 from starlette.testclient import TestClient
 
-from tests.conftest import T0, Server
+from tests.support.clock import T0
+from tests.support.servers import Server
 from tophosts.logs import JsonFormatter
 from tophosts.windows import Window, past
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
-from tests.conftest import T0
+from tests.support.clock import T0
 from tophosts.windows import Window, past
 
 PAST_MINUTE = past(T0, Window.MINUTE).start

@@ -15,7 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
-from tests.conftest import T0, FakeClock, RedisServer, ReplyProxy, free_port
+from tests.support.clock import T0, FakeClock
+from tests.support.servers import RedisServer, ReplyProxy, free_port
 from tophosts.app import create_app
 from tophosts.config import Settings
 from tophosts.events import MAX_COUNT, Event, EventError

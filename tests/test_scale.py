@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.conftest import SERVE, RedisServer, Server, free_port
+from tests.support.servers import SERVE, RedisServer, Server, free_port
 
 pytestmark = pytest.mark.e2e
 

@@ -11,7 +11,8 @@ import httpx
 import msgspec
 import pytest
 
-from tests.conftest import T0, FakeClock, Server
+from tests.support.clock import T0, FakeClock
+from tests.support.servers import Server
 from tophosts import snapshot
 from tophosts.app import create_app
 from tophosts.config import Settings, SettingsError

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import T0, FakeClock
+from tests.support.clock import T0, FakeClock
 from tophosts.events import MAX_COUNT, Event, EventError
 from tophosts.store import Added, Store, open_store
 from tophosts.store.memory import MemoryStore

@@ -1,0 +1,1 @@
+"""Test support: servers, proxies and clocks shared by tests, bench and drills."""
