@@ -16,7 +16,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from tophosts import app as app_module
-from tophosts import cli, config
+from tophosts import cli, config, logs
 from tophosts.bench import apps, loadgen, report, servers
 from tophosts.bench.scenarios import INSTR_TARGETS, REDIS_SETUPS, SCENARIOS
 from tophosts.ingest import Ingest
@@ -207,6 +207,7 @@ def test_the_reference_servers_use_the_same_uvicorn_settings(
     seen: list[dict[str, Any]] = []
     monkeypatch.setattr("uvicorn.run", lambda app, **options: seen.append(options))
     monkeypatch.setattr("signal.signal", lambda *a: None)
+    monkeypatch.setattr(logs, "configure", lambda *a: None)  # leave this process's logging be
     cli.serve(config.Settings(log_level="warning"))
     apps.serve(apps.ceiling, 1, "warning")
     product, bench = seen
@@ -225,6 +226,7 @@ def test_tophosts_without_metrics_is_tophosts_serve_without_metrics_updates(
     seen: list[tuple[Any, dict[str, Any]]] = []
     monkeypatch.setattr("uvicorn.run", lambda app, **options: seen.append((app, options)))
     monkeypatch.setattr("signal.signal", lambda *a: None)
+    monkeypatch.setattr(logs, "configure", lambda *a: None)
     cli.serve(config.Settings(host="127.0.0.1", port=1, log_level="warning"))
     assert apps.main(["tophosts-nometrics", "--port", "1"]) == 0
     (product, product_options), (bare, bare_options) = seen
