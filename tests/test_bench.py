@@ -39,7 +39,7 @@ def test_quick_bench_runs_every_scenario_and_writes_figures(tmp_path: Path) -> N
     doc = run_bench(tmp_path, "--plot")
     assert doc["generator"].startswith("wrk" if shutil.which("wrk") else "python")
     results = doc["results"]
-    assert set(SCENARIOS) == {*COMPARED, "metrics", "redis", "instructions"}
+    assert set(SCENARIOS) == {*COMPARED, "metrics", "redis", "instructions", "accesslog", "limits"}
     assert results["instructions"] == []  # only when asked for
     for scenario in COMPARED:
         assert {row["target"] for row in results[scenario]} == {"tophosts", "ceiling", "naive"}
@@ -68,6 +68,8 @@ def test_quick_bench_runs_every_scenario_and_writes_figures(tmp_path: Path) -> N
     assert (tmp_path / "t-query.png").stat().st_size > 0
     assert "| tophosts |" in (tmp_path / "t.md").read_text()
     check_metrics(doc)
+    check_accesslog(doc)
+    check_limits(doc)
     if HAS_REDIS or os.environ.get("CI") == "true":
         check_redis(doc)
         assert "| redis, 2 workers, unpinned |" in (tmp_path / "t.md").read_text()
@@ -102,6 +104,67 @@ def check_metrics(doc: dict[str, Any]) -> None:
     assert "metrics cost, single-event ingest, 16 conns" in figures
     assert "metrics cost, bulk ingest, 4 conns" in figures
     assert {"metrics_cost_pct_single", "metrics_cost_pct_bulk"} <= set(doc["headline"])
+
+
+def check_accesslog(doc: dict[str, Any]) -> None:
+    """Issue 11, defect 15: the default log level against warning, and the old way."""
+    rows = {row["target"]: row for row in doc["results"]["accesslog"]}
+    assert set(rows) == {"tophosts-accesslog", "tophosts", "tophosts-stdlog"}
+    for target, row in rows.items():
+        assert row["rps"] > 0
+        assert (row["non2xx"], row["errors"]) == (0, 0)
+        if target == "tophosts":
+            assert row["log_level"] == "warning"
+            assert row["access_lines"] == 0
+        else:
+            # Every answered request left its line in the server's log.
+            assert row["log_level"] == "info"
+            assert row["access_lines"] >= row["requests"]
+            assert isinstance(row["share_paired"], float)
+    [target] = [t for t in doc["targets"] if t["figure"].startswith("access log at")]
+    assert target["target"] == ">= 0.9 of --log-level warning"
+    assert "accesslog_info_vs_warning" in doc["headline"]
+
+
+def check_limits(doc: dict[str, Any]) -> None:
+    """Issue 11: every limit pushed, and the loop's lag while a snapshot is written."""
+    rows = doc["results"]["limits"]
+    cases = {(row["limit"], row["case"]): row for row in rows}
+    assert set(cases) == {
+        ("max-tracked-hosts", "0% full, known host"),
+        ("max-tracked-hosts", "100% full, known host"),
+        ("max-tracked-hosts", "100% full, new host (429)"),
+        ("max-hosts", "100 hosts (reference)"),
+        ("max-hosts", "at the limit (10,000 hosts)"),
+        ("max-hosts", "one over (10,001 hosts)"),
+        ("max-body", "1,000 events (reference)"),
+        ("max-body", "at the limit (1,048,576 B)"),
+        ("max-body", "one byte over (1,048,577 B)"),
+        ("snapshot", "snapshots off"),
+        ("snapshot", "snapshots every 0.1 s"),
+    }
+    for row in rows:
+        if row["limit"] in ("max-tracked-hosts", "max-hosts"):
+            assert row["requests"] > 0
+            assert row["cpu_us"] > 0
+            # Each got the answer it was meant to, every time.
+            refused = row["expected_status"] != 200
+            assert row["non2xx"] == (row["requests"] if refused else 0)
+            assert (row["ratio"] is None) == row["case"].endswith("(reference)")
+        if row["limit"] == "max-body":
+            assert row["wall_us"] > 0
+    assert cases[("max-tracked-hosts", "0% full, known host")]["ratio"] == 1.0
+    off, on = cases[("snapshot", "snapshots off")], cases[("snapshot", "snapshots every 0.1 s")]
+    assert off["requests"] > 0
+    assert on["requests"] > 0
+    assert 0 < off["p50_ms"] <= off["max_ms"]
+    assert on["snapshots"] >= 1  # written while the loop ran, and logged
+    assert on["fork_ms_max"] > 0
+    assert on["snapshot_mb"] > 0.5  # 50,000 pairs
+    assert on["copied_mib_median"] > 0
+    figures = {row["figure"] for row in doc["targets"]}
+    assert "event-loop lag while 50,000 pairs are snapshotted" in figures
+    assert "max-tracked-hosts 20,000: 100% full, new host (429)" in figures
 
 
 def check_redis(doc: dict[str, Any]) -> None:
@@ -197,7 +260,7 @@ def test_the_asyncio_generator_drives_the_ingest_scenarios(tmp_path: Path) -> No
 
 
 def test_an_unknown_scenario_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["bench", "--scenarios", "9", "--out", str(tmp_path)]) == 2
+    assert cli.main(["bench", "--scenarios", "11", "--out", str(tmp_path)]) == 2
     assert "unknown scenario" in capsys.readouterr().err
 
 
