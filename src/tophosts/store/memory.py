@@ -225,28 +225,29 @@ class MemoryStore:
         if target is None:
             if len(counts) > self._max_tracked:
                 self._check_exactly(((ts, counts),))
-            self._hours[hour] = dict(counts)
-        else:
-            if total > MAX_COUNT or len(target) + len(counts) > self._max_tracked:
-                self._check_exactly(((ts, counts),))
-            get = target.get
+            target = self._hours[hour] = {}
+        elif total > MAX_COUNT or len(target) + len(counts) > self._max_tracked:
+            self._check_exactly(((ts, counts),))
+        self._totals[hour] = total
+        get = target.get
+        cache = self._cache
+        if ts >= self._minute_floor:
+            # One pass over the hosts for the hour and the live minute.
+            start = ts - ts % MINUTE
+            minute = self._minutes.get(start)
+            if minute is None:
+                minute = self._minutes[start] = {}
+            get_minute = minute.get
             for host, n in counts.items():
                 target[host] = get(host, 0) + n
-        self._totals[hour] = total
-        cache = self._cache
-        if cache:
-            cache.pop((HOUR, hour), None)
-        if ts >= self._minute_floor:
-            start = ts - ts % MINUTE
-            target = self._minutes.get(start)
-            if target is None:
-                self._minutes[start] = dict(counts)
-            else:
-                get = target.get
-                for host, n in counts.items():
-                    target[host] = get(host, 0) + n
+                minute[host] = get_minute(host, 0) + n
             if cache:
                 cache.pop((MINUTE, start), None)
+        else:
+            for host, n in counts.items():
+                target[host] = get(host, 0) + n
+        if cache:
+            cache.pop((HOUR, hour), None)
         return _ONE
 
     @staticmethod
