@@ -33,11 +33,8 @@ from tophosts.events import (
     too_many_tracked,
     total_too_large,
 )
-from tophosts.store import Added, Clock, Counts, Sizes, TopHosts, by_window, merge
+from tophosts.store import Added, Clock, Counts, Sizes, TopHosts, WindowDump, by_window, merge
 from tophosts.windows import HOUR, MINUTE, Window, past
-
-WindowDump = tuple[int, int, Counts]
-"""``(size, start, counts)``: one live window, as snapshots hold it."""
 
 # Dead windows are freed a slice at a time so that dropping a window of a
 # million hosts never holds up the event loop for long.
@@ -67,6 +64,14 @@ class MemoryStore:
         self._hour_floor = 0
 
     # -- the protocol ---------------------------------------------------------
+
+    @property
+    def sync(self) -> MemoryStore:
+        return self
+
+    @property
+    def snapshots(self) -> MemoryStore:
+        return self
 
     async def add(self, events: Sequence[Event]) -> Added:
         return self.add_now(events)

@@ -389,6 +389,10 @@ class RedisStore:
             weakref.WeakKeyDictionary()
         )
 
+    # Redis keeps its own data and answers over the network: neither capability.
+    sync = None
+    snapshots = None
+
     def key(self, window: Window | int, start: int) -> str:
         """The sorted set holding window ``start`` of size ``window``."""
         size = window.value if isinstance(window, Window) else window
