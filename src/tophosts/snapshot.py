@@ -44,7 +44,7 @@ from typing import NoReturn
 import msgspec
 
 from tophosts.events import Count
-from tophosts.store.memory import MemoryStore, WindowDump
+from tophosts.store import Snapshots, WindowDump
 
 VERSION = 1
 CHILD_NICE = 10
@@ -135,7 +135,7 @@ def read(path: Path) -> Snapshot | None:
         raise SnapshotError(f"snapshot {path} is corrupt: {exc}") from None
 
 
-def restore(store: MemoryStore, path: Path, ignore_corrupt: bool = False) -> int:
+def restore(store: Snapshots, path: Path, ignore_corrupt: bool = False) -> int:
     """Load ``path`` into ``store``; returns the windows kept (expired ones are dropped)."""
     try:
         snapshot = read(path)
@@ -158,7 +158,7 @@ def restore(store: MemoryStore, path: Path, ignore_corrupt: bool = False) -> int
     return kept
 
 
-def save(store: MemoryStore, path: Path) -> None:
+def save(store: Snapshots, path: Path) -> None:
     """Snapshot ``store`` to ``path`` in this process (at shutdown; it holds the loop)."""
     write(path, store.dump(), time.time())
 
@@ -189,7 +189,7 @@ class _Child:
 class BackgroundWriter:
     """Writes snapshots of ``store`` to ``path`` from forked children, one at a time."""
 
-    def __init__(self, store: MemoryStore, path: Path) -> None:
+    def __init__(self, store: Snapshots, path: Path) -> None:
         self.store = store
         self.path = path
         self.child: _Child | None = None
@@ -300,7 +300,7 @@ def _tmp_path(path: Path, pid: int) -> Path:
     return path.with_name(f".{path.name}.{pid}.tmp")
 
 
-def _child(store: MemoryStore, path: Path, taken_at: float, report: int) -> NoReturn:
+def _child(store: Snapshots, path: Path, taken_at: float, report: int) -> NoReturn:
     """The forked child: write the snapshot, report on ``report``, ``os._exit``. Never returns."""
     started = time.perf_counter()
     code = 1
@@ -361,7 +361,7 @@ def _private_kib() -> int:
 
 
 @contextlib.asynccontextmanager
-async def periodic(store: MemoryStore, path: Path, interval: float) -> AsyncIterator[None]:
+async def periodic(store: Snapshots, path: Path, interval: float) -> AsyncIterator[None]:
     """Snapshot every ``interval`` seconds (from the end of the previous one) while the body
     runs, each from a forked child; once more, in-process, at the end."""
     writer = BackgroundWriter(store, path)
