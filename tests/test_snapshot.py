@@ -191,26 +191,25 @@ async def worst_lag_per_snapshot(store: MemoryStore, path: Path, snapshots: int)
     return worst
 
 
-def test_the_loop_keeps_serving_while_a_million_pairs_are_snapshotted(
+def test_the_loop_keeps_serving_while_two_million_pairs_are_snapshotted(
     tmp_path: Path, clock: FakeClock
 ) -> None:
     # Dumped in the loop and encoded in a thread that held the GIL, a snapshot
-    # of 500k hosts in a live minute (1M (host, window) pairs) held the loop for
-    # 150-550 ms each time here; forked, the loop waits for the fork() alone,
-    # about 5 ms. The median of five leaves room for a noisy neighbour.
-    store = big_store(clock, 500_000)
+    # of 1M hosts in a live minute (2M (host, window) pairs) held the loop for
+    # 80-170 ms each time here (median 144 ms); forked, the loop waits for the
+    # fork() and little else (median 11 ms with the machine fully loaded). The
+    # median of five leaves room for a noisy neighbour.
+    store = big_store(clock, 1_000_000)
     path = tmp_path / "snap"
     worst = asyncio.run(worst_lag_per_snapshot(store, path, snapshots=5))
     assert len(worst) == 5
     assert statistics.median(worst) < 50, worst
-    fresh = MemoryStore(clock=clock, max_tracked_hosts=2_000_000)
-    assert snapshot.restore(fresh, path) == 2  # the past minute and its hour
-    dumped = {(size, start): counts for size, start, counts in fresh.dump()}
-    assert sorted((size, len(counts)) for (size, _), counts in dumped.items()) == [
-        (60, 500_000),
-        (3600, 500_000),
-    ]
-    assert dumped[(60, PAST_MINUTE)]["h499999.example.net"] == 1 + 499_999 % 7
+    written = snapshot.read(path)
+    assert written is not None
+    sizes = sorted((size, len(counts)) for size, _, counts in written.windows)
+    assert sizes == [(60, 1_000_000), (3600, 1_000_000)]
+    minute = next(counts for size, _, counts in written.windows if size == 60)
+    assert minute["h999999.example.net"] == 1 + 999_999 % 7
 
 
 def test_each_snapshot_is_one_point_in_time(tmp_path: Path, clock: FakeClock) -> None:
