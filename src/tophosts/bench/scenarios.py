@@ -49,6 +49,7 @@ from tophosts.bench.servers import (
     process_cpu_seconds,
 )
 from tophosts.config import Settings
+from tophosts.logs import FLUSH_SECONDS
 from tophosts.windows import HOUR, MINUTE, Window, past
 
 SCENARIOS = (
@@ -652,6 +653,7 @@ class Bench:
         rounds = self.plan.accesslog_rounds
         rows = self._rounds(servers, load, "accesslog", rounds, alternate=True, short=True)
         quiet = rows["tophosts"]
+        time.sleep(3 * FLUSH_SECONDS)  # the last run's lines reach the log
         for target, row in rows.items():
             server = next(s for s in servers if s.target == target)
             log = server.log_text()
