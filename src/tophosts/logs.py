@@ -38,6 +38,7 @@ MAX_PENDING = 10_000
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _MESSAGE = "%s %s %d %.2fms in=%dB out=%dB"
+_TEXT_LINE = "%s,%03d INFO tophosts.access: " + _MESSAGE
 
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
@@ -139,19 +140,28 @@ class AccessLines:
 
     def format_text(self, batch: list[Line]) -> str:
         """``TEXT_FORMAT`` of each line, as :class:`logging.Formatter` writes it."""
-        out = []
+        out: list[str] = []
+        append = out.append
+        prefix, current = self._prefix, self._second
         for created, method, path, status, seconds, size_in, size_out, error in batch:
             second = int(created)
-            if second != self._second:
-                self._second = second
-                self._prefix = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(created))
-            ms = int((created - second) * 1000)
-            line = (
-                f"{self._prefix},{ms:03d} INFO tophosts.access: {method} {path} {status} "
-                f"{seconds * 1000:.2f}ms in={size_in}B out={size_out}B"
+            if second != current:
+                current = second
+                prefix = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(created))
+            # One C-level format per line: a third cheaper than an f-string here.
+            line = _TEXT_LINE % (
+                prefix,
+                (created - second) * 1000,  # %03d truncates, as logging's msecs do
+                method,
+                path,
+                status,
+                seconds * 1000,
+                size_in,
+                size_out,
             )
-            out.append(line if error is None else f"{line} error={error}")
-        out.append("")
+            append(line if error is None else f"{line} error={error}")
+        self._prefix, self._second = prefix, current
+        append("")
         return "\n".join(out)
 
     def format_json(self, batch: list[Line]) -> str:
