@@ -237,8 +237,12 @@ def test_instructions_per_request_under_callgrind(tmp_path: Path) -> None:
         rows[("tophosts", "single")]["instructions"] > rows[("ceiling", "single")]["instructions"]
     )
     assert isinstance(rows[("tophosts", "single")]["metrics_cost_pct"], float)
+    # An access line costs instructions; through logging, more than queued.
+    queued, record = (rows[(t, "single")] for t in ("tophosts-accesslog", "tophosts-stdlog"))
+    assert 0 < queued["accesslog_instructions"] < record["accesslog_instructions"]
     figures = {row["figure"] for row in doc["targets"]}
     assert "metrics cost, instructions per /counter (1 event)" in figures
+    assert "access log cost at --log-level info, instructions per /counter" in figures
 
 
 def test_without_redis_server_the_redis_scenario_is_skipped_or_refused(

@@ -178,7 +178,13 @@ QUICK = Plan(
 
 INGEST_HOSTS = 1000  # host pool of scenarios 1, 2 and 4
 INSTR_BULK_EVENTS = 100  # events per POST /counters under callgrind
-INSTR_TARGETS: tuple[Target, ...] = ("tophosts", "tophosts-nometrics", "ceiling")
+INSTR_TARGETS: tuple[Target, ...] = (
+    "tophosts",
+    "tophosts-nometrics",
+    "ceiling",
+    "tophosts-accesslog",
+    "tophosts-stdlog",
+)
 METRICS_TARGETS: tuple[Target, ...] = ("tophosts", "tophosts-nometrics", "tophosts-again")
 # The default --log-level info, against no access log, and access lines as logging records.
 ACCESSLOG_TARGETS: tuple[Target, ...] = ("tophosts-accesslog", "tophosts", "tophosts-stdlog")
@@ -813,6 +819,14 @@ class Bench:
                 100 * (1 - bare["instructions"] / mine["instructions"]), 1
             )
             mine["metrics_instructions"] = mine["instructions"] - bare["instructions"]
+            # The access line at --log-level info, queued and as a logging record:
+            # 1 - without / with, as above.
+            for target in ("tophosts-accesslog", "tophosts-stdlog"):
+                info = rows[target]
+                info["accesslog_cost_pct"] = round(
+                    100 * (1 - mine["instructions"] / info["instructions"]), 1
+                )
+                info["accesslog_instructions"] = info["instructions"] - mine["instructions"]
             self.results["instructions"].extend(rows.values())
 
 
