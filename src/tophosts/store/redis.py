@@ -269,16 +269,19 @@ return {above, tied, cutoff}
 # ``<prefix>:writes``. A token is used by one connection, one call at a time,
 # and is retired when a call on it fails, so after the call's start deadline
 # (when it can no longer start) its field says for good whether it applied.
+# The script only reads, so it gives the same answer however often it is
+# asked: a settle whose own reply is lost is simply asked again. The instance
+# deletes the field once it has the answer (and at close(); the sweep takes
+# those of crashed instances).
 # KEYS[1]: the writes hash. ARGV: token, seq, the call's start deadline (us).
-# Reply: {0} before the deadline; else the field is deleted and the reply is
-# {1, field} if the call applied, {2} if it did not (and never will).
+# Reply: {0} before the deadline; else {1, field} if the call applied, {2} if
+# it did not (and never will).
 _SETTLE = """
 local now = redis.call('TIME')
 if tonumber(now[1]) * 1000000 + tonumber(now[2]) <= tonumber(ARGV[3]) then
   return {0}
 end
 local field = redis.call('HGET', KEYS[1], ARGV[1])
-redis.call('HDEL', KEYS[1], ARGV[1])
 if field and string.sub(field, 1, #ARGV[2] + 1) == ARGV[2] .. ':' then
   return {1, field}
 end
@@ -303,6 +306,12 @@ return gone
 """
 # Tokens older than this are swept when an instance (re)connects.
 _SWEEP_AGE = 600
+# Share of the timeout one settle call may take: one that gets no reply in
+# that time is asked again, on another connection, within the same timeout.
+_SETTLE_SHARE = 0.5
+# Most retired tokens an instance keeps to delete later (after a failed delete);
+# any more are left to the sweep.
+_RETIRED_MAX = 10_000
 
 _msgpack = msgspec.msgpack.Encoder().encode
 
@@ -388,6 +397,8 @@ class RedisStore:
         self._tokens: weakref.WeakKeyDictionary[AbstractConnection, str] = (
             weakref.WeakKeyDictionary()
         )
+        # Tokens retired after a failed call, whose field is still to be deleted.
+        self._retired: set[str] = set()
 
     def key(self, window: Window | int, start: int) -> str:
         """The sorted set holding window ``start`` of size ``window``."""
@@ -480,7 +491,7 @@ class RedisStore:
                 await asyncio.wait({*self._flushers, *self._settlers}, timeout=self._timeout * 3)
             self._fail_queue(StoreUnavailable("the store is closing"))
             # This instance's write tokens: nothing will settle on them any more.
-            tokens = list(self._tokens.values())
+            tokens = [*self._tokens.values(), *self._retired]
             if tokens:
                 with contextlib.suppress(StoreUnavailable):
                     await self._call(conn.client.hdel(self._writes, *tokens))
@@ -536,6 +547,11 @@ class RedisStore:
             raise self._unavailable(exc, wait) from None
 
     def _unavailable(self, exc: BaseException, wait: float) -> StoreUnavailable:
+        if isinstance(exc, rex.BusyLoadingError):
+            return StoreUnavailable(
+                f"Redis at {self._where} is loading its data into memory (after a restart) "
+                "and answers nothing else until it is done"
+            )
         if isinstance(exc, TimeoutError | rex.TimeoutError):
             return StoreUnavailable(f"Redis at {self._where} did not answer within {wait:.3g} s")
         if isinstance(exc, rex.ConnectionError | OSError):
@@ -721,8 +737,11 @@ class RedisStore:
                 reply = await _evalsha(
                     connection, script, [*keys, deadline, payload, token, seq], len(keys)
                 )
-        except rex.ResponseError as exc:
-            raise self._unavailable(exc, wait) from None  # an error reply: nothing ran
+        except (rex.ResponseError, rex.BusyLoadingError) as exc:
+            # An error reply: nothing ran. That includes -LOADING (Redis loading
+            # its data after a restart), which redis-py raises as a
+            # ConnectionError, not to be taken for a reply that never came.
+            raise self._unavailable(exc, wait) from None
         except (TimeoutError, rex.RedisError, OSError) as exc:
             del self._tokens[connection]
             cause = self._unavailable(exc, wait)
@@ -743,16 +762,20 @@ class RedisStore:
         # Past the call's deadline (see _run) it can no longer start, and the
         # settle script can tell for good. Roughly then on this clock:
         start_by = unsettled.sent + self._timeout * _START_SHARE
-        give_up = time.monotonic() + self._timeout
+        # One timeout from then on (or from now, if later) for Redis to say.
+        give_up = max(time.monotonic(), start_by) + self._timeout
         outcome: list[EventError | None] | BaseException | None = None
+        args: list[str | int] = [unsettled.token, unsettled.seq, unsettled.deadline]
         while outcome is None and (left := give_up - time.monotonic()) > 0:
             if (early := start_by - time.monotonic()) > 0:
                 await asyncio.sleep(min(early, left))
                 continue
-            args: list[str | int] = [unsettled.token, unsettled.seq, unsettled.deadline]
             try:
+                # At most a share of the time: a settle whose reply is lost or
+                # late is asked again (on another connection), for the same answer.
                 reply = await self._call(
-                    conn.settle(keys=[self._writes], args=args, client=conn.client), left
+                    conn.settle(keys=[self._writes], args=args, client=conn.client),
+                    min(left, self._timeout * _SETTLE_SHARE),
                 )
             except StoreUnavailable:
                 await asyncio.sleep(min(0.05, max(0.0, give_up - time.monotonic())))
@@ -783,6 +806,19 @@ class RedisStore:
                 _settle(request.future, _copy(outcome))
             else:
                 _settle(request.future, outcome[i])
+        # Answered: now the token's field can go (it may hold the write's record).
+        if len(self._retired) < _RETIRED_MAX:
+            self._retired.add(unsettled.token)
+        if not isinstance(outcome, WriteUncertain):
+            await self._forget_retired(conn)
+
+    async def _forget_retired(self, conn: _Conn) -> None:
+        """Delete the fields of retired tokens (those whose calls are settled)."""
+        tokens = list(self._retired)
+        if tokens:
+            with contextlib.suppress(StoreUnavailable):
+                await self._call(conn.client.hdel(self._writes, *tokens))
+                self._retired.difference_update(tokens)
 
     async def _calibrate(self, client: aioredis.Redis) -> None:
         sent = time.monotonic()
