@@ -12,15 +12,20 @@ from typing import Any
 
 import pytest
 import redis
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
 from tests.support.clock import T0, FakeClock
 from tests.support.servers import RedisServer, ReplyProxy, free_port
 from tophosts.app import create_app
 from tophosts.config import Settings
-from tophosts.events import MAX_COUNT, Event, EventError
+from tophosts.events import (
+    MAX_COUNT,
+    Event,
+    EventError,
+    too_far_ahead,
+    too_many_tracked,
+    total_too_large,
+)
 from tophosts.store import StoreUnavailable, WriteUncertain
 from tophosts.store import redis as redis_store
 from tophosts.store.memory import MemoryStore
@@ -43,60 +48,7 @@ def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
-# -- the same answers as the memory store, for any sequence -------------------
-
-HOSTS = ["a", "b", "c", "d", "A", "a-", "é.com", "z.io", "日本.jp", "😀.io"]
-counts = st.dictionaries(
-    st.sampled_from(HOSTS),
-    st.one_of(st.integers(0, 4), st.integers(MAX_COUNT - 3, MAX_COUNT)),
-    min_size=1,
-    max_size=5,
-)
-events = st.tuples(st.integers(PAST_HOUR - 90, T0 + 330), counts)
-steps = st.lists(
-    st.one_of(
-        st.tuples(st.just("add"), st.lists(events, max_size=6)),
-        st.tuples(st.just("advance"), st.sampled_from([1, 30, 59, 60, 3600])),
-        st.tuples(st.just("top"), st.sampled_from(list(Window)), st.integers(1, 8)),
-    ),
-    max_size=30,
-)
-
-
-async def outcome(call: Any) -> Any:
-    """What a store call returned, or the refusal it raised, comparably."""
-    try:
-        return await call
-    except EventError as exc:
-        return ("refused", exc.message, exc.index)
-
-
-@settings(
-    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
-@given(steps=steps)
-def test_redis_and_memory_give_identical_answers(redis_url: str, steps: list[Any]) -> None:
-    clock = FakeClock()
-    memory = MemoryStore(clock=clock, max_skew=300)
-    shared = RedisStore(redis_url, clock=clock, max_skew=300, prefix=f"eq{next(_prefixes)}")
-
-    async def check() -> None:
-        try:
-            for step in steps:
-                if step[0] == "add":
-                    batch: list[Event] = step[1]
-                    got = await outcome(shared.add([(ts, dict(c)) for ts, c in batch]))
-                    assert got == await outcome(memory.add([(ts, dict(c)) for ts, c in batch]))
-                elif step[0] == "advance":
-                    clock.advance(step[1])
-                else:
-                    assert await shared.top(step[1], step[2]) == await memory.top(step[1], step[2])
-            for window in Window:
-                assert await shared.top(window, 8) == await memory.top(window, 8)
-        finally:
-            await shared.close()
-
-    run(check())
+# -- the same answers as the memory store (see also test_differential.py) ---------
 
 
 def test_ties_at_the_cut_off_take_the_smallest_names(redis_url: str) -> None:
@@ -126,6 +78,113 @@ def test_ties_at_the_cut_off_take_the_smallest_names(redis_url: str) -> None:
     run(check())
 
 
+# -- one precedence of refusals, the memory store's ---------------------------
+#
+# For one request, the first failure wins: an event too far ahead (body order);
+# else a host total past 2^53 - 1 (windows in the order the events first name
+# them, an event's hour before its minute; hosts in order of appearance); else
+# a new host past --max-tracked-hosts (same order). The index is the event's
+# position in the request, for a single event too.
+
+OLD = PAST_HOUR + 10  # in the past hour, in a minute no longer live: names only its hour
+NOW = T0  # in the current minute: names the current hour, then this minute
+PRECEDENCE: dict[str, tuple[int, list[Event], list[Event], EventError]] = {
+    # name: (--max-tracked-hosts, already stored, the request, its refusal)
+    "overflow-beats-the-cap-in-one-event": (
+        1,
+        [(NOW, {"a": MAX_COUNT})],
+        [(NOW, {"a": 1, "b": 1})],
+        total_too_large("a", 0),
+    ),
+    "overflow-beats-a-cap-named-first": (
+        1,
+        [(NOW, {"a": MAX_COUNT})],
+        [(NOW, {"b": 1}), (NOW, {"a": 1})],
+        total_too_large("a", 1),
+    ),
+    "overflow-in-a-later-window-beats-the-cap-in-an-earlier-one": (
+        2,
+        [(OLD, {"o1": 1, "o2": 1}), (NOW, {"x": MAX_COUNT})],
+        [(OLD, {"new": 1}), (NOW, {"x": 1})],
+        total_too_large("x", 1),
+    ),
+    "overflow-windows-in-the-order-events-name-them": (
+        10,
+        [(OLD, {"y": MAX_COUNT}), (NOW, {"x": MAX_COUNT})],
+        [(OLD, {"z": 1}), (NOW, {"x": 1}), (OLD, {"y": 1})],
+        total_too_large("y", 2),
+    ),
+    "overflow-hosts-in-order-of-appearance": (
+        10,
+        [(NOW, {"x": MAX_COUNT - 1, "y": MAX_COUNT - 1})],
+        [(NOW, {"y": 1, "x": 1}), (NOW, {"x": 1, "y": 1})],
+        total_too_large("y", 1),
+    ),
+    "overflow-names-the-event-that-pushes-it-over": (
+        10,
+        [(NOW, {"x": MAX_COUNT - 5})],
+        [(NOW, {"x": 2}), (OLD, {"x": 9}), (NOW, {"x": 3}), (NOW, {"x": 1})],
+        total_too_large("x", 3),
+    ),
+    "cap-windows-in-the-order-events-name-them": (
+        2,
+        [(OLD, {"o1": 1}), (NOW, {"o2": 1, "o3": 1})],
+        [(OLD, {"p": 1}), (NOW, {"q": 1}), (OLD, {"r": 1})],
+        too_many_tracked(HOUR, "r", 2, 2),
+    ),
+    "cap-the-hour-before-its-minute": (
+        2,
+        [(PAST_MINUTE, {"o1": 1}), (NOW, {"o2": 1})],
+        [(NOW, {"q": 1})],
+        too_many_tracked(HOUR, "q", 2, 0),
+    ),
+    "cap-a-zero-count-brings-no-host": (
+        2,
+        [(NOW, {"o1": 1})],
+        [(NOW, {"p": 1}), (NOW, {"z": 0}), (NOW, {"z": 4})],
+        too_many_tracked(HOUR, "z", 2, 2),
+    ),
+    "too-far-ahead-beats-all-in-a-one-event-batch": (
+        1,
+        [(NOW, {"a": MAX_COUNT})],
+        [(NOW + 100_000, {"a": 1, "b": 1})],
+        too_far_ahead(NOW + 100_000, NOW, 300, 0),
+    ),
+    "too-far-ahead-the-first-in-body-order": (
+        10,
+        [],
+        [(NOW, {"a": 1}), (NOW + 400, {"a": 1}), (NOW + 100_000, {"a": 1})],
+        too_far_ahead(NOW + 400, NOW, 300, 1),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(PRECEDENCE))
+def test_a_refused_request_names_the_window_host_and_event_the_memory_store_names(
+    redis_url: str, case: str
+) -> None:
+    cap, stored, request, refusal = PRECEDENCE[case]
+    clock = FakeClock()
+
+    async def check() -> None:
+        store = RedisStore(redis_url, clock=clock, max_tracked_hosts=cap)
+        try:
+            for event in stored:
+                await store.add([event])
+            with pytest.raises(EventError) as info:
+                await store.add(request)
+            got = info.value
+            assert (got.status, got.message, got.index) == (
+                refusal.status,
+                refusal.message,
+                refusal.index,
+            )
+        finally:
+            await store.close()
+
+    run(check())
+
+
 # -- concurrency: the group commit keeps each request whole and separate -----
 
 
@@ -142,7 +201,7 @@ def test_concurrent_requests_overflow_one_by_one(redis_url: str) -> None:
             )
             refused = [r for r in results if isinstance(r, EventError)]
             assert len(refused) == 30
-            assert all(r.index is None and '"big"' in r.message for r in refused)
+            assert all(r.index == 0 and '"big"' in r.message for r in refused)
             assert await store.top(Window.MINUTE, 2) == [("big", MAX_COUNT), ("x", 10)]
         finally:
             await store.close()

@@ -170,54 +170,52 @@ end
 local refusals = {}
 for g = 1, #groups do
   local group = groups[g]
-  local refused = false
-  -- New hosts first: a group that would take a key past --max-tracked-hosts
-  -- is refused whole, naming the first host over (score '-1').
-  local fresh = {}
+  -- A group is refused whole, for the first of its hosts (windows in the
+  -- order its events name them, hosts in the order they appear) that would
+  -- take its window total past MAX; else for the first new host that would
+  -- take its window past --max-tracked-hosts (score '-1'). An overflow
+  -- anywhere in the group comes before the cap: the memory store's order.
+  local refusal = nil
   for e = 1, #group do
-    local entry = group[e]
-    local i = entry[1]
-    local n = fresh[i] or 0
-    for j = 2, #entry, 2 do
-      if not redis.call('ZSCORE', KEYS[i], entry[j]) then
-        n = n + 1
-        if cards[i] + n > cap then
-          refused = true
-          refusals[#refusals + 1] = g
-          refusals[#refusals + 1] = e
-          refusals[#refusals + 1] = entry[j]
-          refusals[#refusals + 1] = '-1'
-          break
-        end
-      end
-    end
-    fresh[i] = n
-    if refused then
-      break
-    end
-  end
-  for e = 1, #group do
-    if refused then
-      break
-    end
     local entry = group[e]
     local key = KEYS[entry[1]]
     for j = 2, #entry, 2 do
       local score = redis.call('ZSCORE', key, entry[j])
       if (score and tonumber(score) or 0) + tonumber(entry[j + 1]) > MAX then
-        refused = true
-        refusals[#refusals + 1] = g
-        refusals[#refusals + 1] = e
-        refusals[#refusals + 1] = entry[j]
-        refusals[#refusals + 1] = score or '0'
+        refusal = {g, e, entry[j], score or '0'}
         break
       end
     end
-    if refused then
+    if refusal then
       break
     end
   end
-  if not refused then
+  local fresh = {}
+  if not refusal then
+    for e = 1, #group do
+      local entry = group[e]
+      local i = entry[1]
+      local n = fresh[i] or 0
+      for j = 2, #entry, 2 do
+        if not redis.call('ZSCORE', KEYS[i], entry[j]) then
+          n = n + 1
+          if cards[i] + n > cap then
+            refusal = {g, e, entry[j], '-1'}
+            break
+          end
+        end
+      end
+      fresh[i] = n
+      if refusal then
+        break
+      end
+    end
+  end
+  if refusal then
+    for k = 1, 4 do
+      refusals[#refusals + 1] = refusal[k]
+    end
+  else
     for e = 1, #group do
       local entry = group[e]
       local key = KEYS[entry[1]]
@@ -225,8 +223,8 @@ for g = 1, #groups do
         redis.call('ZINCRBY', key, entry[j + 1], entry[j])
       end
     end
-    for i, n in pairs(fresh) do
-      cards[i] = cards[i] + n
+    for i, more in pairs(fresh) do
+      cards[i] = cards[i] + more
     end
   end
 end
@@ -413,7 +411,7 @@ class RedisStore:
         single = len(events) == 1
         for i, (ts, _) in enumerate(events):
             if ts > horizon:
-                raise too_far_ahead(ts, now, self._max_skew, None if single else i)
+                raise too_far_ahead(ts, now, self._max_skew, i)
         # The starts of the past hour and minute (windows.past, inlined).
         hour_floor = int(now // HOUR) * HOUR - HOUR
         minute_floor = int(now // MINUTE) * MINUTE - MINUTE
@@ -873,24 +871,24 @@ def _text(value: bytes | str | int) -> str:
 
 
 def _overflow(events: Sequence[Event], size: int, start: int, host: str, score: int) -> EventError:
-    """The memory store's error for ``host`` overflowing window ``start``: the first event
-    that pushes its running total past the cap."""
+    """The error for ``host`` overflowing window ``start``, which held ``score``: named
+    with the first event whose count pushes its running total past the cap."""
     running = score
     for i, (ts, counts) in enumerate(events):
         if ts - ts % size == start:
             running += counts.get(host, 0)
             if running > MAX_COUNT:
-                return total_too_large(host, i if len(events) > 1 else None)
-    return total_too_large(host, None)  # pragma: no cover - the script saw it pass
+                return total_too_large(host, i)
+    return total_too_large(host, 0)  # pragma: no cover - the script saw the total pass
 
 
 def _crowded(events: Sequence[Event], size: int, start: int, host: str, limit: int) -> EventError:
-    """The error for ``host`` being one host too many for window ``start``: named, as the
-    memory store does, with the first event of the window that brings it."""
+    """The error for ``host`` being one host too many for window ``start``: named with
+    the first event that brings it there (a count of 0 brings nothing)."""
     for i, (ts, counts) in enumerate(events):
-        if ts - ts % size == start and host in counts:
-            return too_many_tracked(size, host, limit, i if len(events) > 1 else None)
-    return too_many_tracked(size, host, limit, None)  # pragma: no cover
+        if ts - ts % size == start and counts.get(host):
+            return too_many_tracked(size, host, limit, i)
+    return too_many_tracked(size, host, limit, 0)  # pragma: no cover - the script saw it come
 
 
 def _count(score: bytes | str) -> int:
