@@ -63,7 +63,7 @@ class TopHosts:
         self.settings = settings
         self.store = store
         # The memory store answers synchronously: GET /stats may skip Starlette.
-        self.top_now: Callable[[Window, int], list[tuple[str, int]]] | None = (
+        self.top_now: Callable[[Window, int, float], list[tuple[str, int]]] | None = (
             store.top_now if isinstance(store, MemoryStore) else None
         )
         self.clock = clock
@@ -98,6 +98,9 @@ class TopHosts:
             },
             lifespan=self.lifespan,
         )
+        # POST /counter/ is a 404 like any unknown path, not a redirect whose
+        # Location is built from the client's Host header.
+        self.router.router.redirect_slashes = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.guards and scope["type"] == "http":
@@ -129,8 +132,9 @@ class TopHosts:
         """
         assert self.top_now is not None
         started = perf_counter()
-        span = past(self.clock(), window)
-        top = self.top_now(window, limit or self.settings.top)
+        now = self.clock()  # once: the headers and the body name the same window
+        span = past(now, window)
+        top = self.top_now(window, limit or self.settings.top, now)
         body = msgspec.json.encode({"top_hosts": dict(top)})
         await send(
             {
@@ -222,9 +226,10 @@ class TopHosts:
             limit = int(raw_limit)
         # The window in headers, so the body stays exactly {"top_hosts": ...} and a
         # client (the dashboard) can label it with the server's clock, not its own.
-        span = past(self.clock(), window)
+        now = self.clock()  # once: the headers and the body name the same window
+        span = past(now, window)
         try:
-            top = await self.store.top(window, limit)
+            top = await self.store.top(window, limit, now)
         except StoreUnavailable as exc:
             return unavailable(exc)
         headers = {"X-Window-Start": str(span.start), "X-Window-End": str(span.end)}

@@ -214,7 +214,9 @@ class Ingest:
         if isinstance(exc, EventError):
             self.metrics.rejected += events or 1
             payload: dict[str, Any] = {"error": exc.message}
-            if exc.index is not None:
+            # A store names the event's place in what it was given; a single
+            # event (POST /counter) has no place to name.
+            if exc.index is not None and self.batch:
                 payload["index"] = exc.index
             await self._answer(send, started, exc.status, payload, body, exc.message)
         elif isinstance(exc, BodyTooLarge):

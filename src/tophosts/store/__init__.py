@@ -43,13 +43,19 @@ class Store(Protocol):
         """Apply a validated batch atomically.
 
         Raises :class:`tophosts.events.EventError` (and applies nothing) when an
-        event is too far in the future or would overflow a total. Events older
-        than the past round hour are counted as expired and not stored.
+        event is too far in the future, would overflow a total, or would add a
+        host past ``--max-tracked-hosts``; its ``index`` is the event's position
+        in ``events``, also for a batch of one. In that order: skew, then
+        overflow anywhere, then the cap anywhere, each looked for in the windows
+        in the order the events first name them (see :func:`by_window`). Events
+        older than the past round hour are counted as expired and not stored;
+        zero counts are never stored.
         """
         ...
 
-    async def top(self, window: Window, limit: int) -> TopHosts:
-        """The top ``limit`` hosts of the past round ``window``: count descending, then host."""
+    async def top(self, window: Window, limit: int, now: float | None = None) -> TopHosts:
+        """The top ``limit`` hosts of the past round ``window`` at clock reading ``now``
+        (the store's own clock if None): count descending, then host."""
         ...
 
     async def sizes(self) -> Sizes: ...

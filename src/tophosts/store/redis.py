@@ -446,9 +446,9 @@ class RedisStore:
             await self._commit(adds, events)
         return Added(len(events) - expired, expired, host_counts)
 
-    async def top(self, window: Window, limit: int) -> TopHosts:
+    async def top(self, window: Window, limit: int, now: float | None = None) -> TopHosts:
         conn = self._connect()
-        key = self.key(window, past(self._clock(), window).start)
+        key = self.key(window, past(self._clock() if now is None else now, window).start)
         reply = await self._call(conn.top(keys=[key], args=[limit], client=conn.client))
         above = reply[0]
         ranked = [(above[i].decode(), _count(above[i + 1])) for i in range(0, len(above), 2)]
