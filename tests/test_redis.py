@@ -144,6 +144,19 @@ PRECEDENCE: dict[str, tuple[int, list[Event], list[Event], EventError]] = {
         [(NOW, {"p": 1}), (NOW, {"z": 0}), (NOW, {"z": 4})],
         too_many_tracked(HOUR, "z", 2, 2),
     ),
+    # A count of 0 is as if absent: it neither brings a host nor orders them.
+    "cap-hosts-in-order-of-a-first-count-above-0": (
+        2,
+        [(NOW, {"o1": 1})],
+        [(NOW, {"z": 0, "p": 1}), (NOW, {"z": 4})],
+        too_many_tracked(HOUR, "z", 2, 1),
+    ),
+    "overflow-hosts-in-order-of-a-first-count-above-0": (
+        10,
+        [(NOW, {"x": MAX_COUNT, "y": MAX_COUNT})],
+        [(NOW, {"x": 0, "y": 1}), (NOW, {"x": 1})],
+        total_too_large("y", 0),
+    ),
     "too-far-ahead-beats-all-in-a-one-event-batch": (
         1,
         [(NOW, {"a": MAX_COUNT})],
@@ -160,29 +173,18 @@ PRECEDENCE: dict[str, tuple[int, list[Event], list[Event], EventError]] = {
 
 
 @pytest.mark.parametrize("case", list(PRECEDENCE))
-def test_a_refused_request_names_the_window_host_and_event_the_memory_store_names(
-    redis_url: str, case: str
+@pytest.mark.anyio
+async def test_a_refused_request_names_the_same_window_host_and_event_in_both_stores(
+    make_store: Any, case: str
 ) -> None:
     cap, stored, request, refusal = PRECEDENCE[case]
-    clock = FakeClock()
-
-    async def check() -> None:
-        store = RedisStore(redis_url, clock=clock, max_tracked_hosts=cap)
-        try:
-            for event in stored:
-                await store.add([event])
-            with pytest.raises(EventError) as info:
-                await store.add(request)
-            got = info.value
-            assert (got.status, got.message, got.index) == (
-                refusal.status,
-                refusal.message,
-                refusal.index,
-            )
-        finally:
-            await store.close()
-
-    run(check())
+    store = make_store(max_tracked_hosts=cap)
+    for event in stored:
+        await store.add([event])
+    with pytest.raises(EventError) as info:
+        await store.add(request)
+    got = info.value
+    assert (got.status, got.message, got.index) == (refusal.status, refusal.message, refusal.index)
 
 
 # -- concurrency: the group commit keeps each request whole and separate -----

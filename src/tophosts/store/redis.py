@@ -431,17 +431,12 @@ class RedisStore:
             if ts >= minute_floor:
                 adds.append((MINUTE, ts - ts % MINUTE, counts))
         else:
-            # Pre-aggregated per window, in the memory store's order, so that
-            # an overflow names the same host and event.
+            # Pre-aggregated per window (without zero counts), in the order
+            # both stores check them, so that a refusal names the same window,
+            # host and event as the memory store's.
             merged, expired = by_window(events, hour_floor, minute_floor)
-            adds = []
-            host_counts = 0
-            for (size, start), acc in merged.items():
-                nonzero = {host: n for host, n in acc.items() if n}
-                if nonzero:
-                    adds.append((size, start, nonzero))
-                    if size == HOUR:  # every live event is in one hour
-                        host_counts += sum(nonzero.values())
+            adds = [(size, start, acc) for (size, start), acc in merged.items() if acc]
+            host_counts = sum(sum(acc.values()) for size, _, acc in adds if size == HOUR)
         if adds:
             await self._commit(adds, events)
         return Added(len(events) - expired, expired, host_counts)
