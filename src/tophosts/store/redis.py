@@ -32,7 +32,9 @@ Failure
     given up changes nothing. A call that was sent and got no reply is settled
     before it is answered (see _SETTLE): applied, not applied (503), or, if
     Redis does not say within another timeout, unknown (WriteUncertain, a
-    504). Nothing is retried behind the caller's back.
+    504); settling only reads, so it is asked again when its own reply is
+    lost. An error reply, -LOADING included, means nothing ran: 503. No write
+    is retried behind the caller's back.
 """
 
 from __future__ import annotations
