@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import NamedTuple, Protocol
 
 from tophosts.events import Event
-from tophosts.windows import HOUR, MINUTE, Window
+from tophosts.windows import HOUR, MINUTE, Window, hour_of, minute_of
 
 Clock = Callable[[], float]
 TopHosts = list[tuple[str, int]]
@@ -139,9 +139,9 @@ def by_window(
         if ts < hour_floor:
             expired += 1
             continue
-        keys = [(HOUR, ts - ts % HOUR)]
+        keys = [(HOUR, hour_of(ts))]
         if ts >= minute_floor:
-            keys.append((MINUTE, ts - ts % MINUTE))
+            keys.append((MINUTE, minute_of(ts)))
         for key in keys:
             acc = merged.get(key)
             if acc is None:
