@@ -18,29 +18,31 @@ from tests.support.servers import Server, free_port
 pytestmark = pytest.mark.e2e
 
 
-def past_minute_ts() -> int:
-    # now - 60 always lies in [60*floor(now/60) - 60, 60*floor(now/60)).
-    return int(time.time()) - 60
-
-
-def test_post_and_query_over_real_http(server: Server) -> None:
-    with httpx.Client(base_url=server.url) as client:
-        ts = past_minute_ts()
-        assert client.post("/counter", json={"timestamp": ts, "a.com": 2, "b.com": 1}).json() == {
-            "status": "ok"
-        }
-        batch = [{"timestamp": ts, "b.com": 5}, {"timestamp": int(time.time()) - 3600, "h.com": 1}]
-        assert client.post("/counters", json=batch).json() == {
-            "status": "ok",
-            "accepted": 2,
-            "expired": 0,
-        }
-        # Guard against the minute turning between the posts and the query.
-        if int(time.time()) - 60 < ts - ts % 60 + 60:
-            assert client.get("/stats").json() == {"top_hosts": {"b.com": 6, "a.com": 2}}
-        assert client.get("/stats", params={"stats_type": "hour"}).json() == {
-            "top_hosts": {"h.com": 1}
-        }
+def test_post_and_query_over_real_http() -> None:
+    # Shift the server's clock to hh:30:30, so that neither the minute nor the
+    # hour can turn between the posts and the queries (they take a second or two).
+    offset = 30 * 60 + 30 - time.time() % 3600
+    server = Server("--clock-offset", f"{offset:.3f}")
+    try:
+        with httpx.Client(base_url=server.url) as client:
+            now = int(time.time() + offset)
+            ts = now - 60  # in the past minute
+            event = {"timestamp": ts, "a.com": 2, "b.com": 1}
+            assert client.post("/counter", json=event).json() == {"status": "ok"}
+            batch = [{"timestamp": ts, "b.com": 5}, {"timestamp": now - 3600, "h.com": 1}]
+            assert client.post("/counters", json=batch).json() == {
+                "status": "ok",
+                "accepted": 2,
+                "expired": 0,
+            }
+            minute = client.get("/stats")
+            assert minute.json() == {"top_hosts": {"b.com": 6, "a.com": 2}}
+            assert minute.headers["x-window-start"] == str(ts - ts % 60)
+            assert client.get("/stats", params={"stats_type": "hour"}).json() == {
+                "top_hosts": {"h.com": 1}
+            }
+    finally:
+        server.stop()
 
 
 def test_eight_threads_posting_concurrently_lose_nothing(server: Server) -> None:
