@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -13,7 +11,7 @@ from collections import Counter
 import httpx
 import pytest
 
-from tests.support.servers import Server, free_port
+from tests.support.servers import Server
 
 pytestmark = pytest.mark.e2e
 
@@ -118,14 +116,3 @@ def test_sigterm_shuts_down_cleanly(server: Server) -> None:
     assert code == 0
     assert "Traceback" not in out
     assert "Shutting down" in out
-
-
-def test_a_bad_setting_stops_start_up_with_one_line() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "tophosts", "serve", "--port", str(free_port()), "--top", "zero"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert proc.returncode == 2
-    assert proc.stderr == "tophosts: --top: expected an integer from 1 to 1000, got 'zero'\n"
