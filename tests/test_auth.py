@@ -9,8 +9,8 @@ from starlette.testclient import TestClient
 
 from tests.conftest import MakeClient
 from tests.support.clock import T0
-from tophosts.cli import exposure_warning
 from tophosts.config import Settings, SettingsError, load
+from tophosts.server import exposure_warning
 from tophosts.windows import Window, past
 
 PAST_MINUTE = past(T0, Window.MINUTE).start

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import NamedTuple, Protocol
 
 from tophosts.events import Event
-from tophosts.windows import HOUR, MINUTE, Window
+from tophosts.windows import HOUR, MINUTE, Window, hour_of, minute_of
 
 Clock = Callable[[], float]
 TopHosts = list[tuple[str, int]]
@@ -35,9 +35,51 @@ class Sizes(NamedTuple):
     windows: int
 
 
+WindowDump = tuple[int, int, Counts]
+"""``(size, start, counts)``: one live window, as snapshots hold it."""
+
+
+class SyncStore(Protocol):
+    """Capability: a store that answers without waiting on I/O (the memory store).
+
+    The app calls these directly on the fast lane: no coroutine per request.
+    They behave exactly as :meth:`Store.add` and :meth:`Store.top`.
+    """
+
+    def add_now(self, events: Sequence[Event]) -> Added: ...
+
+    def add_one_now(self, ts: int, counts: Counts, total: int | None = None) -> Added:
+        """``add_now([(ts, counts)])``; ``total``, if given, is ``sum(counts.values())``."""
+        ...
+
+    def top_now(self, window: Window, limit: int, now: float | None = None) -> TopHosts: ...
+
+
+class Snapshots(Protocol):
+    """Capability: a store whose whole state can be kept in a file across restarts."""
+
+    def dump(self) -> list[WindowDump]:
+        """Copies of the live windows."""
+        ...
+
+    def restore(self, windows: list[WindowDump]) -> int:
+        """Add dumped windows, dropping those no query can reach; returns how many were kept."""
+        ...
+
+
 class Store(Protocol):
     kind: str
     """``"memory"`` or ``"redis"``."""
+
+    @property
+    def sync(self) -> SyncStore | None:
+        """This store's synchronous face, or None if it has none."""
+        ...
+
+    @property
+    def snapshots(self) -> Snapshots | None:
+        """This store's snapshot support, or None if it keeps its own data."""
+        ...
 
     async def add(self, events: Sequence[Event]) -> Added:
         """Apply a validated batch atomically.
@@ -100,9 +142,9 @@ def by_window(
             continue
         if 0 in counts.values():
             counts = {host: n for host, n in counts.items() if n}
-        keys = [(HOUR, ts - ts % HOUR)]
+        keys = [(HOUR, hour_of(ts))]
         if ts >= minute_floor:
-            keys.append((MINUTE, ts - ts % MINUTE))
+            keys.append((MINUTE, minute_of(ts)))
         for key in keys:
             acc = merged.get(key)
             if acc is None:

@@ -400,6 +400,10 @@ class RedisStore:
         # Tokens retired after a failed call, whose field is still to be deleted.
         self._retired: set[str] = set()
 
+    # Redis keeps its own data and answers over the network: neither capability.
+    sync = None
+    snapshots = None
+
     def key(self, window: Window | int, start: int) -> str:
         """The sorted set holding window ``start`` of size ``window``."""
         size = window.value if isinstance(window, Window) else window
