@@ -27,9 +27,9 @@ from tophosts.events import (
     total_too_large,
 )
 from tophosts.store import StoreUnavailable, WriteUncertain
-from tophosts.store import redis as redis_store
 from tophosts.store.memory import MemoryStore
-from tophosts.store.redis import RedisStore
+from tophosts.store.redis import RedisStore, commit
+from tophosts.store.redis.connection import SOURCES
 from tophosts.windows import HOUR, MINUTE, Window, past
 
 PAST_MINUTE = past(T0, Window.MINUTE).start
@@ -234,7 +234,7 @@ def test_a_request_queued_as_a_flusher_winds_down_is_not_stranded(
 ) -> None:
     # With one call in flight, each add() below queues while the flusher that
     # served the previous one is still returning its connection.
-    monkeypatch.setattr(redis_store, "_IN_FLIGHT", 1)
+    monkeypatch.setattr(commit, "_IN_FLIGHT", 1)
     clock = FakeClock()
 
     async def check() -> None:
@@ -532,13 +532,13 @@ def sha(script: str) -> bytes:
     return hashlib.sha1(script.encode()).hexdigest().encode()
 
 
-ADD, CAREFUL, SETTLE = map(sha, (redis_store._ADD, redis_store._ADD_CAREFULLY, redis_store._SETTLE))
+ADD, CAREFUL, SETTLE = (sha(SOURCES[name]) for name in ("add", "add_carefully", "settle"))
 
 
 def load_scripts(client: redis.Redis) -> None:
     """Load the write's scripts, so that no NOSCRIPT round trip takes a fault meant for
     a step."""
-    for script in (redis_store._ADD, redis_store._ADD_CAREFULLY, redis_store._SETTLE):
+    for script in (SOURCES["add"], SOURCES["add_carefully"], SOURCES["settle"]):
         client.script_load(script)
 
 
