@@ -34,7 +34,17 @@ from tophosts.events import (
     total_too_large,
 )
 from tophosts.store import Added, Clock, Counts, Sizes, TopHosts, WindowDump, by_window, merge
-from tophosts.windows import HOUR, MINUTE, Window, past
+from tophosts.windows import (
+    HOUR,
+    MINUTE,
+    Window,
+    aligned,
+    floors,
+    hour_of,
+    minute_number,
+    minute_of,
+    past,
+)
 
 # Dead windows are freed a slice at a time so that dropping a window of a
 # million hosts never holds up the event loop for long.
@@ -110,10 +120,10 @@ class MemoryStore:
         """Add dumped windows to this store, dropping those no query can reach any more."""
         self._rolled_at = -1
         self._roll(self._clock())
-        floors = {MINUTE: self._minute_floor, HOUR: self._hour_floor}
+        oldest = {MINUTE: self._minute_floor, HOUR: self._hour_floor}
         kept = 0
         for size, start, counts in windows:
-            if size not in floors or start < floors[size] or start % size:
+            if size not in oldest or start < oldest[size] or not aligned(size, start):
                 continue
             kept += 1
             nonzero = {host: n for host, n in counts.items() if n}
@@ -133,7 +143,7 @@ class MemoryStore:
 
     def add_now(self, events: Sequence[Event]) -> Added:
         now = self._clock()
-        if self._graveyard or int(now // MINUTE) != self._rolled_at:
+        if self._graveyard or minute_number(now) != self._rolled_at:
             self._roll(now)
         if len(events) == 1:
             ts, counts = events[0]
@@ -157,7 +167,7 @@ class MemoryStore:
             if ts < hour_floor:
                 expired += 1
                 continue
-            group = by_minute.get(key := ts - ts % MINUTE)
+            group = by_minute.get(key := minute_of(ts))
             if group is None:
                 by_minute[key] = [counts]
             else:
@@ -168,7 +178,7 @@ class MemoryStore:
         minute_adds = {start: _summed(group) for start, group in by_minute.items()}
         hour_adds: dict[int, Counts] = {}
         for start, counts in minute_adds.items():
-            acc = hour_adds.get(hour := start - start % HOUR)
+            acc = hour_adds.get(hour := hour_of(start))
             if acc is None:
                 hour_adds[hour] = dict(counts)
             else:
@@ -205,7 +215,7 @@ class MemoryStore:
         that reason (no tuple to build on the hottest path).
         """
         now = self._clock()
-        if self._graveyard or int(now // MINUTE) != self._rolled_at:
+        if self._graveyard or minute_number(now) != self._rolled_at:
             self._roll(now)
         return self._add_one(now, ts, counts, total)
 
@@ -222,7 +232,7 @@ class MemoryStore:
             counts = {host: n for host, n in counts.items() if n}
             if not counts:
                 return _ONE
-        hour = ts - ts % HOUR
+        hour = hour_of(ts)
         if total is None:
             total = sum(counts.values())
         total += self._totals.get(hour, 0)
@@ -238,7 +248,7 @@ class MemoryStore:
         cache = self._cache
         if ts >= self._minute_floor:
             # One pass over the hosts for the hour and the live minute.
-            start = ts - ts % MINUTE
+            start = minute_of(ts)
             minute = self._minutes.get(start)
             if minute is None:
                 minute = self._minutes[start] = {}
@@ -294,7 +304,7 @@ class MemoryStore:
         room = self._max_tracked - len(known)
         fresh: set[str] = set()
         for i, (ts, counts) in enumerate(events):
-            if ts - ts % HOUR != start or ts < self._hour_floor:
+            if hour_of(ts) != start or ts < self._hour_floor:
                 continue
             for host, n in counts.items():
                 if n and host not in known and host not in fresh:
@@ -320,14 +330,13 @@ class MemoryStore:
 
     def _roll(self, now: float) -> None:
         """Drop the windows no query can reach any more; cheap unless the minute turned."""
-        minute = int(now // MINUTE)
+        minute = minute_number(now)
         if self._graveyard:
             self._free_some()
         if minute == self._rolled_at:
             return
         self._rolled_at = minute
-        self._minute_floor = minute_floor = past(now, Window.MINUTE).start
-        self._hour_floor = hour_floor = past(now, Window.HOUR).start
+        self._minute_floor, self._hour_floor = minute_floor, hour_floor = floors(now)
         for start in [s for s in self._hours if s < hour_floor]:
             self._graveyard.append(self._hours.pop(start))
             self._totals.pop(start, None)
@@ -356,7 +365,7 @@ def _pushes_over(events: Sequence[Event], start: int, host: str, known: Counts) 
     the cap."""
     running = known.get(host, 0)
     for i, (ts, counts) in enumerate(events):
-        if ts - ts % HOUR == start:
+        if hour_of(ts) == start:
             running += counts.get(host, 0)
             if running > MAX_COUNT:
                 return i
