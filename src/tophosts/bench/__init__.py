@@ -44,7 +44,9 @@ DEFAULT_SCENARIOS = "1,2,3,4,5,6,7,9,10"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--quick", action="store_true", help="a short run (about a minute) for tests")
+    parser.add_argument(
+        "--quick", action="store_true", help="a short run (about a minute) for tests"
+    )
     parser.add_argument("--plot", action="store_true", help="also render PNG charts")
     parser.add_argument("--name", default=None, help="results name (default: full or quick)")
     parser.add_argument("--out", default="bench/results", help="results folder")
