@@ -314,3 +314,13 @@ def test_an_unexpected_failure_in_a_check_is_still_an_event_error(
         assert "could not say why" in info.value.message
         assert isinstance(info.value.__cause__, ZeroDivisionError)
     assert "ZeroDivisionError" in caplog.text
+
+
+@pytest.mark.parametrize("ndjson", [False, True])
+def test_an_event_before_a_duplicate_key_is_named_first(ndjson: bool) -> None:
+    events = [b'{"timestamp": 1, "a": 1}', b'{"a": 1}', b'{"timestamp": 1, "b": 1, "b": 2}']
+    body = b"\n".join(events) if ndjson else b"[" + b",".join(events) + b"]"
+    with pytest.raises(EventError) as info:
+        decoder.many(body, ndjson=ndjson)
+    assert info.value.index == 1
+    assert 'missing "timestamp"' in info.value.message

@@ -85,7 +85,9 @@ class Decoder:
             obj = self._one.decode(body)
             # A NUL escape needs a backslash: look for one byte first (memchr).
             if body.count(b",") != len(obj) - 1 or (b"\\" in body and _NUL in body):
-                _check_keys(body, batch=False)
+                problem = _key_error(body, batch=False)
+                if problem is not None:
+                    raise problem
             timestamp = obj.pop(TIMESTAMP, None)
             # A body of at most MAX_HOST_BYTES cannot hold a longer host name: JSON
             # never spells a name in fewer bytes than its UTF-8.
@@ -114,22 +116,26 @@ class Decoder:
             # comma in it): only then is the exact, slower check needed.
             members = sum(map(len, objs))
             separators = len(objs) - 1 if not ndjson else 0
+            problem = None
             if body.count(b",") != members - len(objs) + separators or _NUL in body:
-                _check_keys(body, batch=True, ndjson=ndjson)
+                problem = _key_error(body, batch=True, ndjson=ndjson)
             stamps = [obj.pop(TIMESTAMP, None) for obj in objs]
             # Check the whole batch at C speed; walk it event by event only to name
-            # the first offending one.
+            # the first offending one (an event before a key problem's comes first).
             if objs and (
                 None in stamps
                 or not all(objs)
                 or max(map(len, objs)) > self.max_hosts
                 or max(map(len, itertools.chain.from_iterable(objs))) * 4 > MAX_HOST_BYTES
             ):
+                last = len(objs) if problem is None else problem.index
                 try:
-                    for i, (timestamp, obj) in enumerate(zip(stamps, objs, strict=True)):
+                    for i, (timestamp, obj) in enumerate(zip(stamps[:last], objs, strict=False)):
                         self._check(timestamp, obj, i)
                 except EventError as error:
                     raise _on_its_line(body, error) if ndjson else error from None
+            if problem is not None:
+                raise problem
             return list(zip(stamps, objs, strict=True))  # type: ignore[arg-type]  # no None left
         except EventError:
             raise
@@ -215,8 +221,8 @@ def _key_problem(pairs: list[tuple[str, Any]]) -> str | None:
     return None
 
 
-def _check_keys(body: bytes, batch: bool, ndjson: bool = False) -> None:
-    """Raise :class:`EventError` for the first event with a duplicate key or a NUL in a key.
+def _key_error(body: bytes, batch: bool, ndjson: bool = False) -> EventError | None:
+    """The error for the first event with a duplicate key or a NUL in a key, if any.
 
     msgspec keeps the last of duplicate keys silently, so this re-reads the
     (already validated, flat) body with the standard library, which shows every
@@ -237,12 +243,13 @@ def _check_keys(body: bytes, batch: bool, ndjson: bool = False) -> None:
         for i, (start, raw) in enumerate(_ndjson_events(body)):
             json.loads(raw.decode(), object_pairs_hook=hook)
             if found:
-                raise EventError(f"line {_line(body, start)}: {found[0][1]}", i)
-        return
+                return EventError(f"line {_line(body, start)}: {found[0][1]}", i)
+        return None
     json.loads(body.decode(), object_pairs_hook=hook)
-    if found:
-        index, problem = found[0]
-        raise EventError(problem, index if batch else None)
+    if not found:
+        return None
+    index, problem = found[0]
+    return EventError(problem, index if batch else None)
 
 
 # -- reading NDJSON as msgspec does ------------------------------------------
