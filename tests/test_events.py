@@ -324,3 +324,21 @@ def test_an_event_before_a_duplicate_key_is_named_first(ndjson: bool) -> None:
         decoder.many(body, ndjson=ndjson)
     assert info.value.index == 1
     assert 'missing "timestamp"' in info.value.message
+
+
+# -- found by the fuzzers (tests/fuzz/regressions/) ---------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # A repeated key whose first value is out of range and whose last is fine:
+        # the generic reading kept the last, and found nothing to explain.
+        b'{"timestamp": 16991e4000, "a": 1, "timestamp": 1699999920}',
+        b'{"timestamp": 1, "a": 1' + b"0" * 5000 + b', "a": 1}',
+    ],
+)
+def test_a_repeated_key_hiding_a_bad_value_is_named(body: bytes) -> None:
+    error = one_error(body)
+    assert error.__cause__ is None
+    assert "duplicate key" in error.message

@@ -239,13 +239,15 @@ def _key_error(body: bytes, batch: bool, ndjson: bool = False) -> EventError | N
         seen += 1
         return {}
 
+    # Numbers are only read as far as their length: no int() of a 5,000-digit count.
+    reader = json.JSONDecoder(object_pairs_hook=hook, parse_int=len, parse_float=len)
     if ndjson:
         for i, (start, raw) in enumerate(_ndjson_events(body)):
-            json.loads(raw.decode(), object_pairs_hook=hook)
+            reader.decode(raw.decode())
             if found:
                 return EventError(f"line {_line(body, start)}: {found[0][1]}", i)
         return None
-    json.loads(body.decode(), object_pairs_hook=hook)
+    reader.decode(body.decode())
     if not found:
         return None
     index, problem = found[0]
@@ -481,7 +483,11 @@ def _malformed(exc: msgspec.DecodeError, offset: int) -> str:
 
 def _explain_one(body: bytes) -> EventError | None:
     reason = _explain_json(body) or _check_generic(_lenient(body))
-    return None if reason is None else EventError(reason)
+    if reason is None:
+        # The generic reading keeps the last of repeated keys, and the last may
+        # be valid where an earlier one is not: the repetition is the fault.
+        return _key_error(body, batch=False)
+    return EventError(reason)
 
 
 def _placed(error: EventError, index: int, prefix: str = "") -> EventError:
