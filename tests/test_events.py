@@ -342,3 +342,29 @@ def test_a_repeated_key_hiding_a_bad_value_is_named(body: bytes) -> None:
     error = one_error(body)
     assert error.__cause__ is None
     assert "duplicate key" in error.message
+
+
+@pytest.mark.parametrize(
+    ("body", "index", "line", "words"),
+    [
+        # A syntax error late in the body; an earlier event is the first bad one.
+        (b'{"timestamp": 1, "a": 1, "a": 2}\n{"timestamp": 1, "a": 1}\n{x', 0, 1, "duplicate"),
+        (
+            b'{"timestamp": 1, "a": 1}\n{"timestamp": 1}\n\n{"timestamp": 1, "a": 1}\n{x',
+            1,
+            2,
+            "host",
+        ),
+        # The last line end before the error is inside an event.
+        (b'{"timestamp": 1,\n"a": 1}\n{"timestamp": 1,\n"a": x}', 1, 3, "(byte 47)"),
+        (b'{"timestamp": 1, "a": 1}\n\n{"timestamp": 1,\n\n"a": 1e400', 1, 3, "ends early"),
+    ],
+)
+def test_ndjson_syntax_errors_after_valid_lines(
+    body: bytes, index: int, line: int, words: str
+) -> None:
+    with pytest.raises(EventError) as info:
+        decoder.many(body, ndjson=True)
+    assert (info.value.index, info.value.message.split(":")[0]) == (index, f"line {line}")
+    assert words in info.value.message
+    assert info.value.__cause__ is None

@@ -194,15 +194,46 @@ class Decoder:
         return None
 
     def _explain_ndjson(self, body: bytes) -> EventError | None:
-        index = -1
-        for index, (start, raw) in enumerate(_ndjson_events(body)):
-            reason = _explain_json(raw, offset=start)
-            error = EventError(reason) if reason is not None else self._event_error(raw)
+        try:
+            _RAW.decode_lines(body)
+        except (msgspec.DecodeError, RecursionError) as exc:
+            # A syntax error: the whole lines before it are read at C speed.
+            try:
+                events, pos = self._lines_before(body, exc)
+            except EventError as before:
+                return before  # an event before the syntax error is the first bad one
+            values = _ndjson_walk(body, pos)
+        else:
+            events, values = 0, _ndjson_events(body)
+        index = events - 1
+        for index, (start, raw) in enumerate(values, events):
+            error = self._event_error(raw)
             if error is not None:
+                # one() counts bytes from the event's start; the body's are wanted.
+                reason = _explain_json(raw, offset=start)
+                error = error if reason is None else EventError(reason)
                 return _placed(error, index, f"line {_line(body, start)}: ")
         if index < 0:
             return EventError(f"the request body has no events; {_ACCEPTED}")
         return None
+
+    def _lines_before(self, body: bytes, syntax: Exception) -> tuple[int, int]:
+        """How many events the whole lines before a syntax error hold, and where they end.
+
+        Raises the error of the first bad event among them, if any. ``(0, 0)``
+        when that prefix cannot be read alone (an event spans its last line end).
+        """
+        position = _BYTE.search(str(syntax))
+        end = int(position[1]) - 1 if position else len(body)
+        cut = body.rfind(b"\n", 0, max(end, 0)) + 1
+        if cut == 0 or _WS.fullmatch(body, 0, cut):
+            return 0, 0
+        try:
+            _RAW.decode_lines(memoryview(body)[:cut])
+        except (msgspec.DecodeError, RecursionError):
+            return 0, 0
+        # The same values as at the start of the whole body: no token spans a LF.
+        return len(self.many(body[:cut], ndjson=True)), cut
 
 
 # -- duplicate keys and NUL ---------------------------------------------------
@@ -281,7 +312,7 @@ def _ndjson_events(body: bytes) -> Iterator[tuple[int, bytes]]:
     try:
         raws = _RAW.decode_lines(body)
     except (msgspec.DecodeError, RecursionError):
-        yield from _ndjson_walk(body)
+        yield from _ndjson_walk(body, 0)
         return
     pos = 0
     for raw in raws:
@@ -306,9 +337,10 @@ def _on_its_line(body: bytes, error: EventError) -> EventError:
     return _placed(error, error.index, f"line {_line(body, start)}: ")
 
 
-def _ndjson_walk(body: bytes) -> Iterator[tuple[int, bytes]]:
+def _ndjson_walk(body: bytes, pos: int) -> Iterator[tuple[int, bytes]]:
+    """The events from ``pos`` on, read one at a time: up to and with a broken one."""
     view = memoryview(body)
-    pos = _end_of_space(body, 0)
+    pos = _end_of_space(body, pos)
     while pos < len(body):
         try:
             _RAW.decode(view[pos:])
