@@ -79,6 +79,24 @@ def test_hostile_events_fail_the_batch_they_are_in(client: TestClient, case: str
     assert client.get("/stats").json() == {"top_hosts": {}}
 
 
+@pytest.mark.parametrize("case", [case for case in HOSTILE if HOSTILE[case][0].strip()])
+def test_hostile_events_fail_the_ndjson_batch_they_are_in(client: TestClient, case: str) -> None:
+    body, status, _ = HOSTILE[case]
+    good = b'{"timestamp": ' + TS + b', "keep.com": 2}'
+    response = client.post(
+        "/counters",
+        content=good + b"\n" + body + b"\n",
+        headers={"content-type": "application/x-ndjson"},
+    )
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    answer = response.json()
+    # The hostile event starts on line 2; trailing garbage is a third event on it.
+    assert answer["error"].startswith("line 2: ")
+    assert answer["index"] == (2 if case == "trailing garbage" else 1)
+    assert client.get("/stats").json() == {"top_hosts": {}}
+
+
 def test_duplicates_in_ndjson_name_the_line(client: TestClient) -> None:
     body = b'{"timestamp": ' + TS + b', "a": 1}\n{"timestamp": ' + TS + b', "b": 1, "b": 1}\n'
     response = client.post(
