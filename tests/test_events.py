@@ -368,3 +368,21 @@ def test_ndjson_syntax_errors_after_valid_lines(
     assert (info.value.index, info.value.message.split(":")[0]) == (index, f"line {line}")
     assert words in info.value.message
     assert info.value.__cause__ is None
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        (b"[" * 900 + b"1e400" + b"]" * 900, "got an array"),
+        (b'{"timestamp": 1, "a": ' + b"[" * 900 + b"1e400" + b"]" * 900 + b"}", "got an array"),
+        (b'{"timestamp": 1, "a": {"b": ' + b"[" * 900 + b"-1e400" + b"]" * 900 + b"}}", "object"),
+    ],
+)
+def test_an_out_of_range_number_deep_inside_is_explained_without_recursion(
+    body: bytes, words: str
+) -> None:
+    # The generic re-reading of a body holding 1e400 recursed once per level
+    # (twice the frames), past Python's limit long before msgspec's.
+    error = one_error(body)
+    assert error.__cause__ is None
+    assert words in error.message

@@ -456,16 +456,34 @@ class _Huge:
 
 
 def _lenient(raw: bytes) -> Any:
-    """Decode valid JSON generically, keeping out-of-range integers as :class:`_Huge`."""
+    """Decode valid JSON generically, keeping out-of-range numbers as :class:`_Huge`.
+
+    Below an out-of-range number's top level, containers are read only as far
+    as their kind: a message names no more, and reading deeper recursed once
+    per level, past Python's limit before msgspec's.
+    """
     try:
         return msgspec.json.decode(raw)
     except msgspec.ValidationError:
-        head = raw.lstrip()[:1]
+        head = raw.lstrip(b" \t\r\n")[:1]
         if head == b"{":
             obj = msgspec.json.decode(raw, type=dict[str, msgspec.Raw])
-            return {key: _lenient(bytes(value)) for key, value in obj.items()}
+            return {key: _kind_of(bytes(value)) for key, value in obj.items()}
         if head == b"[":
-            return [_lenient(bytes(v)) for v in msgspec.json.decode(raw, type=list[msgspec.Raw])]
+            return [_kind_of(bytes(v)) for v in msgspec.json.decode(raw, type=list[msgspec.Raw])]
+        return _Huge(raw)
+
+
+def _kind_of(raw: bytes) -> Any:
+    """A nested value, or for a container an empty one of its kind (see :func:`_kind`)."""
+    head = raw[:1]
+    if head == b"{":
+        return {}
+    if head == b"[":
+        return []
+    try:
+        return msgspec.json.decode(raw)
+    except msgspec.ValidationError:
         return _Huge(raw)
 
 

@@ -53,16 +53,20 @@ def _text(data: bytes) -> str:
 
 
 def _strings_ok(value: Any) -> bool:
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return False
-        return True
-    if isinstance(value, Pairs):
-        return all(_strings_ok(k) and _strings_ok(v) for k, v in value)
-    if isinstance(value, list):
-        return all(map(_strings_ok, value))
+    """No string anywhere in ``value`` holds a surrogate (iterative: values nest deep)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return False
+        elif isinstance(item, Pairs):
+            for key, inner in item:
+                stack += (key, inner)
+        elif isinstance(item, list):
+            stack += item
     return True
 
 
