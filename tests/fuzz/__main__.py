@@ -22,6 +22,8 @@ from pathlib import Path
 from tests.fuzz import CORPUS, HERE, REGRESSIONS, load, names
 
 ROOT = HERE.parent.parent
+_ARTIFACTS = ("crash-", "timeout-", "oom-", "leak-", "slow-unit-")
+"""How libFuzzer names what it writes to -artifact_prefix."""
 
 
 @dataclass
@@ -84,7 +86,9 @@ def run(name: str, seconds: int, work: Path, timeout: int, max_len: int, quiet: 
     log = proc.stderr + proc.stdout
     executions = re.findall(r"stat::number_of_executed_units: (\d+)", log)
     coverage = re.findall(r"^#\d+\s+\w+\s+cov: (\d+) ft: (\d+)", log, re.MULTILINE)
-    crashers = sorted(set(regressions.iterdir()) - before)
+    crashers = sorted(
+        path for path in set(regressions.iterdir()) - before if path.name.startswith(_ARTIFACTS)
+    )
     result = Result(
         name,
         elapsed,

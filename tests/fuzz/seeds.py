@@ -47,6 +47,10 @@ EVENTS: list[bytes] = [
     msgspec.json.encode({"timestamp": 1, "x" * 256: 1}),
     msgspec.json.encode({"timestamp": 1, "\U0001f600" * 64: 1}),
     *(body for body, _, _ in HOSTILE.values()),
+    # Near msgspec's nesting limit (1,000), within the fuzzers' --max-len.
+    b"[" * 950 + b"]" * 950,
+    b'{"timestamp": 1, "a": ' + b"[" * 950 + b"1" + b"]" * 950 + b"}",
+    b'{"timestamp": 1, "a": ' + b'{"b": ' * 400 + b"1" + b"}" * 400 + b"}",
 ]
 
 NDJSON: list[bytes] = [
