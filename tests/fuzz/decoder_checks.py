@@ -23,6 +23,7 @@ MAX_HOSTS = 4
 DECODER = Decoder(max_hosts=MAX_HOSTS)
 
 _LINE = re.compile(r"line (\d+): ")
+_BYTE = re.compile(r"\(byte (\d+)\)")
 
 
 class Mismatch(AssertionError):
@@ -50,7 +51,9 @@ def check_events(events: list[Event], expected: reference.Verdict) -> None:
         raise Mismatch(f"decoded {events!r}; the reference reads {expected.events!r}")
 
 
-def check_error(error: EventError, expected: reference.Verdict, ndjson: bool = False) -> None:
+def check_error(
+    error: EventError, data: bytes, expected: reference.Verdict, ndjson: bool = False
+) -> None:
     if error.__cause__ is not None:
         cause = "".join(traceback.format_exception(error.__cause__))
         raise Mismatch(f"the decoder's guard fired on this cause:\n{cause}") from error.__cause__
@@ -60,6 +63,9 @@ def check_error(error: EventError, expected: reference.Verdict, ndjson: bool = F
         raise Mismatch(f"status {error.status}")
     if error.index is not None and (type(error.index) is not int or error.index < 0):
         raise Mismatch(f"bad index {error.index!r}")
+    for position in _BYTE.findall(error.message):
+        if not 0 <= int(position) <= len(data):
+            raise Mismatch(f"{error.message!r} names a byte outside the body")
     if not expected.known:
         return
     if expected.events is not None:
@@ -75,12 +81,15 @@ def check_error(error: EventError, expected: reference.Verdict, ndjson: bool = F
 
 
 def run(
-    decode: Callable[[], list[Event]], expected: reference.Verdict, ndjson: bool = False
+    decode: Callable[[], list[Event]],
+    data: bytes,
+    expected: reference.Verdict,
+    ndjson: bool = False,
 ) -> None:
     """Decode, and check the outcome: the whole of each decoder harness."""
     try:
         events = decode()
     except EventError as error:
-        check_error(error, expected, ndjson)
+        check_error(error, data, expected, ndjson)
         return
     check_events(events, expected)

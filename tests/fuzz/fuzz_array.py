@@ -9,4 +9,4 @@ DICTIONARY = "json.dict"
 
 
 def TestOneInput(data: bytes) -> None:
-    run(lambda: DECODER.many(data), reference.array(data, MAX_HOSTS))
+    run(lambda: DECODER.many(data), data, reference.array(data, MAX_HOSTS))

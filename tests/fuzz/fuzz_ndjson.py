@@ -9,4 +9,9 @@ DICTIONARY = "json.dict"
 
 
 def TestOneInput(data: bytes) -> None:
-    run(lambda: DECODER.many(data, ndjson=True), reference.ndjson(data, MAX_HOSTS), ndjson=True)
+    run(
+        lambda: DECODER.many(data, ndjson=True),
+        data,
+        reference.ndjson(data, MAX_HOSTS),
+        ndjson=True,
+    )

@@ -9,4 +9,4 @@ DICTIONARY = "json.dict"
 
 
 def TestOneInput(data: bytes) -> None:
-    run(lambda: [DECODER.one(data)], reference.one(data, MAX_HOSTS))
+    run(lambda: [DECODER.one(data)], data, reference.one(data, MAX_HOSTS))
