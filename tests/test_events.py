@@ -335,6 +335,7 @@ def test_an_event_before_a_duplicate_key_is_named_first(ndjson: bool) -> None:
         # A repeated key whose first value is out of range and whose last is fine:
         # the generic reading kept the last, and found nothing to explain.
         b'{"timestamp": 16991e4000, "a": 1, "timestamp": 1699999920}',
+        b'{"timestamp": 169.999920, "a": 1, "timestamp": 1699999920}',
         b'{"timestamp": 1, "a": 1' + b"0" * 5000 + b', "a": 1}',
     ],
 )
