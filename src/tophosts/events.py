@@ -35,6 +35,8 @@ from typing import Annotated, Any
 
 import msgspec
 
+from tophosts.windows import label
+
 MAX_COUNT = 2**53 - 1
 """Largest count (and total) we accept: beyond it doubles, and so Redis scores, lose integers."""
 
@@ -587,7 +589,7 @@ def too_far_ahead(timestamp: int, now: float, max_skew: int, index: int | None) 
 
 def too_many_tracked(size: int, host: str, limit: int, index: int | None) -> EventError:
     """The error for an event that would add a host past ``--max-tracked-hosts``."""
-    window = "minute" if size == 60 else "hour"
+    window = label(size)
     return EventError(
         f"the {window} window already tracks {limit} hosts (--max-tracked-hosts); an event "
         f"adding a new host such as {_show(host)} is refused whole, while known hosts keep "
