@@ -24,7 +24,7 @@ from tophosts.metrics import Metrics
 from tophosts.store import Clock, Store
 from tophosts.syslog import drops, sockets
 from tophosts.syslog.address import Address, parse_all
-from tophosts.syslog.aggregate import INTERVAL, Flusher, Pending
+from tophosts.syslog.aggregate import INTERVAL, MAX_PENDING, Flusher, Pending
 from tophosts.syslog.counts import Tally
 from tophosts.syslog.lines import Reader
 from tophosts.syslog.metrics import Mirror, SyslogCollector
@@ -53,6 +53,7 @@ class Receiver:
         max_skew: int = 300,
         reuse_port: bool = False,
         interval: float = INTERVAL,
+        max_pending: int = MAX_PENDING,
     ) -> None:
         self.addresses: list[Address] = parse_all(listeners)
         self.reader = Reader(format)
@@ -60,7 +61,7 @@ class Receiver:
         self.idle_timeout = idle_timeout
         self.reuse_port = reuse_port
         self.tallies = [Tally(str(a)) for a in self.addresses]
-        self.pendings = [Pending(t) for t in self.tallies]
+        self.pendings = [Pending(t, max_pending) for t in self.tallies]
         self.flusher = Flusher(store, clock, max_skew, self.pendings, interval)
         self.registry = registry
         self.collector = SyslogCollector(self.tallies)

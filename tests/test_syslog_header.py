@@ -1,0 +1,94 @@
+"""The syslog header: RFC 3164 and RFC 5424 lines into (tag, body)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tophosts.syslog.header import HeaderError, split
+from tophosts.syslog.lines import Reader
+
+
+@pytest.mark.parametrize(
+    ("line", "tag", "body"),
+    [
+        # What nginx 1.22 and HAProxy 2.6 send (issue 14).
+        (
+            b"<190>Dec  1 13:55:32 vm nginx: 1796133332.584 shop.example.com 200",
+            b"nginx",
+            b"1796133332.584 shop.example.com 200",
+        ),
+        (
+            b"<134>Dec  1 14:14:50 haproxy[27574]: 1796134490.754 shop.example",
+            b"haproxy",
+            b"1796134490.754 shop.example",
+        ),
+        (b"<13>Dec 11 14:14:50 host tophosts: 1 a.com", b"tophosts", b"1 a.com"),
+        (b"<13>apache: 1 a.com", b"apache", b"1 a.com"),
+        (b"<13>Dec  1 14:14:50 apache[7]: 1 a: b", b"apache", b"1 a: b"),
+        (b"<13>Dec  1 14:14:50 host nginx:", b"nginx", b""),
+        (b"<0>Dec  1 14:14:50 host untagged words", b"", b"host untagged words"),
+        # RFC 5424: rsyslog's RSYSLOG_SyslogProtocol23Format and util-linux logger.
+        (
+            b"<190>1 2026-12-01T13:55:32.584+00:00 vm nginx - - - 1796133332.584 a.com",
+            b"nginx",
+            b"1796133332.584 a.com",
+        ),
+        (
+            b'<13>1 2026-12-01T13:55:32Z vm apache 42 - [timeQuality tzKnown="1" '
+            b'isSynced="0"] 1796133332 a.com',
+            b"apache",
+            b"1796133332 a.com",
+        ),
+        (
+            b'<13>1 - - - - - [a x="\\]\\"\\\\"][b] \xef\xbb\xbf1 a.com',
+            b"",
+            b"1 a.com",
+        ),
+        (b"<13>1 - - tag - - -", b"tag", b""),
+        # No header at all: Caddy's JSON, or a bare line.
+        (b'{"ts": 1}', b"", b'{"ts": 1}'),
+        (b"1 a.com", b"", b"1 a.com"),
+    ],
+)
+def test_split(line: bytes, tag: bytes, body: bytes) -> None:
+    assert split(line) == (tag, body)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"<",
+        b"<>x",
+        b"<1234>x",
+        b"<192>x",
+        b"<a1>x",
+        b"<13>1 2026-12-01T13:55:32Z vm",
+        b"<13>1 - - - - - x",
+        b"<13>1 - - - - - [unclosed x",
+        b'<13>1 - - - - - [a x="]',
+        b"<13>1 - - - - - [a]x",
+    ],
+)
+def test_bad_headers_raise(line: bytes) -> None:
+    with pytest.raises(HeaderError) as caught:
+        split(line)
+    assert caught.value.reason == "header"
+
+
+def test_the_tag_picks_the_format_and_the_body_decides_otherwise() -> None:
+    read = Reader().read
+    assert read(b"<190>Dec  1 13:55:32 vm nginx: 1796133332.584 a.com 200") == (
+        1796133332,
+        b"a.com",
+    )
+    assert read(b"<134>Dec  1 14:14:50 haproxy[1]: 1796134490.754 b.com\n") == (
+        1796134490,
+        b"b.com",
+    )
+    assert read(b'{"ts": 7.9, "request": {"host": "c.com"}}\r\n') == (7, b"c.com")
+    assert read(b'<14>Dec  1 14:14:50 x tophosts: {"ts": 7, "request": {"host": "d"}}') == (7, b"d")
+    forced = Reader("caddy").read
+    with pytest.raises(ValueError, match="Caddy"):
+        forced(b"<190>Dec  1 13:55:32 vm nginx: 1796133332.584 a.com 200")
+    with pytest.raises(ValueError, match="unknown format"):
+        Reader("json")
