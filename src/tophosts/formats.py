@@ -57,7 +57,9 @@ _BAD_TS = FormatError(
 
 def text(body: bytes) -> Parsed:
     """``b"1796133332.584 shop.example.com 200"`` -> ``(1796133332, b"shop.example.com")``."""
-    parts = body.split(b" ", 2)
+    # Any run of blanks separates fields (rsyslog's RFC 5424 template puts a space
+    # before the message), so split on whitespace: once, for the first two fields.
+    parts = body.split(None, 2)
     if len(parts) < 2:
         raise _NO_HOST
     stamp, host = parts[0], parts[1]
@@ -72,7 +74,7 @@ def text(body: bytes) -> Parsed:
     if ts > MAX_COUNT:
         raise _BAD_TS
     # "-" is how all three servers write a missing value (no Host header).
-    if not host or host == b"-":
+    if host == b"-":
         raise _NO_HOST
     return ts, host
 
