@@ -271,3 +271,15 @@ class Rsyslog(WebServer):
 
     def request(self, host: str, n: int) -> None:  # pragma: no cover - not a web server
         raise TypeError("rsyslog relays syslog; send requests to a web server")
+
+
+def syslog_figures(url: str) -> dict[tuple[str, str, str], float]:
+    """``{(metric, transport, label): value}`` of a tophosts server's syslog metrics, where
+    ``label`` is the result, the reason, or ``""`` for a metric without one."""
+    found: dict[tuple[str, str, str], float] = {}
+    text = httpx.get(url + "/metrics", timeout=10).text
+    pattern = r'^tophosts_syslog_(\w+)\{listener="(udp|tcp)://[^"]+"(?:,\w+="(\w+)")?\} (\S+)$'
+    for name, transport, label, value in re.findall(pattern, text, flags=re.M):
+        key = (name, transport, label)
+        found[key] = found.get(key, 0.0) + float(value)
+    return found

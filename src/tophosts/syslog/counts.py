@@ -28,6 +28,8 @@ class Tally:
         self.closed: dict[str, int] = {}
         """TCP connections this side closed, by reason."""
         self.connections = 0
+        self.received = 0
+        """Lines received, as the listeners count them (summed up at shutdown)."""
         self.rcvbuf = 0
         self.drops_of: list[int] = []
         """The socket inodes whose kernel drops are this listener's (UDP)."""
@@ -54,6 +56,17 @@ class Tally:
             detail,
             _show(example),
             more,
+        )
+
+    def stopped(self) -> None:
+        """Log what this listener received and what became of it."""
+        lines = self.lines
+        log.info(
+            "syslog %s: stopped; %d lines received: %d accepted, %d expired, %d refused, "
+            "%d unparsed",
+            self.name,
+            self.received,
+            *(lines[result] for result in RESULTS),
         )
 
     def close(self, reason: str, detail: str) -> None:

@@ -160,6 +160,8 @@ class Receiver:
         await self._close_listeners()
         # The flusher stops after a final flush of everything received.
         await self._stack.aclose()
+        for tally in self.tallies:
+            tally.stopped()
 
     async def _drain(self) -> None:
         """Keep reading until a pass of the loop brings nothing new, ``DRAIN`` s at most."""
@@ -180,8 +182,9 @@ class Receiver:
             before = now
 
     async def _close_listeners(self) -> None:
-        for transport, _ in self._udp:
+        for transport, udp in self._udp:
             transport.close()
+            udp.tally.received += udp.datagrams
         waiting = []
         for connections in self._connections:
             for protocol in list(connections):

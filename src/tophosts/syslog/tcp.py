@@ -39,6 +39,7 @@ class TcpProtocol(asyncio.Protocol):
         self.open = open_
         self.framer = Framer()
         self.chunks = 0
+        self.lines = 0
         self.transport: asyncio.Transport | None = None
         self.closed = asyncio.get_running_loop().create_future()
         self._loop = asyncio.get_running_loop()
@@ -63,8 +64,11 @@ class TcpProtocol(asyncio.Protocol):
         self._last = self._loop.time()
         framer = self.framer
         read, table, tally = self.read, self.table, self.tally
-        for frame in framer.feed(data):
+        frames = framer.feed(data)
+        self.lines += len(frames)
+        for frame in frames:
             if not frame or frame == b"\r":
+                self.lines -= 1
                 continue
             try:
                 key = read(frame)
@@ -87,6 +91,7 @@ class TcpProtocol(asyncio.Protocol):
         transport = self.transport
         assert transport is not None
         if error is not None:
+            self.lines += 1
             tally.bad("unparsed", error.reason, 1, error.detail, data[:200])
             tally.close(error.reason, error.detail)
             transport.abort()
@@ -101,6 +106,7 @@ class TcpProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         rest = self.framer.close()
         if rest.strip():
+            self.lines += 1
             self.tally.bad(
                 "unparsed",
                 "truncated",
@@ -108,6 +114,7 @@ class TcpProtocol(asyncio.Protocol):
                 "the connection ended in the middle of a frame",
                 rest[:200],
             )
+        self.tally.received += self.lines
         if self in self.open:
             self.open.discard(self)
             self.tally.connections -= 1
