@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import tracemalloc
+
 import pytest
 
 from tophosts.syslog.header import HeaderError, split
-from tophosts.syslog.lines import Reader
+from tophosts.syslog.lines import LineError, Reader
 
 
 @pytest.mark.parametrize(
@@ -92,3 +95,26 @@ def test_the_tag_picks_the_format_and_the_body_decides_otherwise() -> None:
         forced(b"<190>Dec  1 13:55:32 vm nginx: 1796133332.584 a.com 200")
     with pytest.raises(ValueError, match="unknown format"):
         Reader("json")
+
+
+def test_bad_lines_leave_no_memory_behind() -> None:
+    # A kept exception instance raised again and again grows its traceback at
+    # each raise: a sender of garbage would grow the server without bound.
+    read = Reader().read
+    bad = [b"x", b"<999>x", b"<13>1 - - - - - [", b"{", b"<13>a: 1 -", b"<13>a: z a"]
+
+    def flood() -> None:
+        for _ in range(5000):
+            for line in bad:
+                with contextlib.suppress(*LineError):
+                    read(line)
+
+    flood()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        flood()
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 100_000, f"{grown} bytes kept after 30,000 bad lines"

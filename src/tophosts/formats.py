@@ -48,11 +48,19 @@ class FormatError(ValueError):
         self.detail = detail
 
 
-_NO_HOST = FormatError("no_host", "no host after the timestamp (expected '<seconds> <host>')")
-_BAD_TS = FormatError(
-    "timestamp",
-    f"the first field is not Unix seconds (digits, an optional .fraction, at most {MAX_COUNT})",
-)
+# Each error is a new instance: raising a kept one would chain a traceback (and
+# the frames it holds) onto it at every raise, without bound.
+
+
+def _no_host() -> FormatError:
+    return FormatError("no_host", "no host after the timestamp (expected '<seconds> <host>')")
+
+
+def _bad_ts() -> FormatError:
+    return FormatError(
+        "timestamp",
+        f"the first field is not Unix seconds (digits, an optional .fraction, at most {MAX_COUNT})",
+    )
 
 
 def text(body: bytes) -> Parsed:
@@ -61,7 +69,7 @@ def text(body: bytes) -> Parsed:
     # before the message), so split on whitespace: once, for the first two fields.
     parts = body.split(None, 2)
     if len(parts) < 2:
-        raise _NO_HOST
+        raise _no_host()
     stamp, host = parts[0], parts[1]
     seconds, dot, fraction = stamp.partition(b".")
     if (
@@ -69,13 +77,13 @@ def text(body: bytes) -> Parsed:
         or len(seconds) > _MAX_DIGITS
         or (dot and fraction and not fraction.isdigit())
     ):
-        raise _BAD_TS
+        raise _bad_ts()
     ts = int(seconds)
     if ts > MAX_COUNT:
-        raise _BAD_TS
+        raise _bad_ts()
     # "-" is how all three servers write a missing value (no Host header).
     if host == b"-":
-        raise _NO_HOST
+        raise _no_host()
     return ts, host
 
 
@@ -103,9 +111,9 @@ def caddy(body: bytes) -> Parsed:
         ) from None
     ts = line.ts
     if not math.isfinite(ts) or not 0 <= ts <= MAX_COUNT:
-        raise _BAD_TS
+        raise _bad_ts()
     if not line.request.host:
-        raise _NO_HOST
+        raise _no_host()
     # surrogatepass: a lone surrogate escape survives here and is refused as
     # invalid UTF-8 with the other host rules, not as a crash.
     return int(ts), line.request.host.encode("utf-8", "surrogatepass")

@@ -29,11 +29,13 @@ class HeaderError(ValueError):
     reason = "header"
 
 
-_BAD_PRI = HeaderError("the line starts with '<' but not with a priority such as <134>")
-_BAD_5424 = HeaderError(
+# Texts, not instances: a kept exception raised again and again would grow its
+# traceback (and keep the frames in it) at every raise.
+_BAD_PRI = "the line starts with '<' but not with a priority such as <134>"
+_BAD_5424 = (
     "an RFC 5424 header needs VERSION TIMESTAMP HOSTNAME APP-NAME PROCID MSGID STRUCTURED-DATA"
 )
-_BAD_SD = HeaderError("the RFC 5424 structured data is not closed by ']'")
+_BAD_SD = "the RFC 5424 structured data is not closed by ']'"
 _MONTHS = frozenset(
     (b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec")
 )
@@ -47,7 +49,7 @@ def split(line: bytes) -> tuple[bytes, bytes]:
     end = line.find(b">", 1, 5)
     pri = line[1:end]
     if end < 2 or not pri.isdigit() or (len(pri) == 3 and pri > b"191"):
-        raise _BAD_PRI
+        raise HeaderError(_BAD_PRI)
     if line[end + 1 : end + 3] == b"1 ":
         return _rfc5424(line, end + 3)
     # The common case, written flat: "...[HOSTNAME ]TAG[[PID]]: BODY".
@@ -87,14 +89,14 @@ def _rfc5424(line: bytes, pos: int) -> tuple[bytes, bytes]:
     # TIMESTAMP HOSTNAME APP-NAME PROCID MSGID: five words, then the structured data.
     fields = line[pos:].split(b" ", 5)
     if len(fields) < 6:
-        raise _BAD_5424
+        raise HeaderError(_BAD_5424)
     tag, rest = fields[2], fields[5]
     if rest == b"-" or rest[:2] == b"- ":
         body = rest[2:]
     elif rest[:1] == b"[":
         body = _after_structured_data(rest)
     else:
-        raise _BAD_5424
+        raise HeaderError(_BAD_5424)
     if body[:3] == _BOM:
         body = body[3:]
     return (b"" if tag == b"-" else tag), body
@@ -108,7 +110,7 @@ def _after_structured_data(rest: bytes) -> bytes:
         i += 1
         while True:
             if i >= n:
-                raise _BAD_SD
+                raise HeaderError(_BAD_SD)
             c = rest[i]
             if quoted:
                 if c == 0x5C:  # backslash: skip the escaped byte
@@ -124,6 +126,6 @@ def _after_structured_data(rest: bytes) -> bytes:
             i += 1
     if i < n:
         if rest[i : i + 1] != b" ":
-            raise _BAD_SD
+            raise HeaderError(_BAD_SD)
         i += 1
     return rest[i:]
