@@ -118,3 +118,33 @@ def test_bad_lines_leave_no_memory_behind() -> None:
     finally:
         tracemalloc.stop()
     assert grown < 100_000, f"{grown} bytes kept after 30,000 bad lines"
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"<190>Dec  1 13:55:32 vm nginx: 1796133332.584 a.com 200",
+        b"<134>Dec  1 14:14:50 haproxy[27574]: 1796134490.754 b.com\n",
+        b"<13>x: 1 a.com\r\n",
+        b"<13>x:  \t1 a.com",
+        b"<13>Dec  1 14:14:50 h caddy: 1 a.com",  # the tag says Caddy: not text
+        b"<13>1 - - x - - - 1 a.com",  # RFC 5424: the careful way
+        b"<13>x : 1 a.com",
+        b"<192>x: 1 a.com",
+        b"<13>x: 9999999999999999 a.com",
+        b"<13>x: 1.5e3 a.com",
+        b"<13>x: 1 -",
+    ],
+)
+def test_the_fast_path_answers_as_the_careful_way_or_not_at_all(line: bytes) -> None:
+    for reader in (Reader(), Reader("nginx"), Reader("caddy")):
+        fast = reader.fast(line)
+        try:
+            careful: object = reader.careful(line)
+        except LineError as exc:
+            careful = exc.reason
+        assert fast is None or fast == careful
+    assert Reader().fast(b"<190>Dec  1 13:55:32 vm nginx: 1796133332.584 a.com 200") == (
+        1796133332,
+        b"a.com",
+    )

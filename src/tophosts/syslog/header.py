@@ -57,7 +57,7 @@ def split(line: bytes) -> tuple[bytes, bytes]:
     if colon > 0:
         space = line.rfind(b" ", end, colon)
         tag = line[(space if space > 0 else end) + 1 : colon]
-        if tag and tag[:3] not in _MONTHS:
+        if tag:
             bracket = tag.find(b"[")
             return (tag if bracket < 0 else tag[:bracket]), line[colon + 2 :]
     return _rfc3164(line, end + 1)
