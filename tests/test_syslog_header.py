@@ -148,3 +148,10 @@ def test_the_fast_path_answers_as_the_careful_way_or_not_at_all(line: bytes) -> 
         1796133332,
         b"a.com",
     )
+
+
+def test_structured_data_is_read_up_to_8_kib() -> None:
+    sd = b'[a x="' + b"\\]" * 4000 + b'"]'
+    assert split(b"<13>1 - - t - - " + sd + b" 1 a.com") == (b"t", b"1 a.com")
+    with pytest.raises(HeaderError, match="8 KiB"):
+        split(b"<13>1 - - t - - [a" + b" x" * 5000 + b"] 1 a.com")
