@@ -11,7 +11,7 @@ metrics about once a second.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Final
+from typing import Literal
 
 from prometheus_client import Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -82,7 +82,11 @@ class Mirror:
 
     def __init__(self, tallies: Sequence[Tally]) -> None:
         self.tallies = tallies
-        mode: Final = "livesum"
+        # Connections add up over the workers; a receive buffer is each worker's own.
+        modes: dict[str, Literal["livesum", "livemax"]] = {
+            "connections": "livesum",
+            "receive_buffer": "livemax",
+        }
         self._metrics: dict[str, Counter | Gauge] = {
             name: (
                 Counter("tophosts_syslog_" + name, _HELP[name], _LABELS[name], registry=None)
@@ -92,7 +96,7 @@ class Mirror:
                     _HELP[name],
                     _LABELS[name],
                     registry=None,
-                    multiprocess_mode=mode,
+                    multiprocess_mode=modes[name],
                 )
             )
             for name in _LABELS
