@@ -6,6 +6,8 @@ import contextlib
 import tracemalloc
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tophosts.syslog.header import HeaderError, split
 from tophosts.syslog.lines import LineError, Reader
@@ -155,3 +157,40 @@ def test_structured_data_is_read_up_to_8_kib() -> None:
     assert split(b"<13>1 - - t - - " + sd + b" 1 a.com") == (b"t", b"1 a.com")
     with pytest.raises(HeaderError, match="8 KiB"):
         split(b"<13>1 - - t - - [a" + b" x" * 5000 + b"] 1 a.com")
+
+
+_pieces = st.sampled_from
+near_lines = st.tuples(
+    _pieces([b"<190>", b"<13>", b"<191>", b"<192>", b"<001>", b"<1", b"", b"<13>1 "]),
+    _pieces(
+        [
+            b"Dec  1 13:55:32 ",
+            b"Dec 11 13:55:32 ",
+            b"Dec 1 13:55:32 ",
+            b"",
+            b"2026-12-01T13:55:32Z ",
+        ]
+    ),
+    _pieces([b"vm ", b"", b"a:b ", b"[::1] ", b"- "]),
+    _pieces([b"nginx", b"caddy", b"caddyx", b"haproxy[27574]", b"a[1]b", b"tophosts", b"", b"-"]),
+    _pieces([b": ", b":", b" : ", b":  ", b": \t", b"::", b": \x0c"]),
+    _pieces(
+        [b"1796133332", b"1796133332.584", b"1796133332.", b"9" * 16, b"9" * 17, b"1.5e3", b"x"]
+    ),
+    _pieces([b" ", b"\t", b"  ", b"\x0b", b"\n", b""]),
+    _pieces([b"a.com", b"-", b"A.Example:8443", b"a\x0bb", b"\xff", b"a\x00b", b"", b"{"]),
+    _pieces([b"", b" 200", b"\n", b"\r\n", b"\t200 x", b"\x0c"]),
+)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(near_lines)
+def test_the_fast_path_agrees_with_the_careful_way_on_near_lines(
+    pieces: tuple[bytes, ...],
+) -> None:
+    line = b"".join(pieces)
+    for reader in (Reader(), Reader("text"), Reader("caddy")):
+        fast = reader.fast(line)
+        if fast is None:
+            continue
+        assert reader.careful(line) == fast

@@ -8,6 +8,7 @@ the body: a JSON object is Caddy's, anything else the ``text`` format.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from tophosts import formats
@@ -74,39 +75,26 @@ class Reader:
         return parser(body)
 
 
-_MAX_DIGITS = len(str(MAX_COUNT))
+def _fast_line(tag: bytes) -> re.Pattern[bytes]:
+    """The common line, in one match: ``<PRI>[Mmm dd hh:mm:ss ][HOST ]TAG[[PID]]: <seconds>
+    [.fraction] <host>...`` with ``tag`` a lookahead that the tag must pass."""
+    return re.compile(
+        rb"<(?:1[0-8][0-9]|19[01]|[0-9][0-9]?)>(?!1 )"  # PRI up to 191; not RFC 5424
+        rb"(?:[A-Z][a-z][a-z] [ 0-9][0-9] [0-9][0-9]:[0-9][0-9]:[0-9][0-9] )?"
+        rb"(?:[^ :]+ )?" + tag + rb"[^ :\[]+(?:\[[0-9]*\])?: "
+        rb"[ \t]*([0-9]{1,16})(?:\.[0-9]*)?[ \t]+([^ \t\n\r\x0b\x0c]+)"
+    )
 
 
-def _fast(line: bytes, caddy_may_tag: bool = False) -> Parsed | None:
-    """``(second, host)`` of ``<PRI>[TIMESTAMP ][HOST ]TAG: <seconds>[.frac] <host>...``,
-    or None for anything else. ``caddy_may_tag``: leave lines whose header may hold
-    the tag ``caddy`` to the careful way, which reads them as Caddy's."""
-    if line[:1] != b"<":
+# With "auto", a tag "caddy" means Caddy's format: those lines go the careful way.
+_FAST = {True: _fast_line(rb"(?!caddy)").match, False: _fast_line(b"").match}
+
+
+def _fast(line: bytes, caddy: bool = False) -> Parsed | None:
+    """``(second, host)`` of the common line, or None for :meth:`Reader.careful` to read."""
+    match = _FAST[caddy](line)
+    if match is None:
         return None
-    end = line.find(b">", 1, 5)
-    colon = line.find(b": ", end)
-    pri = line[1:end]
-    if (
-        colon < 0
-        or end < 2
-        or not pri.isdigit()
-        or (len(pri) == 3 and pri > b"191")
-        or line[end + 1 : end + 3] == b"1 "  # RFC 5424
-        or line[colon - 1] == 0x20  # no tag before the colon
-        or (caddy_may_tag and line.find(b"caddy", end, colon) >= 0)
-    ):
-        return None
-    parts = line[colon + 2 :].split(None, 2)
-    if len(parts) < 2:
-        return None
-    seconds, _, fraction = parts[0].partition(b".")
-    host = parts[1]
-    if (
-        not seconds.isdigit()
-        or len(seconds) > _MAX_DIGITS
-        or (fraction and not fraction.isdigit())
-        or host == b"-"
-    ):
-        return None
+    seconds, host = match.groups()
     ts = int(seconds)
-    return (ts, host) if ts <= MAX_COUNT else None
+    return (ts, host) if ts <= MAX_COUNT and host != b"-" else None
