@@ -299,3 +299,15 @@ async def test_a_port_in_use_says_which_listener(make_store: MakeStore, clock: F
         with pytest.raises(OSError, match=f"cannot listen on syslog udp://127.0.0.1:{port}"):
             async with Receiver(f"udp://127.0.0.1:{port}", make_store(), clock):
                 pass
+
+
+async def test_a_listener_beyond_loopback_is_warned_about(
+    make_store: MakeStore, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    port = free_port()
+    listeners = f"udp://0.0.0.0:{port},tcp://127.0.0.1:{port}"
+    async with Receiver(listeners, make_store(), clock):
+        pass
+    warned = [r.getMessage() for r in caplog.records if "no authentication" in r.getMessage()]
+    assert len(warned) == 1
+    assert warned[0].startswith(f"syslog udp://0.0.0.0:{port}: syslog has no authentication")

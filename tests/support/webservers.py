@@ -106,7 +106,7 @@ class WebServer:
             self.stop()
             raise
 
-    def configure(self, binary: str) -> list[str]:
+    def configure(self, program: str) -> list[str]:
         """Write the configuration into ``self.dir``; return the command line."""
         raise NotImplementedError
 
@@ -175,7 +175,7 @@ class Nginx(WebServer):
     name = "nginx"
     binary = "nginx"
 
-    def configure(self, binary: str) -> list[str]:
+    def configure(self, program: str) -> list[str]:
         d = self.dir
         temp = "".join(
             f"  {kind}_temp_path {d}/{kind};\n"
@@ -189,14 +189,14 @@ class Nginx(WebServer):
             + snippet("nginx", target)
             + f"  server {{ listen 127.0.0.1:{self.port}; return 200 'ok'; }}\n}}\n"
         )
-        return [binary, "-p", str(d), "-c", str(d / "nginx.conf")]
+        return [program, "-p", str(d), "-c", str(d / "nginx.conf")]
 
 
 class HAProxy(WebServer):
     name = "haproxy"
     binary = "haproxy"
 
-    def configure(self, binary: str) -> list[str]:
+    def configure(self, program: str) -> list[str]:
         config = snippet("haproxy", self.syslog_port)
         if self.options.get("tcp"):
             tcp = snippet("haproxy-tcp", self.syslog_port).strip()
@@ -209,14 +209,15 @@ class HAProxy(WebServer):
             + f"    bind 127.0.0.1:{self.port}\n"
             + "    http-request return status 200 content-type text/plain string ok\n"
         )
-        return [binary, "-db", "-f", str(self.dir / "haproxy.cfg")]
+        return [program, "-db", "-f", str(self.dir / "haproxy.cfg")]
 
 
 class Apache(WebServer):
     name = "apache"
     binary = "apache2"
 
-    def configure(self, binary: str) -> list[str]:
+    def configure(self, program: str) -> list[str]:
+        binary("logger")  # the snippet pipes the log through util-linux's logger
         d = self.dir
         modules = "/usr/lib/apache2/modules"
         user = "User nobody\nGroup nogroup\n" if _as_root() else ""
@@ -228,7 +229,7 @@ class Apache(WebServer):
             f"Listen 127.0.0.1:{self.port}\nDocumentRoot {d}\n"
             + snippet("apache", self.syslog_port)
         )
-        return [binary, "-f", str(d / "httpd.conf"), "-DFOREGROUND"]
+        return [program, "-f", str(d / "httpd.conf"), "-DFOREGROUND"]
 
     def environ(self) -> dict[str, str]:
         # Debian's apache2 reads its run directories from these when they are set.
@@ -240,14 +241,14 @@ class Caddy(WebServer):
     name = "caddy"
     binary = "caddy"
 
-    def configure(self, binary: str) -> list[str]:
+    def configure(self, program: str) -> list[str]:
         (self.dir / "Caddyfile").write_text(
             "{\n\tadmin off\n\tauto_https off\n}\n"
             f"http://:{self.port} {{\n\tbind 127.0.0.1\n"
             + snippet("caddy", self.syslog_port)
             + '\trespond "ok"\n}\n'
         )
-        return [binary, "run", "--config", str(self.dir / "Caddyfile"), "--adapter", "caddyfile"]
+        return [program, "run", "--config", str(self.dir / "Caddyfile"), "--adapter", "caddyfile"]
 
     def environ(self) -> dict[str, str]:
         # Caddy keeps its state under these; keep it in the folder.
@@ -262,12 +263,12 @@ class Rsyslog(WebServer):
     binary = "rsyslogd"
     ready_kind = socket.SOCK_DGRAM
 
-    def configure(self, binary: str) -> list[str]:
+    def configure(self, program: str) -> list[str]:
         d = self.dir
         (d / "rsyslog.conf").write_text(
             f'global(workDirectory="{d}")\n' + snippet("rsyslog", self.syslog_port, self.port)
         )
-        return [binary, "-n", "-f", str(d / "rsyslog.conf"), "-i", str(d / "rsyslog.pid")]
+        return [program, "-n", "-f", str(d / "rsyslog.conf"), "-i", str(d / "rsyslog.pid")]
 
     def request(self, host: str, n: int) -> None:  # pragma: no cover - not a web server
         raise TypeError("rsyslog relays syslog; send requests to a web server")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import socket
 from collections.abc import AsyncIterator
@@ -36,6 +37,13 @@ log = logging.getLogger("tophosts.syslog")
 DRAIN = 0.5
 """Seconds at most spent at shutdown reading what the sockets still hold."""
 _MIRROR_EVERY = 1.0
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 class Receiver:
@@ -99,6 +107,13 @@ class Receiver:
                 else:
                     await self._start_tcp(loop, sock, pending)
                 log.info("syslog: listening on %s (format %s)", address, self.reader.name)
+                if not _loopback(address.host):
+                    log.warning(
+                        "syslog %s: syslog has no authentication, so anyone who can reach "
+                        "this address can add counts; listen on a loopback or private address, "
+                        "or keep it behind a firewall",
+                        address,
+                    )
         except BaseException:
             await self._close_listeners()
             raise
