@@ -105,6 +105,8 @@ async def test_each_line_lands_in_one_result_with_its_reason(
         nginx(b"\xff.com"): "refused",
         nginx("x" * 256): "refused",
         b"<190>Dec  1 13:55:32 vm nginx: soon a.com": "unparsed",
+        # Read by the fast path, refused at flush: past 2^53 - 1.
+        b"<190>Dec  1 13:55:32 vm nginx: 9999999999999999 a.com": "unparsed",
         b"<999>x": "unparsed",
         b"garbage": "unparsed",
     }
@@ -114,16 +116,28 @@ async def test_each_line_lands_in_one_result_with_its_reason(
             sender.send(line)
         tally = receiver.tallies[0]
         await until(lambda: received(tally) == len(lines))
-    assert tally.lines == {"accepted": 1, "expired": 1, "refused": 4, "unparsed": 3}
+    assert tally.lines == {"accepted": 1, "expired": 1, "refused": 4, "unparsed": 4}
     assert tally.reasons == {
         "too_far_ahead": 1,
         "host": 2,
         "host_utf8": 1,
-        "timestamp": 1,
+        "timestamp": 2,
         "header": 1,
         "no_host": 1,
     }
     assert await store.top(Window.MINUTE, 10) == [("ok.com", 1)]
+
+
+async def test_the_same_second_spelled_two_ways_is_one_event(clock: FakeClock) -> None:
+    store = FlakyStore([])
+    port = free_port()
+    async with Receiver(f"udp://127.0.0.1:{port}", store, clock, interval=3600) as receiver:
+        sender = udp_sender(port)
+        sender.send(b"<13>x: %d.5 a.com" % PAST_MINUTE)  # the fast path: digits
+        sender.send(b"<13>x: 000%d a.com" % PAST_MINUTE)
+        sender.send(b"<13>1 - - x - - - %d a.com" % PAST_MINUTE)  # RFC 5424: an int
+        await until(lambda: sum(receiver.pendings[0].table.values()) == 3)
+    assert store.events == [(PAST_MINUTE, {"a.com": 3})]
 
 
 async def test_one_refused_host_never_refuses_another(

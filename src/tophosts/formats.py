@@ -56,7 +56,8 @@ def _no_host() -> FormatError:
     return FormatError("no_host", "no host after the timestamp (expected '<seconds> <host>')")
 
 
-def _bad_ts() -> FormatError:
+def bad_timestamp() -> FormatError:
+    """The error for a first field that is not Unix seconds."""
     return FormatError(
         "timestamp",
         f"the first field is not Unix seconds (digits, an optional .fraction, at most {MAX_COUNT})",
@@ -77,10 +78,10 @@ def text(body: bytes) -> Parsed:
         or len(seconds) > _MAX_DIGITS
         or (dot and fraction and not fraction.isdigit())
     ):
-        raise _bad_ts()
+        raise bad_timestamp()
     ts = int(seconds)
     if ts > MAX_COUNT:
-        raise _bad_ts()
+        raise bad_timestamp()
     # "-" is how all three servers write a missing value (no Host header).
     if host == b"-":
         raise _no_host()
@@ -111,7 +112,7 @@ def caddy(body: bytes) -> Parsed:
         ) from None
     ts = line.ts
     if not math.isfinite(ts) or not 0 <= ts <= MAX_COUNT:
-        raise _bad_ts()
+        raise bad_timestamp()
     if not line.request.host:
         raise _no_host()
     # surrogatepass: a lone surrogate escape survives here and is refused as

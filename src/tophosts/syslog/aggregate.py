@@ -24,8 +24,10 @@ import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 
 from tophosts.events import Event, EventError, check_host
+from tophosts.formats import bad_timestamp
 from tophosts.store import Added, Clock, Store, StoreUnavailable, WriteUncertain
 from tophosts.syslog.counts import Tally
+from tophosts.syslog.lines import Key, second
 
 log = logging.getLogger("tophosts.syslog")
 
@@ -40,8 +42,6 @@ _CONCURRENT = 512
 _YIELD_EVERY = 1000
 """Events applied synchronously between two yields to the event loop."""
 _HOST_CACHE = 10_000
-
-Key = tuple[int, bytes]
 
 
 class Pending:
@@ -161,8 +161,18 @@ class Flusher:
     async def _apply(self, pending: Pending, batch: dict[Key, int], final: bool) -> None:
         tally = pending.tally
         lines = tally.lines
-        events: list[tuple[Key, int, Event]] = []
-        for key, n in batch.items():
+        # Keys from the fast path hold the digits of the second: read them once per
+        # key, and merge keys that name the same second.
+        merged: dict[tuple[int, bytes], int] = {}
+        for raw, n in batch.items():
+            ts = second(raw)
+            if ts is None:
+                tally.bad("unparsed", "timestamp", n, bad_timestamp().detail, raw)
+                continue
+            pair = (ts, raw[1])
+            merged[pair] = merged.get(pair, 0) + n
+        events: list[tuple[tuple[int, bytes], int, Event]] = []
+        for key, n in merged.items():
             host = self._host(key[1])
             if isinstance(host, tuple):
                 tally.bad("refused", host[0], n, host[1], key)
@@ -209,7 +219,7 @@ class Flusher:
                     log.error("syslog: applying %r failed", key, exc_info=result)
                     tally.bad("refused", "error", n, repr(result), key)
 
-    def _refused(self, tally: Tally, key: Key, n: int, exc: EventError) -> None:
+    def _refused(self, tally: Tally, key: tuple[int, bytes], n: int, exc: EventError) -> None:
         if exc.status == 429:
             reason = "max_tracked_hosts"
         elif key[0] > self.clock() + self.max_skew:

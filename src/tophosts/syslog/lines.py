@@ -29,14 +29,31 @@ _BY_TAG: dict[bytes, Parser] = {
 }
 
 
+Key = tuple[int | bytes, bytes]
+"""What the listeners sum lines by: ``(second, host as sent)``, the second as an int,
+or as the digits the fast path matched (:meth:`Reader.match`), made an int (and
+checked against ``MAX_COUNT``) once per distinct key at flush, by :func:`second`."""
+
+
+def second(key: Key) -> int | None:
+    """The second of ``key``, or None when its digits are past ``MAX_COUNT``."""
+    seconds = key[0]
+    if isinstance(seconds, int):
+        return seconds
+    ts = int(seconds)
+    return ts if ts <= MAX_COUNT else None
+
+
 class Reader:
     """Reads lines in the format ``name`` (one of :data:`FORMAT_NAMES`).
 
-    :attr:`read` first tries :attr:`fast`, written flat for the common line (an
-    RFC 3164 header with a tag, and a text body); what it does not take goes
-    the careful way (:meth:`careful`: :func:`header.split`, then the format's
-    parser), which gives every error. When the fast path answers, it answers
-    what the careful way would: the fuzz harness of the header checks that.
+    The listeners first try :attr:`match`, one regular expression for the
+    common line (an RFC 3164 header with a tag, and a text body), whose
+    ``groups()`` are a :data:`Key` as they stand: nothing else is done per line.
+    What it does not match goes the careful way (:meth:`careful`:
+    :func:`header.split`, then the format's parser), which gives every error.
+    Where the fast path answers, it answers what the careful way would: a
+    hypothesis test and the fuzz harness of the header hold it to that.
     """
 
     def __init__(self, name: str = "auto") -> None:
@@ -45,25 +62,31 @@ class Reader:
         self.name = name
         self._parser = formats.FORMATS.get(name, formats.text)
         # The fast path reads text bodies; with "auto", only under a tag that is not caddy.
-        use_fast = name == "auto" or self._parser is formats.text
-        self._use_fast, self._caddy = use_fast, name == "auto"
-        careful, caddy, fast = self.careful, self._caddy, _fast
+        if name == "auto":
+            self.match = _FAST_AUTO
+        elif self._parser is formats.text:
+            self.match = _FAST_TEXT
+        else:
+            self.match = _NEVER
 
-        def read(line: bytes) -> Parsed:
-            if use_fast:
-                found = fast(line, caddy)
-                if found is not None:
-                    return found
-            return careful(line)
-
-        self.read: Callable[[bytes], Parsed] = read
+    def read(self, line: bytes) -> Parsed:
+        """``(second, host)`` of one line; raises one of :data:`LineError`."""
+        found = self.fast(line)
+        return found if found is not None else self.careful(line)
 
     def fast(self, line: bytes) -> Parsed | None:
-        """The fast path's answer, or None where :meth:`careful` has to read the line."""
-        return _fast(line, self._caddy) if self._use_fast else None
+        """The fast path's answer, or None where :meth:`careful` has to read the line
+        (or where the fast path's key would be refused at flush: a second past
+        ``MAX_COUNT``, which the careful way refuses too)."""
+        match = self.match(line)
+        if match is None:
+            return None
+        digits, host = match.group(1, 2)
+        ts = second((digits, host))
+        return None if ts is None else (ts, host)
 
     def careful(self, line: bytes) -> Parsed:
-        """The answer of :attr:`read`, the long way: the header, then the format."""
+        """The answer of :meth:`read`, the long way: the header, then the format."""
         if line[-1:] in b"\r\n":
             line = line.rstrip(b"\r\n")
         tag, body = split(line)
@@ -75,26 +98,23 @@ class Reader:
         return parser(body)
 
 
-def _fast_line(tag: bytes) -> re.Pattern[bytes]:
+_BLANK = rb"\t\n\r\x0b\x0c "  # what bytes.split() splits on
+
+
+def _fast_line(tag: bytes) -> Callable[[bytes], re.Match[bytes] | None]:
     """The common line, in one match: ``<PRI>[Mmm dd hh:mm:ss ][HOST ]TAG[[PID]]: <seconds>
-    [.fraction] <host>...`` with ``tag`` a lookahead that the tag must pass."""
+    [.fraction] <host>...``, where the tag must pass the lookahead ``tag``, and the
+    host is not ``-`` (the servers' word for no Host header)."""
     return re.compile(
         rb"<(?:1[0-8][0-9]|19[01]|[0-9][0-9]?)>(?!1 )"  # PRI up to 191; not RFC 5424
         rb"(?:[A-Z][a-z][a-z] [ 0-9][0-9] [0-9][0-9]:[0-9][0-9]:[0-9][0-9] )?"
         rb"(?:[^ :]+ )?" + tag + rb"[^ :\[]+(?:\[[0-9]*\])?: "
-        rb"[ \t]*([0-9]{1,16})(?:\.[0-9]*)?[ \t]+([^ \t\n\r\x0b\x0c]+)"
-    )
+        rb"[ \t]*([0-9]{1,16})(?:\.[0-9]*)?[ \t]+"
+        rb"(?!-(?:[" + _BLANK + rb"]|$))([^" + _BLANK + rb"]+)"
+    ).match
 
 
 # With "auto", a tag "caddy" means Caddy's format: those lines go the careful way.
-_FAST = {True: _fast_line(rb"(?!caddy)").match, False: _fast_line(b"").match}
-
-
-def _fast(line: bytes, caddy: bool = False) -> Parsed | None:
-    """``(second, host)`` of the common line, or None for :meth:`Reader.careful` to read."""
-    match = _FAST[caddy](line)
-    if match is None:
-        return None
-    seconds, host = match.groups()
-    ts = int(seconds)
-    return (ts, host) if ts <= MAX_COUNT and host != b"-" else None
+_FAST_AUTO = _fast_line(rb"(?!caddy)")
+_FAST_TEXT = _fast_line(b"")
+_NEVER = re.compile(rb"(?!)").match

@@ -14,7 +14,7 @@ from typing import cast
 
 from tophosts.syslog.aggregate import Pending
 from tophosts.syslog.framing import Framer
-from tophosts.syslog.lines import LineError, Reader
+from tophosts.syslog.lines import Key, LineError, Reader
 
 log = logging.getLogger("tophosts.syslog")
 
@@ -30,7 +30,8 @@ class TcpProtocol(asyncio.Protocol):
         idle_timeout: float,
         open_: set[TcpProtocol],
     ) -> None:
-        self.read = reader.read
+        self.match = reader.match
+        self.careful = reader.careful
         self.pending = pending
         self.table = pending.table
         self.limit = pending.limit
@@ -63,22 +64,27 @@ class TcpProtocol(asyncio.Protocol):
         self.chunks += 1
         self._last = self._loop.time()
         framer = self.framer
-        read, table, tally = self.read, self.table, self.tally
+        match, careful, table, tally = self.match, self.careful, self.table, self.tally
         frames = framer.feed(data)
         self.lines += len(frames)
         for frame in frames:
             if not frame or frame == b"\r":
                 self.lines -= 1
                 continue
-            try:
-                key = read(frame)
-            except LineError as exc:
-                tally.bad("unparsed", exc.reason, 1, str(exc), frame)
-                continue
-            except Exception as exc:  # a parser bug must not stall the connection
-                log.exception("syslog %s: reading a frame failed", tally.name)
-                tally.bad("unparsed", "error", 1, repr(exc), frame)
-                continue
+            found = match(frame)
+            key: Key
+            if found is not None:
+                key = found.groups()  # type: ignore[assignment]  # (digits, host): a Key
+            else:
+                try:
+                    key = careful(frame)
+                except LineError as exc:
+                    tally.bad("unparsed", exc.reason, 1, str(exc), frame)
+                    continue
+                except Exception as exc:  # a parser bug must not stall the connection
+                    log.exception("syslog %s: reading a frame failed", tally.name)
+                    tally.bad("unparsed", "error", 1, repr(exc), frame)
+                    continue
             n = table.get(key)
             if n is not None:
                 table[key] = n + 1

@@ -6,7 +6,7 @@ import asyncio
 import logging
 
 from tophosts.syslog.aggregate import Pending
-from tophosts.syslog.lines import LineError, Reader
+from tophosts.syslog.lines import Key, LineError, Reader
 
 log = logging.getLogger("tophosts.syslog")
 
@@ -18,7 +18,8 @@ class UdpProtocol(asyncio.DatagramProtocol):
     """
 
     def __init__(self, reader: Reader, pending: Pending) -> None:
-        self.read = reader.read
+        self.match = reader.match
+        self.careful = reader.careful
         self.pending = pending
         self.table = pending.table
         self.limit = pending.limit
@@ -27,15 +28,20 @@ class UdpProtocol(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: object) -> None:
         self.datagrams += 1
-        try:
-            key = self.read(data)
-        except LineError as exc:
-            self.tally.bad("unparsed", exc.reason, 1, str(exc), data)
-            return
-        except Exception as exc:  # a parser bug must not close the listener
-            log.exception("syslog %s: reading a datagram failed", self.tally.name)
-            self.tally.bad("unparsed", "error", 1, repr(exc), data)
-            return
+        match = self.match(data)
+        key: Key
+        if match is not None:
+            key = match.groups()  # type: ignore[assignment]  # (digits, host): a Key
+        else:
+            try:
+                key = self.careful(data)
+            except LineError as exc:
+                self.tally.bad("unparsed", exc.reason, 1, str(exc), data)
+                return
+            except Exception as exc:  # a parser bug must not close the listener
+                log.exception("syslog %s: reading a datagram failed", self.tally.name)
+                self.tally.bad("unparsed", "error", 1, repr(exc), data)
+                return
         table = self.table
         n = table.get(key)
         if n is not None:
