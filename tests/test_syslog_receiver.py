@@ -15,8 +15,8 @@ from tests.support.clock import T0, FakeClock
 from tests.support.servers import free_port
 from tophosts.events import Event
 from tophosts.store import Added, Sizes, Store, StoreUnavailable, TopHosts, WriteUncertain
-from tophosts.syslog import Receiver
 from tophosts.syslog.counts import Tally
+from tophosts.syslog.receiver import Receiver
 from tophosts.windows import Window, past
 
 pytestmark = pytest.mark.anyio

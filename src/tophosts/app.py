@@ -192,7 +192,7 @@ class TopHosts:
             if self.settings.syslog:
                 # Entered last, so it exits first: the receiver stops and flushes
                 # before the final snapshot and before the store closes.
-                from tophosts.syslog import Receiver
+                from tophosts.syslog.receiver import Receiver
 
                 receiver = Receiver.for_settings(
                     self.settings, self.store, self.clock, self.metrics

@@ -11,6 +11,7 @@ README shows exactly what the tests run.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
@@ -143,28 +144,20 @@ class WebServer:
     def stop(self) -> None:
         """Stop the server (and its children, such as Apache's logger) and remove its folder."""
         if self.proc is not None and self.proc.poll() is None:
-            with _suppress_gone():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.proc.pid, signal.SIGTERM)
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
-                with _suppress_gone():
+                with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
         if self.proc is not None:
             # The group may outlive its leader (a piped logger): end it too.
-            with _suppress_gone():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
         self.log.close()
         shutil.rmtree(self.dir, ignore_errors=True)
-
-
-class _suppress_gone:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> bool:
-        return isinstance(exc[1], ProcessLookupError | PermissionError)
 
 
 def _as_root() -> bool:

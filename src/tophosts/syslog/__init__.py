@@ -13,8 +13,7 @@ Modules, one idea each:
 * :mod:`~tophosts.syslog.counts`, :mod:`~tophosts.syslog.drops`,
   :mod:`~tophosts.syslog.metrics`: what was received, kernel drops, the collector;
 * :mod:`~tophosts.syslog.receiver`: all of it started and stopped together.
+
+Nothing is imported here, so that the settings can check a listener URL
+(:mod:`~tophosts.syslog.address`) without loading the receiver.
 """
-
-from tophosts.syslog.receiver import Receiver
-
-__all__ = ["Receiver"]
