@@ -39,8 +39,8 @@ UDP line of a new pair is refused (``pending_full``) while known pairs keep coun
 and a TCP connection stops reading until the next flush."""
 _CONCURRENT = 512
 """Events handed to an asynchronous store at once (the Redis group commit coalesces them)."""
-_YIELD_EVERY = 1000
-"""Events applied synchronously between two yields to the event loop."""
+_YIELD_EVERY = 256
+"""Events applied synchronously between two yields to the event loop (about 1 ms)."""
 _HOST_CACHE = 10_000
 
 
