@@ -38,7 +38,7 @@ import time
 from collections.abc import Iterator
 from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -48,7 +48,7 @@ from tests.support.servers import Server, free_port  # noqa: E402
 SERVER_CPU, LOAD_CPU = 0, 1
 HOSTS = 100
 BATCH = 256
-Value = Synchronized  # type: ignore[type-arg]
+Value: TypeAlias = "Synchronized[int]"
 
 
 # -- pinning -------------------------------------------------------------------
@@ -286,11 +286,11 @@ ctx = multiprocessing.get_context("spawn")
 def start_senders(
     target: Any, args_list: list[tuple[Any, ...]]
 ) -> tuple[list[Any], list[Value], Value]:
-    start: Value = ctx.Value("b", 0)  # type: ignore[assignment]
+    start: Value = ctx.Value("b", 0)
     counts: list[Value] = []
     procs = []
     for args in args_list:
-        sent: Value = ctx.Value("q", 0)  # type: ignore[assignment]
+        sent: Value = ctx.Value("q", 0)
         counts.append(sent)
         proc = ctx.Process(target=target, args=(*args, sent, start))
         proc.start()
@@ -305,8 +305,8 @@ def tophosts(*args: str) -> Server:
 
 def phase_ceiling(seconds: float, processes: int) -> dict[str, Any]:
     port = free_port()
-    count: Value = ctx.Value("q", 0)  # type: ignore[assignment]
-    ready: Value = ctx.Value("b", 0)  # type: ignore[assignment]
+    count: Value = ctx.Value("q", 0)
+    ready: Value = ctx.Value("b", 0)
     receiver = ctx.Process(target=ceiling_receiver, args=(port, count, ready))
     receiver.start()
     while not ready.value:
@@ -403,7 +403,7 @@ def phase_mixed(seconds: float, processes: int, rate: float) -> dict[str, Any]:
     out = ctx.Queue()
     try:
         before = figures(server.url)
-        start: Value = ctx.Value("b", 0)  # type: ignore[assignment]
+        start: Value = ctx.Value("b", 0)
         clients = [
             ctx.Process(target=stats_poller, args=(server.port, seconds, out, start)),
             ctx.Process(target=ingest_poster, args=(server.port, seconds, out, start)),

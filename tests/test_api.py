@@ -271,3 +271,39 @@ def test_bodies_over_max_body_get_413(make_client: MakeClient) -> None:
     assert_error(client.post("/counter", json=big), 413, "100 bytes")
     assert_error(client.post("/counters", json=[big]), 413, "--max-body")
     assert top(client) == {"a": 1}
+
+
+# -- issue 11: contract details --------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/counter/", "/counters/", "/stats/", "/metrics/", "/healthz/"])
+def test_a_trailing_slash_is_a_json_404_not_a_redirect(client: TestClient, path: str) -> None:
+    for method in ("GET", "POST"):
+        response = client.request(
+            method, path, headers={"host": "evil.example"}, follow_redirects=False
+        )
+        assert_error(response, 404, path)
+        assert "location" not in response.headers
+
+
+def test_a_batch_of_one_names_its_event(client: TestClient) -> None:
+    ahead = [{"timestamp": T0 + 100_000, "a": 1}]
+    body = assert_error(client.post("/counters", json=ahead), 400, "--max-skew")
+    assert body["index"] == 0
+    body = assert_error(client.post("/counter", json=ahead[0]), 400, "--max-skew")
+    assert "index" not in body
+
+
+# The first two take the fast lane; an escaped digit goes down the Starlette route.
+@pytest.mark.parametrize("query", ["", "?stats_type=minute&limit=5", "?limit=%35"])
+def test_stats_reads_the_clock_once(client: TestClient, clock: FakeClock, query: str) -> None:
+    # A minute turns between two readings of the clock: the headers and the
+    # body must still name one window.
+    turn = T0 - T0 % 60 + 60
+    clock.set(turn - 0.5)
+    client.post("/counter", json={"timestamp": turn - 100, "one": 1})
+    client.post("/counter", json={"timestamp": turn - 30, "two": 1})
+    clock.script(turn - 0.5, turn + 0.5)
+    response = client.get("/stats" + query)
+    assert response.headers["x-window-start"] == str(turn - 120)
+    assert response.json() == {"top_hosts": {"one": 1}}

@@ -9,8 +9,8 @@ from starlette.testclient import TestClient
 
 from tests.conftest import MakeClient
 from tests.support.clock import T0
-from tophosts.cli import exposure_warning
 from tophosts.config import Settings, SettingsError, load
+from tophosts.server import exposure_warning
 from tophosts.windows import Window, past
 
 PAST_MINUTE = past(T0, Window.MINUTE).start
@@ -101,3 +101,17 @@ def test_a_warning_when_exposed_without_tokens() -> None:
     assert warning is not None
     assert "no token for stats" in warning
     assert "no token for ingest or stats" in str(exposure_warning(Settings(host="::")))
+
+
+def test_a_token_flag_beats_every_variable_file_forms_included(tmp_path: Path) -> None:
+    file = tmp_path / "tokens"
+    file.write_text(READ + "\n")
+    for kind in ("ingest", "read"):
+        flag, var = f"--{kind}-token", f"TOPHOSTS_{kind.upper()}_TOKEN"
+        environ = {var: ROTATED, var + "_FILE": str(file)}
+        assert getattr(load([flag, INGEST], environ), f"{kind}_token") == INGEST
+        assert getattr(load([flag + "-file", str(file)], {var: INGEST}), f"{kind}_token") == READ
+        with pytest.raises(SettingsError, match=f"{var} and {var}_FILE both set"):
+            load([], environ)
+        with pytest.raises(SettingsError, match=f"{flag} and {flag}-file both set"):
+            load([flag, INGEST, flag + "-file", str(file)], {})

@@ -8,7 +8,7 @@ import re
 from starlette.testclient import TestClient
 
 from tests.conftest import MakeClient
-from tophosts.app import DASHBOARD
+from tophosts.routes import DASHBOARD
 
 ASSETS = {
     "dashboard.js": "text/javascript",

@@ -6,8 +6,9 @@ import pytest
 from starlette.testclient import TestClient
 
 from tests.support.clock import T0, FakeClock
-from tophosts.app import create_app, simple_stats_query
+from tophosts.app import create_app
 from tophosts.config import Settings
+from tophosts.stats import simple_query
 from tophosts.windows import Window, past
 
 PAST_MINUTE = past(T0, Window.MINUTE).start
@@ -38,7 +39,7 @@ def clients(clock: FakeClock) -> tuple[TestClient, TestClient]:
     for fast in (True, False):
         app = create_app(Settings(top=3), clock=clock)
         if not fast:
-            app.top_now = None  # every query down the Starlette route
+            app._stats.sync = None  # every query down the Starlette route
         client = TestClient(app)
         client.__enter__()
         client.post("/counter", json={"timestamp": PAST_MINUTE, "a": 3, "b": 2, "c": 1, "d": 1})
@@ -64,8 +65,8 @@ def test_the_fast_lane_answers_like_the_route(clock: FakeClock, query: str) -> N
 
 
 def test_only_plain_valid_queries_take_the_fast_lane() -> None:
-    assert simple_stats_query(b"") == (Window.MINUTE, None)
-    assert simple_stats_query(b"stats_type=hour&limit=5") == (Window.HOUR, 5)
-    assert simple_stats_query(b"limit=1000") == (Window.MINUTE, 1000)
+    assert simple_query(b"") == (Window.MINUTE, None)
+    assert simple_query(b"stats_type=hour&limit=5") == (Window.HOUR, 5)
+    assert simple_query(b"limit=1000") == (Window.MINUTE, 1000)
     for query in (b"limit=0", b"limit=1001", b"stats_type=%68our", b"x=1", b"limit=1&limit=1"):
-        assert simple_stats_query(query) is None
+        assert simple_query(query) is None

@@ -122,6 +122,8 @@ def test_a_failed_write_leaves_the_previous_snapshot(tmp_path: Path, clock: Fake
 def test_snapshots_are_refused_for_other_stores(tmp_path: Path) -> None:
     class RemoteStore:
         kind = "redis"
+        sync = None
+        snapshots = None  # it declares no snapshot support
 
     with pytest.raises(SettingsError, match="the redis store keeps its own data"):
         create_app(Settings(snapshot=str(tmp_path / "s")), store=cast(Store, RemoteStore()))

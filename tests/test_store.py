@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from collections import Counter
 from collections.abc import Callable
@@ -12,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.support.clock import T0, FakeClock
-from tophosts.events import MAX_COUNT, Event, EventError
+from tophosts.events import MAX_COUNT, Event, EventError, too_many_tracked, total_too_large
 from tophosts.store import Added, Store, open_store
 from tophosts.store.memory import MemoryStore
 from tophosts.windows import Window, past
@@ -104,7 +105,8 @@ async def test_events_beyond_the_skew_are_refused_naming_the_clock(make_store: M
     store = make_store(max_skew=300)
     with pytest.raises(EventError) as info:
         await store.add([(T0 + 301, {"late.com": 1})])
-    assert info.value.index is None
+    # A store names the event's place in what it was given, a batch of one too.
+    assert info.value.index == 0
     for text in (str(T0 + 301), str(T0), "300", "301 s ahead"):
         assert text in info.value.message
 
@@ -150,7 +152,7 @@ async def test_an_overflow_in_the_hour_alone_is_refused_too(make_store: MakeStor
     assert await store.top(Window.MINUTE, 10) == [("a.com", 1)]
     with pytest.raises(EventError) as info:
         await store.add([(PAST_HOUR, {"big.com": 1})])
-    assert info.value.index is None
+    assert info.value.index == 0
 
 
 async def test_the_host_cap_counts_an_hour_across_its_folded_and_live_minutes(
@@ -282,3 +284,67 @@ def test_adds_between_window_turns_match_a_naive_recount(
         await store.close()
 
     asyncio.run(run())
+
+
+# -- issue 11: one precedence, zero counts, the hour's exact host count -------
+
+
+async def test_an_overflow_beats_the_host_cap_in_both_stores(make_store: MakeStore) -> None:
+    store = make_store(max_tracked_hosts=1)
+    await store.add([(PAST_MINUTE, {"a": MAX_COUNT})])
+    for events in ([(PAST_MINUTE, {"a": 1, "b": 1})], [(PAST_MINUTE, {"b": 1, "a": 1})]):
+        with pytest.raises(EventError) as info:
+            await store.add(events)
+        assert (info.value.status, info.value.index) == (400, 0)
+        assert info.value.message == total_too_large("a", 0).message
+    # Without the overflow, the cap speaks.
+    with pytest.raises(EventError) as info:
+        await store.add([(PAST_MINUTE, {"b": 1})])
+    assert (info.value.status, info.value.message) == (
+        429,
+        too_many_tracked(3600, "b", 1, 0).message,
+    )
+
+
+async def test_zero_counts_never_fill_the_host_cap(make_store: MakeStore) -> None:
+    store = make_store(max_tracked_hosts=3)
+    assert await store.add([(PAST_MINUTE, {"z1": 0, "z2": 0, "z3": 0})]) == Added(1, 0, 0)
+    assert await store.add([(PAST_MINUTE, {"z4": 0}), (PAST_MINUTE, {"z5": 0})]) == Added(2, 0, 0)
+    await store.add([(PAST_MINUTE, {"a": 1, "b": 1, "c": 1, "z6": 0})])
+    assert await store.top(Window.MINUTE, 10) == [("a", 1), ("b", 1), ("c", 1)]
+    assert (await store.sizes()).hour_hosts == 3
+
+
+async def test_a_host_in_two_live_minutes_is_one_host_of_the_hour(
+    make_store: MakeStore, clock: FakeClock
+) -> None:
+    store = make_store(max_tracked_hosts=2)
+    now = int(clock.now)
+    await store.add([(PAST_MINUTE, {"a": 1}), (now, {"a": 1, "b": 1})])
+    sizes = await store.sizes()
+    assert (sizes.minute_hosts, sizes.hour_hosts) == (3, 2)
+    await store.add([(now, {"a": 1, "b": 1})])  # at the cap, known hosts still count
+    with pytest.raises(EventError) as info:
+        await store.add([(now, {"c": 1})])
+    assert info.value.status == 429
+
+
+def test_the_host_cap_costs_what_the_event_holds_not_what_the_hour_holds(
+    clock: FakeClock,
+) -> None:
+    # Memory store: the check at a full cap used to copy the whole hour into a
+    # set for every event (defect 7). Peak allocation says what an event cost.
+    import tracemalloc
+
+    cap = 50_000
+    store = MemoryStore(clock=clock, max_tracked_hosts=cap)
+    store.add_now([(PAST_MINUTE, {f"junk{i}": 1 for i in range(cap)})])
+    for event, refused in (({"junk0": 1}, False), ({"junk1": 1, "new": 1}, True)):
+        tracemalloc.start()
+        try:
+            with pytest.raises(EventError) if refused else contextlib.nullcontext():
+                store.add_now([(PAST_MINUTE, event)])
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert peak < 64_000  # a set of 50k hosts is over 2 MB

@@ -248,6 +248,8 @@ class FlakyStore:
     """A store that is unavailable, or uncertain, for the first calls it is told to be."""
 
     kind = "flaky"
+    sync = None
+    snapshots = None
 
     def __init__(self, failures: list[Exception]) -> None:
         self.failures = failures
@@ -259,7 +261,7 @@ class FlakyStore:
         self.events.extend(events)
         return Added(len(events), 0)
 
-    async def top(self, window: Window, limit: int) -> TopHosts:
+    async def top(self, window: Window, limit: int, now: float | None = None) -> TopHosts:
         return []
 
     async def sizes(self) -> Sizes:

@@ -6,7 +6,19 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tophosts.windows import HOUR, MINUTE, Span, Window, bucket, oldest_live, past
+from tophosts.windows import (
+    HOUR,
+    MINUTE,
+    Span,
+    Window,
+    ends,
+    floor,
+    floors,
+    hour_of,
+    minute_of,
+    past,
+    starts,
+)
 
 
 def utc(text: str) -> float:
@@ -34,17 +46,23 @@ def test_fractional_clock_readings_floor() -> None:
     assert past(120.0, Window.MINUTE) == Span(60, 120)
 
 
-def test_windows_ignore_local_time_zones_and_dst(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The last Sunday of March 2026 in Europe: clocks jump at 01:00 UTC.
-    now = utc("2026-03-29T01:30:10")
-    monkeypatch.setenv("TZ", "Europe/Berlin")
-    assert past(now, Window.HOUR) == Span(
-        int(utc("2026-03-29T00:00:00")), int(utc("2026-03-29T01:00:00"))
-    )
+def test_floors_are_the_starts_of_the_past_minute_and_hour() -> None:
+    now = utc("2026-11-30T10:32:15")
+    assert floors(now) == (int(utc("2026-11-30T10:31:00")), int(utc("2026-11-30T09:00:00")))
+    assert floors(now) == (past(now, Window.MINUTE).start, past(now, Window.HOUR).start)
 
 
-def test_oldest_live_is_the_start_of_the_past_hour() -> None:
-    assert oldest_live(utc("2026-11-30T10:32:15")) == int(utc("2026-11-30T09:00:00"))
+def test_a_window_ends_when_it_stops_being_the_past_one() -> None:
+    start = int(utc("2026-11-30T10:31:00"))
+    assert ends(MINUTE, start) == int(utc("2026-11-30T10:33:00"))
+    assert past(ends(MINUTE, start) - 0.001, Window.MINUTE).start == start
+    assert past(ends(MINUTE, start), Window.MINUTE).start != start
+    assert ends(HOUR, int(utc("2026-11-30T09:00:00"))) == int(utc("2026-11-30T11:00:00"))
+
+
+def test_starts_cover_every_window_from_one_time_to_another() -> None:
+    assert list(starts(MINUTE, 61, 240.5)) == [60, 120, 180, 240]
+    assert list(starts(HOUR, 3599, 3599)) == [0]
 
 
 def test_labels_round_trip() -> None:
@@ -65,7 +83,8 @@ def test_past_window_is_the_last_whole_aligned_window_before_now(
 
 
 @given(ts=st.integers(min_value=0, max_value=2**53), size=st.sampled_from([MINUTE, HOUR]))
-def test_bucket_holds_the_timestamp(ts: int, size: int) -> None:
-    start = bucket(ts, size)
+def test_floor_holds_the_timestamp(ts: int, size: int) -> None:
+    start = floor(ts, size)
     assert start % size == 0
     assert start <= ts < start + size
+    assert start == (minute_of(ts) if size == MINUTE else hour_of(ts))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Iterable
 
-from tophosts.ingest import Receive, Scope, Send, send_json
+from tophosts.asgi import Receive, Scope, Send, send_json
 
 CHALLENGE = [(b"www-authenticate", b'Bearer realm="tophosts"')]
 

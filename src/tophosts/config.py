@@ -288,17 +288,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def resolve(args: argparse.Namespace | None, environ: Mapping[str, str]) -> Settings:
-    """Settings from parsed flags, then the environment, then the defaults."""
+    """Settings from parsed flags, then the environment, then the defaults.
+
+    A token and its file form (``--ingest-token`` and ``--ingest-token-file``)
+    fill one setting: any flag beats any variable, and two of one kind that
+    both give it are an error rather than a silent choice.
+    """
+    # target setting -> (source, raw value, spec) of each flag, then of each variable
+    given: dict[str, tuple[list[tuple[str, str, _Spec]], list[tuple[str, str, _Spec]]]] = {}
+    for spec in SPECS:
+        flags, variables = given.setdefault(spec.name.removesuffix("_file"), ([], []))
+        raw = getattr(args, spec.name, None) if args is not None else None
+        if raw is not None:
+            flags.append((flag(spec.name), raw, spec))
+        var = ENV_PREFIX + spec.name.upper()
+        if var in environ:
+            variables.append((var, environ[var], spec))
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
-    for spec in SPECS:
-        var = ENV_PREFIX + spec.name.upper()
-        raw = getattr(args, spec.name, None) if args is not None else None
-        source = flag(spec.name)
-        if raw is None and var in environ:
-            raw, source = environ[var], var
-        if raw is None:
+    for name, (flags, variables) in given.items():
+        chosen = flags or variables
+        if not chosen:
             continue
+        if len(chosen) > 1:
+            both = " and ".join(source for source, _, _ in chosen)
+            raise SettingsError(f"{both} both set {flag(name)}; give only one of them")
+        source, raw, spec = chosen[0]
         if isinstance(raw, list):  # a repeated flag
             raw = ",".join(raw)
         try:
@@ -307,9 +322,8 @@ def resolve(args: argparse.Namespace | None, environ: Mapping[str, str]) -> Sett
             secret = spec.name.endswith("token")
             got = "a value not shown here" if secret else repr(raw)
             raise SettingsError(f"{source}: expected {exc}, got {got}") from None
-        # A token file fills in the token setting it names.
-        values[spec.name.removesuffix("_file")] = value
-        sources[spec.name] = source
+        values[name] = value
+        sources[name] = source
     settings = Settings(**values)
     if settings.workers > 1 and settings.store == "memory":
         raise SettingsError(

@@ -99,135 +99,126 @@ SCHEMAS: dict[str, Any] = {
     },
 }
 
-PATHS: dict[str, Any] = {
-    "/counter": {
-        "post": {
-            "summary": "Ingest one event",
-            "description": (
-                "The body is read as JSON whatever the Content-Type says. Events older "
-                "than the start of the past round hour answer expired and are not stored."
-            ),
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": _ref("Event")}},
-            },
-            "responses": {
-                "200": _json(_ref("Accepted"), "Stored, or expired."),
-                **_ERRORS,
-                **_UNCERTAIN,
-            },
-        }
+# One OpenAPI operation per route; tophosts.routes puts each beside its path.
+COUNTER: dict[str, Any] = {
+    "summary": "Ingest one event",
+    "description": (
+        "The body is read as JSON whatever the Content-Type says. Events older "
+        "than the start of the past round hour answer expired and are not stored."
+    ),
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": _ref("Event")}},
     },
-    "/counters": {
-        "post": {
-            "summary": "Ingest a batch of events, all or nothing",
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "application/json": {"schema": {"type": "array", "items": _ref("Event")}},
-                    "application/x-ndjson": {
-                        "schema": {"type": "string", "description": "One event per line."}
-                    },
+    "responses": {
+        "200": _json(_ref("Accepted"), "Stored, or expired."),
+        **_ERRORS,
+        **_UNCERTAIN,
+    },
+}
+
+COUNTERS: dict[str, Any] = {
+    "summary": "Ingest a batch of events, all or nothing",
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"type": "array", "items": _ref("Event")}},
+            "application/x-ndjson": {
+                "schema": {"type": "string", "description": "One event per line."}
+            },
+        },
+    },
+    "responses": {
+        "200": _json(_ref("BatchAccepted"), "The whole batch."),
+        **_ERRORS,
+        **_UNCERTAIN,
+    },
+}
+
+STATS: dict[str, Any] = {
+    "summary": "Top hosts of the past round minute or hour",
+    "parameters": [
+        {
+            "name": "stats_type",
+            "in": "query",
+            "schema": {"type": "string", "enum": ["minute", "hour"], "default": "minute"},
+        },
+        {
+            "name": "limit",
+            "in": "query",
+            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
+            "description": "Hosts to list; the default is --top (10).",
+        },
+    ],
+    "responses": {
+        "200": {
+            **_json(_ref("TopHosts"), "The top hosts."),
+            "headers": {
+                "X-Window-Start": {
+                    "description": "Start of the window answered, Unix seconds (UTC).",
+                    "schema": {"type": "integer"},
+                },
+                "X-Window-End": {
+                    "description": "End of the window answered (excluded), Unix seconds.",
+                    "schema": {"type": "integer"},
                 },
             },
-            "responses": {
-                "200": _json(_ref("BatchAccepted"), "The whole batch."),
-                **_ERRORS,
-                **_UNCERTAIN,
-            },
+        },
+        "400": _ERRORS["400"],
+        "503": _ERRORS["503"],
+    },
+}
+
+HEALTHZ: dict[str, Any] = {
+    "summary": "Health",
+    "responses": {
+        "200": _json(_ref("Status"), "Serving."),
+        "503": _ERRORS["503"],
+    },
+}
+
+METRICS: dict[str, Any] = {
+    "summary": "Prometheus metrics",
+    "responses": {
+        "200": {
+            "description": "Prometheus text format, or OpenMetrics when asked for.",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
         }
     },
-    "/stats": {
-        "get": {
-            "summary": "Top hosts of the past round minute or hour",
-            "parameters": [
-                {
-                    "name": "stats_type",
-                    "in": "query",
-                    "schema": {"type": "string", "enum": ["minute", "hour"], "default": "minute"},
-                },
-                {
-                    "name": "limit",
-                    "in": "query",
-                    "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
-                    "description": "Hosts to list; the default is --top (10).",
-                },
-            ],
-            "responses": {
-                "200": {
-                    **_json(_ref("TopHosts"), "The top hosts."),
-                    "headers": {
-                        "X-Window-Start": {
-                            "description": "Start of the window answered, Unix seconds (UTC).",
-                            "schema": {"type": "integer"},
-                        },
-                        "X-Window-End": {
-                            "description": "End of the window answered (excluded), Unix seconds.",
-                            "schema": {"type": "integer"},
-                        },
-                    },
-                },
-                "400": _ERRORS["400"],
-                "503": _ERRORS["503"],
-            },
+}
+
+OPENAPI: dict[str, Any] = {
+    "summary": "This document",
+    "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1.")},
+}
+
+DOCS: dict[str, Any] = {
+    "summary": "This document, rendered for people",
+    "responses": {
+        "200": {
+            "description": "An HTML page.",
+            "content": {"text/html": {"schema": {"type": "string"}}},
         }
     },
-    "/healthz": {
-        "get": {
-            "summary": "Health",
-            "responses": {
-                "200": _json(_ref("Status"), "Serving."),
-                "503": _ERRORS["503"],
-            },
-        }
-    },
-    "/metrics": {
-        "get": {
-            "summary": "Prometheus metrics",
-            "responses": {
-                "200": {
-                    "description": "Prometheus text format, or OpenMetrics when asked for.",
-                    "content": {"text/plain": {"schema": {"type": "string"}}},
-                }
-            },
-        }
-    },
-    "/openapi.json": {
-        "get": {
-            "summary": "This document",
-            "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1.")},
-        }
-    },
-    "/docs": {
-        "get": {
-            "summary": "This document, rendered for people",
-            "responses": {
-                "200": {
-                    "description": "An HTML page.",
-                    "content": {"text/html": {"schema": {"type": "string"}}},
-                }
-            },
-        }
-    },
-    "/": {
-        "get": {
-            "summary": "A live dashboard of the top hosts, for people",
-            "description": (
-                "Polls /stats and /metrics every 2 s; its script and style are served "
-                "from /dashboard/assets/."
-            ),
-            "responses": {
-                "200": {
-                    "description": "An HTML page.",
-                    "content": {"text/html": {"schema": {"type": "string"}}},
-                }
-            },
+}
+
+DASHBOARD: dict[str, Any] = {
+    "summary": "A live dashboard of the top hosts, for people",
+    "description": (
+        "Polls /stats and /metrics every 2 s; its script and style are served "
+        "from /dashboard/assets/."
+    ),
+    "responses": {
+        "200": {
+            "description": "An HTML page.",
+            "content": {"text/html": {"schema": {"type": "string"}}},
         }
     },
 }
 
 
-def spec(extra_paths: dict[str, Any] | None = None) -> dict[str, Any]:
+def spec(paths: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The OpenAPI document of ``paths`` (path -> method -> operation)."""
     return {
         "openapi": "3.1.0",
         "info": {
@@ -238,6 +229,6 @@ def spec(extra_paths: dict[str, Any] | None = None) -> dict[str, Any]:
                 "Every error is a JSON object with an `error` text."
             ),
         },
-        "paths": {**PATHS, **(extra_paths or {})},
+        "paths": paths,
         "components": {"schemas": SCHEMAS},
     }

@@ -19,7 +19,7 @@ from pathlib import Path
 import msgspec
 
 from tophosts.events import Count
-from tophosts.store.memory import MemoryStore, WindowDump
+from tophosts.store import Snapshots, WindowDump
 
 VERSION = 1
 log = logging.getLogger("tophosts.snapshot")
@@ -87,7 +87,7 @@ def read(path: Path) -> Snapshot | None:
         raise SnapshotError(f"snapshot {path} is corrupt: {exc}") from None
 
 
-def restore(store: MemoryStore, path: Path, ignore_corrupt: bool = False) -> int:
+def restore(store: Snapshots, path: Path, ignore_corrupt: bool = False) -> int:
     """Load ``path`` into ``store``; returns the windows kept (expired ones are dropped)."""
     try:
         snapshot = read(path)
@@ -110,14 +110,14 @@ def restore(store: MemoryStore, path: Path, ignore_corrupt: bool = False) -> int
     return kept
 
 
-async def save(store: MemoryStore, path: Path) -> None:
+async def save(store: Snapshots, path: Path) -> None:
     """Snapshot ``store`` to ``path``; the encoding and disk work run off the event loop."""
     windows = store.dump()
     await asyncio.to_thread(write, path, windows, time.time())
 
 
 @contextlib.asynccontextmanager
-async def periodic(store: MemoryStore, path: Path, interval: float) -> AsyncIterator[None]:
+async def periodic(store: Snapshots, path: Path, interval: float) -> AsyncIterator[None]:
     """Snapshot every ``interval`` seconds while the body runs, and once more at the end."""
 
     async def loop() -> None:

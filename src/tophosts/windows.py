@@ -1,7 +1,13 @@
-"""Clock-aligned window arithmetic.
+"""Clock-aligned window arithmetic: every floor, start, live set and lifetime.
 
 Windows are aligned to the Unix epoch (UTC), so local time zones and DST never
-shift them. A window is the half-open interval ``[start, start + size)``.
+shift them. A window is the half-open interval ``[start, start + size)``. It
+is asked about while it is the *past* window, so it lives until
+``start + 2 * size``; nothing else in tophosts computes a floor itself.
+
+The functions take sizes in seconds (``MINUTE``, ``HOUR``) because they run
+once or twice per event on the ingest path, where an enum lookup costs more
+than the arithmetic.
 """
 
 from __future__ import annotations
@@ -34,9 +40,24 @@ class Span(NamedTuple):
     end: int
 
 
-def bucket(timestamp: int, size: int) -> int:
-    """Start of the clock-aligned window of ``size`` seconds that holds ``timestamp``."""
+def floor(timestamp: int, size: int) -> int:
+    """Start of the window of ``size`` seconds that holds ``timestamp``."""
     return timestamp - timestamp % size
+
+
+def minute_of(timestamp: int) -> int:
+    """Start of the minute that holds ``timestamp``."""
+    return timestamp - timestamp % MINUTE
+
+
+def hour_of(timestamp: int) -> int:
+    """Start of the hour that holds ``timestamp``."""
+    return timestamp - timestamp % HOUR
+
+
+def label(size: int) -> str:
+    """``"minute"`` or ``"hour"``, for messages."""
+    return "minute" if size == MINUTE else "hour"
 
 
 def past(now: float, window: Window) -> Span:
@@ -50,6 +71,39 @@ def past(now: float, window: Window) -> Span:
     return Span(end - size, end)
 
 
-def oldest_live(now: float) -> int:
-    """The earliest timestamp any query can still reach: the start of the past hour."""
-    return past(now, Window.HOUR).start
+class Floors(NamedTuple):
+    """The oldest live window starts at a clock reading: nothing older can be asked about."""
+
+    minute: int
+    hour: int
+
+
+def floors(now: float) -> Floors:
+    """The starts of the past minute and the past hour at ``now``.
+
+    An event at or after ``floors.minute`` still counts in a minute someone can
+    ask about; one before ``floors.hour`` counts nowhere any more (expired).
+    """
+    return Floors(int(now // MINUTE) * MINUTE - MINUTE, int(now // HOUR) * HOUR - HOUR)
+
+
+def minute_number(now: float) -> int:
+    """Minutes since the epoch at ``now``: what a store compares to know the minute turned."""
+    return int(now // MINUTE)
+
+
+def ends(size: int, start: int) -> int:
+    """When the window ``(size, start)`` can no longer be asked about: it was the past
+    window until then."""
+    return start + 2 * size
+
+
+def aligned(size: int, start: int) -> bool:
+    """Whether ``start`` is the start of a window of ``size`` (aligned to it)."""
+    return start % size == 0
+
+
+def starts(size: int, since: int, until: float) -> range:
+    """The starts of the windows of ``size`` from the one holding ``since`` to the one
+    holding ``until`` (inclusive)."""
+    return range(floor(since, size), int(until) + 1, size)

@@ -11,9 +11,16 @@ class FakeClock:
 
     def __init__(self, now: float = T0) -> None:
         self.now = float(now)
+        self._script: list[float] = []
 
     def __call__(self) -> float:
+        if self._script:
+            self.now = self._script.pop(0)
         return self.now
+
+    def script(self, *readings: float) -> None:
+        """The next reads return ``readings`` in turn; after them, the last one stays."""
+        self._script = [float(r) for r in readings]
 
     def set(self, now: float) -> None:
         self.now = float(now)

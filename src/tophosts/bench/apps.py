@@ -34,10 +34,11 @@ from typing import Any
 import msgspec
 from sortedcontainers import SortedList  # type: ignore[import-untyped]
 
+from tophosts.asgi import Message, Receive, Scope, Send
 from tophosts.config import Settings
-from tophosts.ingest import Ingest, Message, Receive, Scope, Send
-from tophosts.metrics import Metrics
-from tophosts.protocol import Protocol
+from tophosts.ingest import Ingest
+from tophosts.metrics import NullMetrics
+from tophosts.server.protocol import Protocol
 from tophosts.windows import Window, past
 
 # Keep in step with tophosts.cli.serve (default settings, one worker);
@@ -169,12 +170,8 @@ class Naive:
         return await _json(send, 404, {"error": "no route"})
 
 
-class NoMetrics(Metrics):
-    """:class:`Metrics` whose request-path update does nothing (``/stats`` and the
-    other routes still call it); ``/metrics`` still answers, without counts."""
-
-    def request(self, route: str, status: int, seconds: float) -> None:
-        return None
+# tophosts with no metrics updates on the request path (the metrics scenarios).
+NoMetrics = NullMetrics
 
 
 # The ingest methods whose metrics statements BareIngest drops.

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import NamedTuple, Protocol
 
 from tophosts.events import Event
-from tophosts.windows import HOUR, MINUTE, Window
+from tophosts.windows import HOUR, MINUTE, Window, hour_of, minute_of
 
 Clock = Callable[[], float]
 TopHosts = list[tuple[str, int]]
@@ -35,21 +35,69 @@ class Sizes(NamedTuple):
     windows: int
 
 
+WindowDump = tuple[int, int, Counts]
+"""``(size, start, counts)``: one live window, as snapshots hold it."""
+
+
+class SyncStore(Protocol):
+    """Capability: a store that answers without waiting on I/O (the memory store).
+
+    The app calls these directly on the fast lane: no coroutine per request.
+    They behave exactly as :meth:`Store.add` and :meth:`Store.top`.
+    """
+
+    def add_now(self, events: Sequence[Event]) -> Added: ...
+
+    def add_one_now(self, ts: int, counts: Counts, total: int | None = None) -> Added:
+        """``add_now([(ts, counts)])``; ``total``, if given, is ``sum(counts.values())``."""
+        ...
+
+    def top_now(self, window: Window, limit: int, now: float | None = None) -> TopHosts: ...
+
+
+class Snapshots(Protocol):
+    """Capability: a store whose whole state can be kept in a file across restarts."""
+
+    def dump(self) -> list[WindowDump]:
+        """Copies of the live windows."""
+        ...
+
+    def restore(self, windows: list[WindowDump]) -> int:
+        """Add dumped windows, dropping those no query can reach; returns how many were kept."""
+        ...
+
+
 class Store(Protocol):
     kind: str
     """``"memory"`` or ``"redis"``."""
+
+    @property
+    def sync(self) -> SyncStore | None:
+        """This store's synchronous face, or None if it has none."""
+        ...
+
+    @property
+    def snapshots(self) -> Snapshots | None:
+        """This store's snapshot support, or None if it keeps its own data."""
+        ...
 
     async def add(self, events: Sequence[Event]) -> Added:
         """Apply a validated batch atomically.
 
         Raises :class:`tophosts.events.EventError` (and applies nothing) when an
-        event is too far in the future or would overflow a total. Events older
-        than the past round hour are counted as expired and not stored.
+        event is too far in the future, would overflow a total, or would add a
+        host past ``--max-tracked-hosts``; its ``index`` is the event's position
+        in ``events``, also for a batch of one. In that order: skew, then
+        overflow anywhere, then the cap anywhere, each looked for in the windows
+        in the order the events first name them (see :func:`by_window`). Events
+        older than the past round hour are counted as expired and not stored;
+        zero counts are never stored.
         """
         ...
 
-    async def top(self, window: Window, limit: int) -> TopHosts:
-        """The top ``limit`` hosts of the past round ``window``: count descending, then host."""
+    async def top(self, window: Window, limit: int, now: float | None = None) -> TopHosts:
+        """The top ``limit`` hosts of the past round ``window`` at clock reading ``now``
+        (the store's own clock if None): count descending, then host."""
         ...
 
     async def sizes(self) -> Sizes: ...
@@ -83,17 +131,20 @@ def by_window(
     """Sum a batch per window: ``{(window size, start): counts}`` and how many events are
     expired (before ``hour_floor``). An event counts in its hour, and in its minute from
     ``minute_floor`` on. Windows come in the order the events first name them, an
-    event's hour before its minute: both stores check them in that order, so that they
-    refuse a batch naming the same window, host and event."""
+    event's hour before its minute, and in each its hosts in the order they first
+    appear with a count above 0 (a count of 0 is as if absent): both stores check them
+    in that order, so that they refuse a batch naming the same window, host and event."""
     merged: dict[tuple[int, int], Counts] = {}
     expired = 0
     for ts, counts in events:
         if ts < hour_floor:
             expired += 1
             continue
-        keys = [(HOUR, ts - ts % HOUR)]
+        if 0 in counts.values():
+            counts = {host: n for host, n in counts.items() if n}
+        keys = [(HOUR, hour_of(ts))]
         if ts >= minute_floor:
-            keys.append((MINUTE, ts - ts % MINUTE))
+            keys.append((MINUTE, minute_of(ts)))
         for key in keys:
             acc = merged.get(key)
             if acc is None:

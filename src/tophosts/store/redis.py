@@ -32,7 +32,9 @@ Failure
     given up changes nothing. A call that was sent and got no reply is settled
     before it is answered (see _SETTLE): applied, not applied (503), or, if
     Redis does not say within another timeout, unknown (WriteUncertain, a
-    504). Nothing is retried behind the caller's back.
+    504); settling only reads, so it is asked again when its own reply is
+    lost. An error reply, -LOADING included, means nothing ran: 503. No write
+    is retried behind the caller's back.
 """
 
 from __future__ import annotations
@@ -170,54 +172,52 @@ end
 local refusals = {}
 for g = 1, #groups do
   local group = groups[g]
-  local refused = false
-  -- New hosts first: a group that would take a key past --max-tracked-hosts
-  -- is refused whole, naming the first host over (score '-1').
-  local fresh = {}
+  -- A group is refused whole, for the first of its hosts (windows in the
+  -- order its events name them, hosts in the order they appear) that would
+  -- take its window total past MAX; else for the first new host that would
+  -- take its window past --max-tracked-hosts (score '-1'). An overflow
+  -- anywhere in the group comes before the cap: the memory store's order.
+  local refusal = nil
   for e = 1, #group do
-    local entry = group[e]
-    local i = entry[1]
-    local n = fresh[i] or 0
-    for j = 2, #entry, 2 do
-      if not redis.call('ZSCORE', KEYS[i], entry[j]) then
-        n = n + 1
-        if cards[i] + n > cap then
-          refused = true
-          refusals[#refusals + 1] = g
-          refusals[#refusals + 1] = e
-          refusals[#refusals + 1] = entry[j]
-          refusals[#refusals + 1] = '-1'
-          break
-        end
-      end
-    end
-    fresh[i] = n
-    if refused then
-      break
-    end
-  end
-  for e = 1, #group do
-    if refused then
-      break
-    end
     local entry = group[e]
     local key = KEYS[entry[1]]
     for j = 2, #entry, 2 do
       local score = redis.call('ZSCORE', key, entry[j])
       if (score and tonumber(score) or 0) + tonumber(entry[j + 1]) > MAX then
-        refused = true
-        refusals[#refusals + 1] = g
-        refusals[#refusals + 1] = e
-        refusals[#refusals + 1] = entry[j]
-        refusals[#refusals + 1] = score or '0'
+        refusal = {g, e, entry[j], score or '0'}
         break
       end
     end
-    if refused then
+    if refusal then
       break
     end
   end
-  if not refused then
+  local fresh = {}
+  if not refusal then
+    for e = 1, #group do
+      local entry = group[e]
+      local i = entry[1]
+      local n = fresh[i] or 0
+      for j = 2, #entry, 2 do
+        if not redis.call('ZSCORE', KEYS[i], entry[j]) then
+          n = n + 1
+          if cards[i] + n > cap then
+            refusal = {g, e, entry[j], '-1'}
+            break
+          end
+        end
+      end
+      fresh[i] = n
+      if refusal then
+        break
+      end
+    end
+  end
+  if refusal then
+    for k = 1, 4 do
+      refusals[#refusals + 1] = refusal[k]
+    end
+  else
     for e = 1, #group do
       local entry = group[e]
       local key = KEYS[entry[1]]
@@ -225,8 +225,8 @@ for g = 1, #groups do
         redis.call('ZINCRBY', key, entry[j + 1], entry[j])
       end
     end
-    for i, n in pairs(fresh) do
-      cards[i] = cards[i] + n
+    for i, more in pairs(fresh) do
+      cards[i] = cards[i] + more
     end
   end
 end
@@ -269,16 +269,19 @@ return {above, tied, cutoff}
 # ``<prefix>:writes``. A token is used by one connection, one call at a time,
 # and is retired when a call on it fails, so after the call's start deadline
 # (when it can no longer start) its field says for good whether it applied.
+# The script only reads, so it gives the same answer however often it is
+# asked: a settle whose own reply is lost is simply asked again. The instance
+# deletes the field once it has the answer (and at close(); the sweep takes
+# those of crashed instances).
 # KEYS[1]: the writes hash. ARGV: token, seq, the call's start deadline (us).
-# Reply: {0} before the deadline; else the field is deleted and the reply is
-# {1, field} if the call applied, {2} if it did not (and never will).
+# Reply: {0} before the deadline; else {1, field} if the call applied, {2} if
+# it did not (and never will).
 _SETTLE = """
 local now = redis.call('TIME')
 if tonumber(now[1]) * 1000000 + tonumber(now[2]) <= tonumber(ARGV[3]) then
   return {0}
 end
 local field = redis.call('HGET', KEYS[1], ARGV[1])
-redis.call('HDEL', KEYS[1], ARGV[1])
 if field and string.sub(field, 1, #ARGV[2] + 1) == ARGV[2] .. ':' then
   return {1, field}
 end
@@ -303,6 +306,12 @@ return gone
 """
 # Tokens older than this are swept when an instance (re)connects.
 _SWEEP_AGE = 600
+# Share of the timeout one settle call may take: one that gets no reply in
+# that time is asked again, on another connection, within the same timeout.
+_SETTLE_SHARE = 0.5
+# Most retired tokens an instance keeps to delete later (after a failed delete);
+# any more are left to the sweep.
+_RETIRED_MAX = 10_000
 
 _msgpack = msgspec.msgpack.Encoder().encode
 
@@ -388,6 +397,12 @@ class RedisStore:
         self._tokens: weakref.WeakKeyDictionary[AbstractConnection, str] = (
             weakref.WeakKeyDictionary()
         )
+        # Tokens retired after a failed call, whose field is still to be deleted.
+        self._retired: set[str] = set()
+
+    # Redis keeps its own data and answers over the network: neither capability.
+    sync = None
+    snapshots = None
 
     def key(self, window: Window | int, start: int) -> str:
         """The sorted set holding window ``start`` of size ``window``."""
@@ -402,7 +417,7 @@ class RedisStore:
         single = len(events) == 1
         for i, (ts, _) in enumerate(events):
             if ts > horizon:
-                raise too_far_ahead(ts, now, self._max_skew, None if single else i)
+                raise too_far_ahead(ts, now, self._max_skew, i)
         # The starts of the past hour and minute (windows.past, inlined).
         hour_floor = int(now // HOUR) * HOUR - HOUR
         minute_floor = int(now // MINUTE) * MINUTE - MINUTE
@@ -422,24 +437,19 @@ class RedisStore:
             if ts >= minute_floor:
                 adds.append((MINUTE, ts - ts % MINUTE, counts))
         else:
-            # Pre-aggregated per window, in the memory store's order, so that
-            # an overflow names the same host and event.
+            # Pre-aggregated per window (without zero counts), in the order
+            # both stores check them, so that a refusal names the same window,
+            # host and event as the memory store's.
             merged, expired = by_window(events, hour_floor, minute_floor)
-            adds = []
-            host_counts = 0
-            for (size, start), acc in merged.items():
-                nonzero = {host: n for host, n in acc.items() if n}
-                if nonzero:
-                    adds.append((size, start, nonzero))
-                    if size == HOUR:  # every live event is in one hour
-                        host_counts += sum(nonzero.values())
+            adds = [(size, start, acc) for (size, start), acc in merged.items() if acc]
+            host_counts = sum(sum(acc.values()) for size, _, acc in adds if size == HOUR)
         if adds:
             await self._commit(adds, events)
         return Added(len(events) - expired, expired, host_counts)
 
-    async def top(self, window: Window, limit: int) -> TopHosts:
+    async def top(self, window: Window, limit: int, now: float | None = None) -> TopHosts:
         conn = self._connect()
-        key = self.key(window, past(self._clock(), window).start)
+        key = self.key(window, past(self._clock() if now is None else now, window).start)
         reply = await self._call(conn.top(keys=[key], args=[limit], client=conn.client))
         above = reply[0]
         ranked = [(above[i].decode(), _count(above[i + 1])) for i in range(0, len(above), 2)]
@@ -480,7 +490,7 @@ class RedisStore:
                 await asyncio.wait({*self._flushers, *self._settlers}, timeout=self._timeout * 3)
             self._fail_queue(StoreUnavailable("the store is closing"))
             # This instance's write tokens: nothing will settle on them any more.
-            tokens = list(self._tokens.values())
+            tokens = [*self._tokens.values(), *self._retired]
             if tokens:
                 with contextlib.suppress(StoreUnavailable):
                     await self._call(conn.client.hdel(self._writes, *tokens))
@@ -536,6 +546,11 @@ class RedisStore:
             raise self._unavailable(exc, wait) from None
 
     def _unavailable(self, exc: BaseException, wait: float) -> StoreUnavailable:
+        if isinstance(exc, rex.BusyLoadingError):
+            return StoreUnavailable(
+                f"Redis at {self._where} is loading its data into memory (after a restart) "
+                "and answers nothing else until it is done"
+            )
         if isinstance(exc, TimeoutError | rex.TimeoutError):
             return StoreUnavailable(f"Redis at {self._where} did not answer within {wait:.3g} s")
         if isinstance(exc, rex.ConnectionError | OSError):
@@ -721,8 +736,11 @@ class RedisStore:
                 reply = await _evalsha(
                     connection, script, [*keys, deadline, payload, token, seq], len(keys)
                 )
-        except rex.ResponseError as exc:
-            raise self._unavailable(exc, wait) from None  # an error reply: nothing ran
+        except (rex.ResponseError, rex.BusyLoadingError) as exc:
+            # An error reply: nothing ran. That includes -LOADING (Redis loading
+            # its data after a restart), which redis-py raises as a
+            # ConnectionError, not to be taken for a reply that never came.
+            raise self._unavailable(exc, wait) from None
         except (TimeoutError, rex.RedisError, OSError) as exc:
             del self._tokens[connection]
             cause = self._unavailable(exc, wait)
@@ -743,16 +761,20 @@ class RedisStore:
         # Past the call's deadline (see _run) it can no longer start, and the
         # settle script can tell for good. Roughly then on this clock:
         start_by = unsettled.sent + self._timeout * _START_SHARE
-        give_up = time.monotonic() + self._timeout
+        # One timeout from then on (or from now, if later) for Redis to say.
+        give_up = max(time.monotonic(), start_by) + self._timeout
         outcome: list[EventError | None] | BaseException | None = None
+        args: list[str | int] = [unsettled.token, unsettled.seq, unsettled.deadline]
         while outcome is None and (left := give_up - time.monotonic()) > 0:
             if (early := start_by - time.monotonic()) > 0:
                 await asyncio.sleep(min(early, left))
                 continue
-            args: list[str | int] = [unsettled.token, unsettled.seq, unsettled.deadline]
             try:
+                # At most a share of the time: a settle whose reply is lost or
+                # late is asked again (on another connection), for the same answer.
                 reply = await self._call(
-                    conn.settle(keys=[self._writes], args=args, client=conn.client), left
+                    conn.settle(keys=[self._writes], args=args, client=conn.client),
+                    min(left, self._timeout * _SETTLE_SHARE),
                 )
             except StoreUnavailable:
                 await asyncio.sleep(min(0.05, max(0.0, give_up - time.monotonic())))
@@ -783,6 +805,19 @@ class RedisStore:
                 _settle(request.future, _copy(outcome))
             else:
                 _settle(request.future, outcome[i])
+        # Answered: now the token's field can go (it may hold the write's record).
+        if len(self._retired) < _RETIRED_MAX:
+            self._retired.add(unsettled.token)
+        if not isinstance(outcome, WriteUncertain):
+            await self._forget_retired(conn)
+
+    async def _forget_retired(self, conn: _Conn) -> None:
+        """Delete the fields of retired tokens (those whose calls are settled)."""
+        tokens = list(self._retired)
+        if tokens:
+            with contextlib.suppress(StoreUnavailable):
+                await self._call(conn.client.hdel(self._writes, *tokens))
+                self._retired.difference_update(tokens)
 
     async def _calibrate(self, client: aioredis.Redis) -> None:
         sent = time.monotonic()
@@ -837,24 +872,24 @@ def _text(value: bytes | str | int) -> str:
 
 
 def _overflow(events: Sequence[Event], size: int, start: int, host: str, score: int) -> EventError:
-    """The memory store's error for ``host`` overflowing window ``start``: the first event
-    that pushes its running total past the cap."""
+    """The error for ``host`` overflowing window ``start``, which held ``score``: named
+    with the first event whose count pushes its running total past the cap."""
     running = score
     for i, (ts, counts) in enumerate(events):
         if ts - ts % size == start:
             running += counts.get(host, 0)
             if running > MAX_COUNT:
-                return total_too_large(host, i if len(events) > 1 else None)
-    return total_too_large(host, None)  # pragma: no cover - the script saw it pass
+                return total_too_large(host, i)
+    return total_too_large(host, 0)  # pragma: no cover - the script saw the total pass
 
 
 def _crowded(events: Sequence[Event], size: int, start: int, host: str, limit: int) -> EventError:
-    """The error for ``host`` being one host too many for window ``start``: named, as the
-    memory store does, with the first event of the window that brings it."""
+    """The error for ``host`` being one host too many for window ``start``: named with
+    the first event that brings it there (a count of 0 brings nothing)."""
     for i, (ts, counts) in enumerate(events):
-        if ts - ts % size == start and host in counts:
-            return too_many_tracked(size, host, limit, i if len(events) > 1 else None)
-    return too_many_tracked(size, host, limit, None)  # pragma: no cover
+        if ts - ts % size == start and counts.get(host):
+            return too_many_tracked(size, host, limit, i)
+    return too_many_tracked(size, host, limit, 0)  # pragma: no cover - the script saw it come
 
 
 def _count(score: bytes | str) -> int:

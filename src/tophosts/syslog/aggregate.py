@@ -85,9 +85,11 @@ class Flusher:
         self.max_skew = max_skew
         self.pendings = list(pendings)
         self.interval = interval
-        # The memory store applies synchronously: no coroutine per event. (The one
-        # place that knows of this capability.)
-        self._add_now: Callable[[Sequence[Event]], Added] | None = getattr(store, "add_now", None)
+        # A store that applies synchronously (the memory store): no coroutine per event.
+        sync = store.sync
+        self._add_now: Callable[[Sequence[Event]], Added] | None = (
+            sync.add_now if sync is not None else None
+        )
         self._hosts: dict[bytes, str | tuple[str, str]] = {}
         self._lock = asyncio.Lock()
 
