@@ -237,9 +237,11 @@ def test_instructions_per_request_under_callgrind(tmp_path: Path) -> None:
         rows[("tophosts", "single")]["instructions"] > rows[("ceiling", "single")]["instructions"]
     )
     assert isinstance(rows[("tophosts", "single")]["metrics_cost_pct"], float)
-    # An access line costs instructions; through logging, more than queued.
+    # A logging record per access line costs far more than a queued one (~100k
+    # instructions against ~10k; at the quick plan's 100 requests the latter is
+    # within the counts' noise, so only the difference is asserted).
     queued, record = (rows[(t, "single")] for t in ("tophosts-accesslog", "tophosts-stdlog"))
-    assert 0 < queued["accesslog_instructions"] < record["accesslog_instructions"]
+    assert record["accesslog_instructions"] > queued["accesslog_instructions"] + 30_000
     figures = {row["figure"] for row in doc["targets"]}
     assert "metrics cost, instructions per /counter (1 event)" in figures
     assert "access log cost at --log-level info, instructions per /counter" in figures
