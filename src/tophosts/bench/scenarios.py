@@ -841,7 +841,7 @@ def _callgrind(target: Target, loads: Iterable[tuple[str, str, list[bytes], int]
             f"--callgrind-out-file={out}",
         ]
         per: list[float] = []
-        with Server(target, wrapper=wrapper) as server, Conn(server.port) as conn:
+        with Server(target, wrapper=wrapper) as server, _Client(server.port) as conn:
 
             def control(*args: str) -> None:
                 subprocess.run(
@@ -865,7 +865,32 @@ def _callgrind(target: Target, loads: Iterable[tuple[str, str, list[bytes], int]
         return per
 
 
-def _post(conn: Conn, raw: bytes) -> None:
+class _Client:
+    """One keep-alive connection, opened again if the server closed it: under callgrind
+    on a busy machine, ``callgrind_control`` can take longer than the server keeps an
+    idle connection (``--timeout-keep-alive``, 5 s). A new connection's few thousand
+    instructions, once in a count, are noise."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.conn = Conn(port)
+
+    def request(self, raw: bytes) -> tuple[int, bytes]:
+        try:
+            return self.conn.request(raw)
+        except ConnectionError:
+            self.conn.close()
+            self.conn = Conn(self.port)
+            return self.conn.request(raw)
+
+    def __enter__(self) -> _Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.conn.close()
+
+
+def _post(conn: Conn | _Client, raw: bytes) -> None:
     status, body = conn.request(raw)
     if status != 200:
         raise RuntimeError(f"answered {status}: {body[:200]!r}")
