@@ -43,6 +43,7 @@ from typing import NoReturn
 
 import msgspec
 
+from tophosts import background
 from tophosts.events import Count
 from tophosts.store import Snapshots, WindowDump
 
@@ -366,41 +367,35 @@ async def periodic(store: Snapshots, path: Path, interval: float) -> AsyncIterat
     runs, each from a forked child; once more, in-process, at the end."""
     writer = BackgroundWriter(store, path)
 
-    async def loop() -> None:
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                done = await writer.write()
-            except SnapshotFailed as exc:
-                log.error("snapshot to %s failed: %s; the previous snapshot is kept", path, exc)
-                continue
-            except OSError as exc:
-                log.error(
-                    "cannot fork the snapshot writer (%s); the previous snapshot is kept, "
-                    "the next try is in %g s",
-                    exc.strerror or exc,
-                    interval,
-                )
-                continue
-            copied = f"{done.copied_mib:.1f} MiB" if done.copied_mib is not None else "unknown"
-            log.info(
-                "snapshot written to %s in %.2f s by pid %d (fork %.1f ms, %.1f MB, "
-                "copy-on-write %s)",
-                path,
-                done.seconds,
-                done.pid,
-                done.fork_ms,
-                done.size / 1e6,
-                copied,
+    async def one() -> None:
+        try:
+            done = await writer.write()
+        except SnapshotFailed as exc:
+            log.error("snapshot to %s failed: %s; the previous snapshot is kept", path, exc)
+            return
+        except OSError as exc:
+            log.error(
+                "cannot fork the snapshot writer (%s); the previous snapshot is kept, "
+                "the next try is in %g s",
+                exc.strerror or exc,
+                interval,
             )
+            return
+        copied = f"{done.copied_mib:.1f} MiB" if done.copied_mib is not None else "unknown"
+        log.info(
+            "snapshot written to %s in %.2f s by pid %d (fork %.1f ms, %.1f MB, copy-on-write %s)",
+            path,
+            done.seconds,
+            done.pid,
+            done.fork_ms,
+            done.size / 1e6,
+            copied,
+        )
 
-    task = asyncio.create_task(loop())
     try:
-        yield
+        async with background.every(interval, one, final=False):
+            yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
         writer.stop()
         save(store, path)
         log.info("snapshot written to %s", path)
