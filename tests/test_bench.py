@@ -1,26 +1,22 @@
-"""``tophosts bench --quick`` runs to the end and produces figures; timings are never asserted."""
+"""``python -m bench --quick`` runs to the end and produces figures; timings are never asserted."""
 
 from __future__ import annotations
 
-import ast
-import inspect
 import json
 import os
 import shutil
-import textwrap
 import time
 from pathlib import Path
 from typing import Any
 
+import bench
 import pytest
+from bench import apps, loadgen, report, servers
+from bench.scenarios import INSTR_TARGETS, REDIS_SETUPS, SCENARIOS
 from starlette.testclient import TestClient
 
-from tophosts import app as app_module
-from tophosts import cli, config, logs, server
-from tophosts.bench import apps, loadgen, report, servers
-from tophosts.bench.scenarios import INSTR_TARGETS, REDIS_SETUPS, SCENARIOS
-from tophosts.ingest import Ingest
-from tophosts.metrics import Metrics
+from tophosts import config, logs, server
+from tophosts.metrics import Metrics, NullMetrics
 
 pytestmark = pytest.mark.e2e
 
@@ -29,7 +25,7 @@ HAS_REDIS = shutil.which("redis-server") is not None
 
 
 def run_bench(tmp_path: Path, *args: str) -> dict[str, Any]:
-    code = cli.main(["bench", "--quick", "--out", str(tmp_path), "--name", "t", *args])
+    code = bench.main(["--quick", "--out", str(tmp_path), "--name", "t", *args])
     assert code == 0
     document: dict[str, Any] = json.loads((tmp_path / "t.json").read_text())
     return document
@@ -254,7 +250,7 @@ def test_without_redis_server_the_redis_scenario_is_skipped_or_refused(
     monkeypatch.setattr(
         "shutil.which", lambda name, *a, **k: None if name == "redis-server" else real(name)
     )
-    assert cli.main(["bench", "--quick", "--scenarios", "redis", "--out", str(tmp_path)]) == 2
+    assert bench.main(["--quick", "--scenarios", "redis", "--out", str(tmp_path)]) == 2
     assert "needs redis-server" in capsys.readouterr().err
 
 
@@ -266,43 +262,23 @@ def test_the_asyncio_generator_drives_the_ingest_scenarios(tmp_path: Path) -> No
 
 
 def test_an_unknown_scenario_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["bench", "--scenarios", "11", "--out", str(tmp_path)]) == 2
+    assert bench.main(["--scenarios", "11", "--out", str(tmp_path)]) == 2
     assert "unknown scenario" in capsys.readouterr().err
 
 
-def test_the_reference_servers_use_the_same_uvicorn_settings(
+def test_tophosts_without_metrics_is_tophosts_serve_with_null_metrics(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    seen: list[dict[str, Any]] = []
-    monkeypatch.setattr("uvicorn.run", lambda app, **options: seen.append(options))
-    monkeypatch.setattr("signal.signal", lambda *a: None)
-    monkeypatch.setattr(logs, "configure", lambda *a: None)  # leave this process's logging be
-    server.serve(config.Settings(log_level="warning"))
-    apps.serve(apps.ceiling, 1, "warning")
-    product, bench = seen
-    for options in (product, bench):
-        for varying in ("host", "port", "log_level"):
-            options.pop(varying)
-    assert product == bench
-
-
-def test_tophosts_without_metrics_is_tophosts_serve_without_metrics_updates(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # serve_without_metrics patches tophosts.app: have it put back afterwards.
-    monkeypatch.setattr(app_module, "Metrics", Metrics)
-    monkeypatch.setattr(app_module, "Ingest", Ingest)
     seen: list[tuple[Any, dict[str, Any]]] = []
     monkeypatch.setattr("uvicorn.run", lambda app, **options: seen.append((app, options)))
     monkeypatch.setattr("signal.signal", lambda *a: None)
-    monkeypatch.setattr(logs, "configure", lambda *a: None)
+    monkeypatch.setattr(logs, "configure", lambda *a: None)  # leave this process's logging be
     server.serve(config.Settings(host="127.0.0.1", port=1, log_level="warning"))
     assert apps.main(["tophosts-nometrics", "--port", "1"]) == 0
     (product, product_options), (bare, bare_options) = seen
     assert product_options == bare_options  # the same server, flags and all
     assert type(product.metrics) is Metrics
-    assert type(bare.metrics) is apps.NoMetrics
-    assert type(bare.counter).__name__ == type(bare.counters).__name__ == "BareIngest"
+    assert type(bare.metrics) is NullMetrics
     event = {"timestamp": int(time.time()) - 60, "a.example": 2}  # in the past minute
     for app in (product, bare):
         with TestClient(app) as client:
@@ -311,31 +287,11 @@ def test_tophosts_without_metrics_is_tophosts_serve_without_metrics_updates(
             assert client.post("/counters", json=[{"a.example": 1}]).status_code == 400
             assert client.post("/counter", content=b"x" * (9 << 20)).status_code == 413
             assert client.get("/stats").json()["top_hosts"] == {"a.example": 6}
-    # The product counted every request; the variant touched no metric at all.
-    assert (product.metrics.accepted, product.metrics.host_counts) == (3, 6)
-    assert product.metrics.rejected == 2
+    # Both counted the events; only the product counted the requests.
+    for app in (product, bare):
+        assert (app.metrics.accepted, app.metrics.host_counts, app.metrics.rejected) == (3, 6, 2)
     assert sum(sum(s.values()) for s in product.metrics.requests.figures.counts.values()) >= 4
-    assert (bare.metrics.accepted, bare.metrics.host_counts, bare.metrics.rejected) == (0, 0, 0)
     assert bare.metrics.requests.figures.counts == {}
-
-
-def test_the_variant_is_the_ingest_source_less_its_metrics_statements() -> None:
-    methods = apps.without_metrics(Ingest, apps.INGEST_METHODS)
-    for name in apps.INGEST_METHODS:
-        product = ast.unparse(ast.parse(textwrap.dedent(inspect.getsource(getattr(Ingest, name)))))
-        bare = ast.unparse(apps.stripped(Ingest, name))
-        assert "metrics" in product  # else there is nothing to take out: update the list
-        assert "metrics" not in bare
-        # What is left is the product's code, line for line, less whole statements.
-        lines = iter(product.splitlines())
-        assert all(
-            any(line == kept for line in lines)
-            for kept in bare.splitlines()
-            if kept.strip() != "pass"
-        )
-        code = methods[name].__code__
-        assert code.co_filename == f"<Ingest.{name} without metrics>"
-        assert "metrics" not in code.co_names
 
 
 def test_percentile_is_nearest_rank() -> None:

@@ -1,4 +1,4 @@
-"""``tophosts serve|load|bench``: the command line."""
+"""``tophosts serve|load``: the command line."""
 
 from __future__ import annotations
 
@@ -23,10 +23,6 @@ def build_parser() -> argparse.ArgumentParser:
     from tophosts import load
 
     load.add_arguments(load_parser)
-    bench_parser = commands.add_parser("bench", help="run the benchmark suite (bench extra)")
-    from tophosts import bench
-
-    bench.add_arguments(bench_parser)
     return parser
 
 
@@ -46,8 +42,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         from tophosts import load
 
         return load.run(args)
-    if args.command == "bench":
-        from tophosts import bench
-
-        return bench.run(args)
     parser.error(f"unknown command {args.command!r}")  # pragma: no cover - argparse exits first

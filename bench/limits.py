@@ -29,15 +29,15 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from tophosts.bench.data import batch_of_size, distinct_batches, junk_batches, wide_event
-from tophosts.bench.loadgen import Conn, Load, request_bytes
-from tophosts.bench.loadgen import percentile as pct
+from bench.data import batch_of_size, distinct_batches, junk_batches, wide_event
+from bench.loadgen import Conn, Load, request_bytes
+from bench.loadgen import percentile as pct
 from tophosts.config import Settings
 from tophosts.windows import HOUR, MINUTE
 
 if TYPE_CHECKING:
-    from tophosts.bench.scenarios import Bench, Row
-    from tophosts.bench.servers import Server
+    from bench.scenarios import Bench, Row
+    from bench.servers import Server
 
 RATIO_LIMIT = 1.5
 """The most a request at (or past) a limit may cost against its reference."""
@@ -97,7 +97,7 @@ class Limits:
         self.rows: list[Row] = bench.results["limits"]
 
     def run(self) -> None:
-        from tophosts.bench.servers import Server
+        from bench.servers import Server
 
         offset = mid_hour_offset()
         clock = Clock(offset)
@@ -120,7 +120,7 @@ class Limits:
             _expect(server.port, body, status)
         load = Load("POST", "/counter", CONNECTIONS, bodies)
         [result], cpu = self.bench._timed(server, [load], short=True)
-        from tophosts.bench.scenarios import load_row
+        from bench.scenarios import load_row
 
         row = {**load_row(result), **cpu}
         return {**row, **cost_row(row)}
@@ -141,7 +141,7 @@ class Limits:
                     _post_event(server.port, _counters([_event(clock.fill_span()[0], KNOWN)]))
                     fresh -= 1
                     filled = 1
-                from tophosts.bench.scenarios import post_all
+                from bench.scenarios import post_all
 
                 post_all(server.port, junk_batches(first, fresh, *clock.fill_span()))
                 filled = target
@@ -223,7 +223,7 @@ class Limits:
         """Batches of 1,000 events (the reference, per event), of exactly ``limit`` bytes,
         and a Content-Length one byte over it (refused before the body is read)."""
         now = clock.now() - HOUR
-        from tophosts.bench.data import Events
+        from bench.data import Events
 
         small = Events(10_000, seed=5).batch(1000, now - 50, now - 5)
         full, events = batch_of_size(limit, now - 50, now - 5)
@@ -272,7 +272,7 @@ class Limits:
     # -- the event loop while a snapshot is written ----------------------------------
 
     def snapshot_lag(self, offset: float) -> None:
-        from tophosts.bench.servers import Server
+        from bench.servers import Server
 
         plan = self.plan
         hosts = plan.lag_pairs  # distinct hosts in the hour: one (host, window) pair each
@@ -291,7 +291,7 @@ class Limits:
             with Server("tophosts", [*common, *snap]) as on, Server("tophosts", common) as off:
                 for server in (on, off):
                     self.bench.step(f"limits: {hosts:,} hosts into a server for the lag loop")
-                    from tophosts.bench.scenarios import post_all
+                    from bench.scenarios import post_all
 
                     post_all(server.port, distinct_batches(hosts, *clock.fill_span()))
                 latencies: dict[str, list[float]] = {"on": [], "off": []}
@@ -356,7 +356,7 @@ def _snapshot_figures(written: list[tuple[str, ...]]) -> Row:
 @contextlib.contextmanager
 def _stopped(server: Server) -> Iterator[None]:
     """``server`` and its children (a snapshot writer) stopped (SIGSTOP) for the block."""
-    from tophosts.bench.servers import tree
+    from bench.servers import tree
 
     os.kill(server.proc.pid, signal.SIGSTOP)  # first: then it forks no child meanwhile
     children = tree(server.proc.pid)[1:]

@@ -9,8 +9,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from tophosts.bench import limits
-from tophosts.bench.servers import LABELS, TARGETS
+from bench import limits
+from bench.servers import LABELS, TARGETS
 
 Row = dict[str, Any]
 Results = dict[str, list[Row]]

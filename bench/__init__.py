@@ -1,4 +1,4 @@
-"""``tophosts bench``: the benchmark suite of issues 3, 4 and 5.
+"""``python -m bench`` (``make bench``): the benchmark suite, beside the product, not in it.
 
 Starts each server under test as a real process pinned to CPU 0, drives it from
 CPU 1 over HTTP keep-alive on 127.0.0.1 (``wrk`` where installed, else an
@@ -25,6 +25,7 @@ import platform
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
 SCENARIO_NUMBERS = {
@@ -90,7 +91,7 @@ def machine() -> dict[str, Any]:
 
 def command(args: argparse.Namespace) -> str:
     """The command line that reproduces this run."""
-    words = ["python -m tophosts bench"]
+    words = ["python -m bench"]
     words += ["--quick"] * args.quick + ["--plot"] * args.plot
     if args.name:
         words.append(f"--name {args.name}")
@@ -110,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from tophosts.bench import loadgen, report, scenarios, servers
+    from bench import loadgen, report, scenarios, servers
 
     console = Console(width=max(Console().width, 110))
     try:
@@ -129,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
             raise RuntimeError("the instructions scenario needs valgrind, which is not installed")
         generator = loadgen.pick(args.generator)
     except (ValueError, RuntimeError) as exc:
-        print(f"tophosts bench: {exc}", file=sys.stderr)
+        print(f"bench: {exc}", file=sys.stderr)
         return 2
     plan = scenarios.QUICK if args.quick else scenarios.FULL
     if args.seconds:
@@ -137,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
     name = args.name or ("quick" if args.quick else "full")
     pinned = servers.pin(0, servers.LOAD_CPU)
     console.print(
-        f"tophosts bench [bold]{name}[/]: load generator [bold]{generator.name}[/]; "
+        f"bench [bold]{name}[/]: load generator [bold]{generator.name}[/]; "
         + (
             f"server pinned to CPU {servers.SERVER_CPU}, load to CPU {servers.LOAD_CPU}"
             + (" (redis: see each row's pinning)" if "redis" in chosen else "")
@@ -199,3 +200,11 @@ def run(args: argparse.Namespace) -> int:
         for chart in report.plot(results, args.out, name):
             console.print(f"wrote {chart}")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description="The tophosts benchmark suite (make bench)."
+    )
+    add_arguments(parser)
+    return run(parser.parse_args(argv))

@@ -21,9 +21,9 @@ from typing import Any
 
 import msgspec
 
-from tophosts.bench.data import PER_EVENT, Events, distinct_batches
-from tophosts.bench.limits import Limits
-from tophosts.bench.loadgen import (
+from bench.data import PER_EVENT, Events, distinct_batches
+from bench.limits import Limits
+from bench.loadgen import (
     AsyncioLoad,
     Conn,
     Generator,
@@ -32,8 +32,8 @@ from tophosts.bench.loadgen import (
     request_bytes,
     time_queries,
 )
-from tophosts.bench.loadgen import percentile as pct
-from tophosts.bench.servers import (
+from bench.loadgen import percentile as pct
+from bench.servers import (
     LOAD_CPU,
     SERVER_CPU,
     TARGETS,
@@ -47,6 +47,7 @@ from tophosts.bench.servers import (
     machine_cpu_seconds,
     own_cpu_seconds,
     process_cpu_seconds,
+    set_affinity,
 )
 from tophosts.config import Settings
 from tophosts.logs import FLUSH_SECONDS
@@ -607,8 +608,8 @@ class Bench:
     # -- 6. metrics: their cost on the ingest hot path ----------------------------
 
     def metrics(self, servers: list[Server]) -> None:
-        """tophosts against itself without request-path metrics (apps.bare_ingest,
-        apps.NoMetrics), and against a second tophosts process: the control.
+        """tophosts against itself without request-path metrics (a NullMetrics handed to
+        the app), and against a second tophosts process: the control.
 
         All serve from ``SERVER_CPU``, driven from ``LOAD_CPU``, in rounds whose
         order reverses every other round. The cost is 1 - with / without, three
@@ -712,13 +713,13 @@ class Bench:
                             f"round {n + 1}/{plan.rounds}"
                         )
                         cpus = {LOAD_CPU} if setup.pinned else all_cpus()
-                        redis.place(cpus)
-                        meters = {"redis": redis.cpu_seconds}
+                        set_affinity(redis.pid, cpus)
+                        meters = {"redis": functools.partial(process_cpu_seconds, redis.pid)}
                         for i, pid in enumerate(server.worker_pids(), 1):
                             meters[f"worker{i}"] = functools.partial(process_cpu_seconds, pid)
                         with affinity(cpus):
                             [result], cpu = self._timed(server, [load], meters)
-                        cpu["redis_cpus"] = redis.cpus()
+                        cpu["redis_cpus"] = cpus_of(redis.pid)
                         # Each worker's share: with two, whether the kernel spread the load.
                         cpu["worker_cpu_util"] = [
                             cpu.pop(f"worker{i}_cpu_util") for i in range(1, len(meters))
@@ -754,7 +755,7 @@ class Bench:
             # GET /stats on Redis with data stored, and on memory for reference:
             # the one-worker servers, pinned as above.
             self.step(f"redis: GET /stats with {plan.redis_stored:,} events stored per window")
-            redis.place({LOAD_CPU})
+            set_affinity(redis.pid, {LOAD_CPU})
             for setup, server in running:
                 if setup.workers != 1 or not setup.pinned:
                     continue
