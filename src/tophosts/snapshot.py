@@ -19,7 +19,7 @@ from pathlib import Path
 import msgspec
 
 from tophosts.events import Count
-from tophosts.store import Snapshots, WindowDump
+from tophosts.store import KeyDump, Snapshots, WindowDump
 
 VERSION = 1
 log = logging.getLogger("tophosts.snapshot")
@@ -33,6 +33,8 @@ class Snapshot(msgspec.Struct, forbid_unknown_fields=True):
     version: int
     taken_at: float
     windows: list[tuple[int, int, dict[str, Count]]]
+    # Idempotency keys (tophosts.store.KeyDump); absent from files of earlier versions.
+    keys: list[tuple[int, bytes, list[int]]] = msgspec.field(default_factory=list)
 
 
 class _Header(msgspec.Struct):
@@ -43,9 +45,11 @@ _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Snapshot)
 
 
-def write(path: Path, windows: list[WindowDump], taken_at: float) -> None:
+def write(
+    path: Path, windows: list[WindowDump], taken_at: float, keys: list[KeyDump] | None = None
+) -> None:
     """Write a snapshot atomically: temp file, fsync, rename, fsync the directory."""
-    data = _encoder.encode(Snapshot(VERSION, taken_at, windows))
+    data = _encoder.encode(Snapshot(VERSION, taken_at, windows, keys or []))
     directory = path.parent
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     try:
@@ -100,10 +104,12 @@ def restore(store: Snapshots, path: Path, ignore_corrupt: bool = False) -> int:
         log.info("no snapshot at %s yet; starting empty", path)
         return 0
     kept = store.restore(snapshot.windows)
+    keys = store.restore_keys(snapshot.keys)
     log.info(
-        "restored %d of %d windows from %s (taken %.0f s ago)",
+        "restored %d of %d windows and %d idempotency keys from %s (taken %.0f s ago)",
         kept,
         len(snapshot.windows),
+        keys,
         path,
         time.time() - snapshot.taken_at,
     )
@@ -112,8 +118,8 @@ def restore(store: Snapshots, path: Path, ignore_corrupt: bool = False) -> int:
 
 async def save(store: Snapshots, path: Path) -> None:
     """Snapshot ``store`` to ``path``; the encoding and disk work run off the event loop."""
-    windows = store.dump()
-    await asyncio.to_thread(write, path, windows, time.time())
+    windows, keys = store.dump(), store.dump_keys()
+    await asyncio.to_thread(write, path, windows, time.time(), keys)
 
 
 @contextlib.asynccontextmanager
