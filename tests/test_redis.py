@@ -831,7 +831,7 @@ def test_the_writes_hash_stays_small_however_many_writes_are_settled(
 def keyed(name: str, events: list[Event]) -> Keyed:
     """The key ``name`` for ``events`` as POST /counters sends them."""
     body = msgspec.json.encode([{"timestamp": ts, **counts} for ts, counts in events])
-    return Keyed(idempotency.digest(name.encode()), idempotency.fingerprint(b"/counters", body))
+    return idempotency.digest(name.encode()), idempotency.fingerprint(b"/counters", body)
 
 
 async def outcome(call: Any) -> tuple[int, bool]:

@@ -7,7 +7,7 @@ body) is answered with that outcome instead of being applied again. What a
 store keeps of a key is small and fixed in size:
 
 - the key's *digest*, 15 bytes of BLAKE2b: never the key itself;
-- the request's *fingerprint*, 40 bits of SHA-1 over the path and the raw body,
+- the request's *fingerprint*, 40 bits of XXH3 over the path and the raw body,
   to tell a retry from another request reusing the key;
 - the outcome, which follows from one int: how many of the request's events
   were expired. A replay's body is built from it and the events of the retry
@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import NamedTuple
+
+import xxhash
 
 from tophosts.events import EventError
 from tophosts.windows import MINUTE, minute_of
@@ -40,7 +41,6 @@ MAX_EVENTS = 2**24 - 1
 """Most events in one request with a key, so that its record fits 64 bits (snapshots)."""
 DIGEST_BYTES = 15
 FINGERPRINT_BITS = 40
-_FINGERPRINT_BYTES = FINGERPRINT_BITS // 8
 _FINGERPRINT_MASK = (1 << FINGERPRINT_BITS) - 1
 _VISIBLE = re.compile(rb"[\x21-\x7e]{1,%d}" % MAX_KEY)
 
@@ -48,15 +48,17 @@ REASONS = ("fingerprint", "in_flight", "full")
 """Why a request with a key was refused (the metrics' ``reason`` label)."""
 
 
-class Keyed(NamedTuple):
-    """What a store is given with a request that carries a key."""
-
-    digest: bytes
-    fingerprint: int
+Keyed = tuple[bytes, int]
+"""What a store is given with a request that carries a key: ``(digest, fingerprint)``.
+A plain tuple: a NamedTuple costs more to build than the rest of a lookup."""
 
 
 def digest(raw: bytes) -> bytes:
-    """The digest of a valid key (see :func:`check`)."""
+    """The digest of a valid key (see :func:`check`).
+
+    BLAKE2b, a cryptographic hash: clients choose keys, so finding two that collide
+    must be out of reach. It costs about 0.5 us for a key.
+    """
     return hashlib.blake2b(raw, digest_size=DIGEST_BYTES).digest()
 
 
@@ -70,12 +72,12 @@ def check(raw: bytes) -> str:
 def fingerprint(path: bytes, body: bytes) -> int:
     """40 bits that tell one request (path and raw body) from another.
 
-    SHA-1 here is a fast checksum (it runs at about 1 GB/s on this hardware, twice
-    BLAKE2b), not a defence: the fingerprint only catches a client that reuses a key.
+    XXH3, a checksum, not a defence: the fingerprint only catches a client that
+    reuses its own key for another request. It reads about 50 bytes a nanosecond
+    (1.2 us for a batch of 1,000 events, where SHA-1 takes 33 us with the CPU's
+    SHA instructions and several times that without).
     """
-    sha = hashlib.sha1(path)
-    sha.update(body)
-    return int.from_bytes(sha.digest()[:_FINGERPRINT_BYTES], "big")
+    return xxhash.xxh3_64_intdigest(body, seed=xxhash.xxh3_64_intdigest(path)) & (_FINGERPRINT_MASK)
 
 
 def pack(fingerprint: int, expired: int) -> int:

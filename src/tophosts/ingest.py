@@ -31,7 +31,7 @@ from tophosts.asgi import (
     send_json,
 )
 from tophosts.events import Decoder, Event, EventError
-from tophosts.idempotency import Keyed, KeyInFlight, KeyRefused
+from tophosts.idempotency import KeyInFlight, KeyRefused
 from tophosts.metrics import Metrics
 from tophosts.responses import RETRY_AFTER
 from tophosts.store import Store, StoreUnavailable, WriteUncertain
@@ -45,6 +45,8 @@ _EXPIRED: Message = {"type": "http.response.body", "body": _EXPIRED_BODY}
 _RETRY = [(b"retry-after", RETRY_AFTER.encode())]
 _CLOSE = [(b"connection", b"close")]
 _REPLAYED = [idempotency.REPLAYED]
+_OK_REPLAYED_START = json_start(200, _OK_BODY, _REPLAYED)
+_EXPIRED_REPLAYED_START = json_start(200, _EXPIRED_BODY, _REPLAYED)
 _KEY = idempotency.HEADER
 
 
@@ -163,37 +165,57 @@ class Ingest:
                 raise
             try:
                 body = await read_body(receive, self.max_body, partial(store.claim, digest))
+                keyed = (digest, idempotency.fingerprint(self.path, body))
+                sync = self.sync
                 if self.batch:
                     events = self.decoder.many(body, _is_ndjson(scope))
                     if len(events) > idempotency.MAX_EVENTS:
                         raise idempotency.too_many_events(len(events))
+                    if sync is not None:
+                        added = sync.add_now(events, keyed)
+                    else:
+                        added = await store.add(events, keyed)
                 else:
-                    events = [self.decoder.one(body)]
-                keyed = Keyed(digest, idempotency.fingerprint(self.path, body))
-                sync = self.sync
-                if sync is not None:
-                    added = sync.add_now(events, keyed)
-                else:
-                    added = await store.add(events, keyed)
+                    ts, counts = self.decoder.one(body)
+                    events = [(ts, counts)]
+                    if sync is not None:
+                        # The host counts are summed here, as on the way without a key.
+                        total = sum(counts.values())
+                        added = sync.add_one_now(ts, counts, total, keyed)
+                        if added.accepted and not added.replayed:
+                            self.metrics.host_counts += total
+                    else:
+                        added = await store.add(events, keyed)
             finally:
                 store.end(digest)
         except _ANSWERED as exc:
             return await self._fail(send, started, body, exc, len(events), key)
         metrics = self.metrics
-        headers = None
-        if added.replayed:
+        replayed = added.replayed
+        if replayed:
             metrics.replays += 1
-            headers = _REPLAYED
         else:
             metrics.accepted += added.accepted
             metrics.expired += added.expired
             metrics.host_counts += added.host_counts
-        payload: dict[str, Any]
         if self.batch:
             payload = {"status": "ok", "accepted": added.accepted, "expired": added.expired}
+            headers = _REPLAYED if replayed else None
+            return await self._answer(send, started, 200, payload, body, None, headers)
+        # POST /counter: one of two bodies, as without a key.
+        if added.accepted:
+            await send(_OK_REPLAYED_START if replayed else _OK_START)
+            await send(_OK)
+            out = len(_OK_BODY)
         else:
-            payload = {"status": "ok" if added.accepted else "expired"}
-        return await self._answer(send, started, 200, payload, body, None, headers)
+            await send(_EXPIRED_REPLAYED_START if replayed else _EXPIRED_START)
+            await send(_EXPIRED)
+            out = len(_EXPIRED_BODY)
+        seconds = perf_counter() - started
+        metrics.request("/counter", 200, seconds)
+        if logs.access.isEnabledFor(logging.INFO):
+            logs.request("POST", "/counter", 200, seconds, len(body), out)
+        return None
 
     async def _fail(
         self,

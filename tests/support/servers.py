@@ -329,23 +329,30 @@ SERVE = (sys.executable, "-m", "tophosts", "serve", "--host", "127.0.0.1")
 
 
 class Server:
-    """A real ``python -m tophosts serve`` process on a free port."""
+    """A real ``python -m tophosts serve`` process on a free port; ``wrapper`` runs it
+    under another program (``valgrind --tool=callgrind ...``), which may need a longer
+    ``ready_timeout``."""
 
     def __init__(
-        self, *args: str, env: dict[str, str] | None = None, port: int | None = None
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+        wrapper: tuple[str, ...] = (),
+        ready_timeout: float = 15.0,
     ) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         # A file, not a pipe: a pipe nobody reads fills up and blocks the server's logging.
         self.log = tempfile.TemporaryFile("w+")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [*SERVE, "--port", str(self.port), *args],
+            [*wrapper, *SERVE, "--port", str(self.port), *args],
             env={**os.environ, **(env or {})},
             stdout=self.log,
             stderr=subprocess.STDOUT,
             text=True,
         )
-        self.wait_ready()
+        self.wait_ready(ready_timeout)
 
     def output(self) -> str:
         self.log.seek(0)

@@ -57,8 +57,11 @@ class SyncStore(Protocol):
 
     def add_now(self, events: Sequence[Event], key: Keyed | None = None) -> Added: ...
 
-    def add_one_now(self, ts: int, counts: Counts, total: int | None = None) -> Added:
-        """``add_now([(ts, counts)])``; ``total``, if given, is ``sum(counts.values())``."""
+    def add_one_now(
+        self, ts: int, counts: Counts, total: int | None = None, key: Keyed | None = None
+    ) -> Added:
+        """``add_now([(ts, counts)], key)``; ``total``, if given, is
+        ``sum(counts.values())``, and the answer's ``host_counts`` is then left at 0."""
         ...
 
     def top_now(self, window: Window, limit: int, now: float | None = None) -> TopHosts: ...

@@ -240,28 +240,39 @@ class MemoryStore:
             return self._add_keyed(now, events, key)
         return self._add(now, events)
 
-    def _add_keyed(self, now: float, events: Sequence[Event], key: Keyed) -> Added:
-        """:meth:`add_now` with a key: the skew first, then the key, then the events, in
-        the Redis store's order; the outcome is recorded in this same step."""
-        horizon = now + self._max_skew
-        for i, (ts, _) in enumerate(events):
-            if ts > horizon:
-                raise too_far_ahead(ts, now, self._max_skew, i)
-        record = self._keys.get(key.digest)
-        if record is not None:
-            fingerprint, expired = unpack(record)
-            if fingerprint != key.fingerprint:
+    def _add_keyed(
+        self, now: float, events: Sequence[Event], key: Keyed, total: int | None = None
+    ) -> Added:
+        """:meth:`add_now` with a key, in the Redis store's order: the skew first, then
+        the key, then the events; the outcome is recorded in this same step."""
+        digest, fingerprint = key
+        keys = self._keys
+        record = keys.get(digest)
+        if record is not None or len(keys) - self._dying >= self._max_keys:
+            # The key refuses or replays this request, unless an event is too far ahead.
+            horizon = now + self._max_skew
+            for i, (ts, _) in enumerate(events):
+                if ts > horizon:
+                    raise too_far_ahead(ts, now, self._max_skew, i)
+            if record is None:
+                raise KeysFull(self._max_keys, self._ttl)
+            kept, expired = unpack(record)
+            if kept != fingerprint:
                 raise KeyConflict
             return Added(len(events) - expired, expired, 0, True)
-        if len(self._keys) - self._dying >= self._max_keys:
-            raise KeysFull(self._max_keys, self._ttl)
-        added = self._add(now, events)
-        self._keys[key.digest] = pack(key.fingerprint, added.expired)
+        # The skew is checked first in there. From add_one_now (``total`` given), the
+        # answer's host_counts is left at 0, as there.
+        if total is not None:
+            ts, counts = events[0]
+            added = self._add_one(now, ts, counts, total)
+        else:
+            added = self._add(now, events)
+        keys[digest] = pack(fingerprint, added.expired)
         start = minute_of(int(now))
         used = self._key_minutes.get(start)
         if used is None:
             used = self._key_minutes[start] = []
-        used.append(key.digest)
+        used.append(digest)
         return added
 
     def _add(self, now: float, events: Sequence[Event]) -> Added:
@@ -327,8 +338,11 @@ class MemoryStore:
             self._forget(HOUR, hour)
         return Added(len(events) - expired, expired, sum(added.values()))
 
-    def add_one_now(self, ts: int, counts: Counts, total: int | None = None) -> Added:
-        """``add_now([(ts, counts)])`` for ``POST /counter``, with no tuples on the way.
+    def add_one_now(
+        self, ts: int, counts: Counts, total: int | None = None, key: Keyed | None = None
+    ) -> Added:
+        """``add_now([(ts, counts)], key)`` for ``POST /counter``, with no tuples on the
+        way.
 
         ``total``, if given, is ``sum(counts.values())``, which the caller may
         have for its own counting; the answer's ``host_counts`` is left at 0 for
@@ -337,6 +351,8 @@ class MemoryStore:
         now = self._clock()
         if self._graveyard or minute_number(now) != self._rolled_at:
             self._roll(now)
+        if key is not None:
+            return self._add_keyed(now, ((ts, counts),), key, total)
         return self._add_one(now, ts, counts, total)
 
     def _add_one(self, now: float, ts: int, counts: Counts, total: int | None = None) -> Added:

@@ -115,12 +115,13 @@ class RedisStore:
             host_counts = sum(sum(acc.values()) for size, _, acc in adds if size == HOUR)
         if key is not None:
             # Even with nothing to add: the key's outcome is kept (and looked up) in Redis.
+            digest, fingerprint = key
             info = KeyInfo(
-                self.keys.key(key.digest),
-                key.digest.hex(),
-                str(key.fingerprint),
+                self.keys.key(digest),
+                digest.hex(),
+                str(fingerprint),
                 str(expired),
-                self._flight.get(key.digest) or "",
+                self._flight.get(digest) or "",
             )
             kept = await self._commit.commit(adds, events, info)
             if kept is not None:
