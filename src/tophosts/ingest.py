@@ -231,7 +231,7 @@ class Ingest:
         if isinstance(exc, RepeatedHeader):
             exc = idempotency.repeated()
         if isinstance(exc, KeyRefused):
-            self.metrics.conflicts[exc.reason] += 1
+            self.metrics.conflict(exc.reason)
             message = idempotency.message(exc, key)
             headers = _RETRY if isinstance(exc, KeyInFlight) else None
             await self._answer(

@@ -216,6 +216,11 @@ class Metrics:
         # The request path calls this directly: one attribute lookup, no wrapper.
         self.request = self.requests.request
 
+    def conflict(self, reason: str) -> None:
+        """Count a request refused for its Idempotency-Key's sake (``reason``: one of
+        :data:`tophosts.idempotency.REASONS`); a plain int, folded in by :meth:`flush`."""
+        self.conflicts[reason] += 1
+
     def flush(self) -> None:
         """Fold the pending increments into the prometheus-client metrics."""
         for result in ("accepted", "expired", "rejected"):
