@@ -65,7 +65,7 @@ def test_a_snapshot_keeps_the_idempotency_keys_until_they_expire(
     clock.advance(300)
     later = (idempotency.digest(b"later"), 456)
     store.add_now([(0, {"old.com": 1})], later)  # expired: kept too
-    asyncio.run(snapshot.save(store, path))
+    snapshot.save(store, path)
     fresh = MemoryStore(clock=clock, idempotency_ttl=600)
     snapshot.restore(fresh, path)
     assert asyncio.run(fresh.sizes()).keys == 2
