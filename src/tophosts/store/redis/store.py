@@ -22,6 +22,7 @@ class RedisStore:
     # Redis keeps its own data and answers over the network: neither capability.
     sync = None
     snapshots = None
+    history = None
 
     def __init__(
         self,
@@ -32,6 +33,8 @@ class RedisStore:
         prefix: str = "tophosts",
         timeout: float = 1.0,
         max_tracked_hosts: int = 1_000_000,
+        retention: int = 0,
+        history_top: int = 100,
     ) -> None:
         self._url = url
         self._clock = clock
