@@ -29,7 +29,7 @@ from tophosts.events import MAX_COUNT, Event, EventError, too_many_tracked, tota
 from tophosts.store import Clock, Counts, StoreUnavailable, merge
 from tophosts.store.redis.clock import RedisClock
 from tophosts.store.redis.connection import Failures, Link, evalsha
-from tophosts.store.redis.keys import Keys, ttl_ms
+from tophosts.store.redis.keys import Keys
 from tophosts.windows import floor
 
 Add = tuple[int, int, Counts]
@@ -223,7 +223,7 @@ class GroupCommit:
                 else:
                     merge(acc, counts)
         keys = [*(self._keys.window(size, start) for size, start in merged), self._keys.writes]
-        ttls = [ttl_ms(size, start, now) for size, start in merged]
+        ttls = [self._keys.ttl_ms(size, start, now) for size, start in merged]
         adding = [str(sum(acc.values())) for acc in merged.values()]
         pairs: list[list[str]] = []
         for acc in merged.values():

@@ -10,8 +10,9 @@ from collections.abc import Sequence
 from tophosts.events import Event, too_far_ahead
 from tophosts.store import Added, Clock, Sizes, StoreUnavailable, TopHosts, by_window
 from tophosts.store.redis.clock import RedisClock
-from tophosts.store.redis.commit import Add, GroupCommit, count
+from tophosts.store.redis.commit import Add, GroupCommit
 from tophosts.store.redis.connection import Failures, Link, open_link
+from tophosts.store.redis.history import RedisHistory, ranked
 from tophosts.store.redis.keys import Keys
 from tophosts.store.redis.settle import Settler
 from tophosts.windows import HOUR, MINUTE, Window, floors, hour_of, minute_of, past, starts
@@ -22,7 +23,6 @@ class RedisStore:
     # Redis keeps its own data and answers over the network: neither capability.
     sync = None
     snapshots = None
-    history = None
 
     def __init__(
         self,
@@ -40,7 +40,7 @@ class RedisStore:
         self._clock = clock
         self._max_skew = max_skew
         self._timeout = timeout
-        self.keys = Keys(prefix)
+        self.keys = Keys(prefix, retention)
         self._failures = Failures(url, timeout)
         # Created in the event loop that first uses the store: the app's
         # lifespan loop under uvicorn, the portal thread's under TestClient.
@@ -59,6 +59,11 @@ class RedisStore:
             self._settler.prepare,
             self._settler.start,
         )
+        self.history: RedisHistory | None = None
+        if retention:
+            self.history = RedisHistory(
+                self.keys, self._failures, clock, self._connect, retention, history_top
+            )
 
     # -- the protocol ---------------------------------------------------------
 
@@ -99,14 +104,8 @@ class RedisStore:
         link = self._connect()
         start = past(self._clock() if now is None else now, window).start
         key = self.keys.window(window.value, start)
-        reply = await self._failures.call(link.top(keys=[key], args=[limit], client=link.client))
-        above = reply[0]
-        ranked = [(above[i].decode(), count(above[i + 1])) for i in range(0, len(above), 2)]
-        ranked.sort(key=_rank)
-        if len(reply) > 2:
-            cutoff = count(reply[2])
-            ranked.extend((host.decode(), cutoff) for host in reply[1])
-        return ranked
+        call = link.top(keys=[key], args=[limit, 1], client=link.client)
+        return ranked((await self._failures.call(call))[0])
 
     async def sizes(self) -> Sizes:
         client = self._connect().client
@@ -159,7 +158,3 @@ class RedisStore:
             self._settler.reset()
             self._redis_clock.reset()
         return link
-
-
-def _rank(item: tuple[str, int]) -> tuple[int, str]:
-    return -item[1], item[0]
