@@ -7,13 +7,18 @@ past hour is [21:00, 22:00) and freezes at 23:00.
 
 from __future__ import annotations
 
+import signal
+import time
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from starlette.testclient import TestClient
 
 from tests.conftest import MakeClient
 from tests.support.clock import T0, FakeClock
+from tests.support.servers import Server
 from tests.test_api import assert_error
 from tophosts.app import TopHosts
 from tophosts.windows import HOUR, MINUTE, Window, ends, past
@@ -305,3 +310,48 @@ def test_bad_history_queries_are_400_saying_what_is_accepted(
 )
 def test_bad_at_queries_are_400(client: TestClient, query: str, words: list[str]) -> None:
     assert_error(client.get("/stats?" + query), 400, *words)
+
+
+# -- a real process -------------------------------------------------------------------
+
+
+@pytest.mark.e2e
+def test_history_survives_a_restart_five_minutes_on(tmp_path: Path) -> None:
+    snap = str(tmp_path / "snap")
+    # The server's clock at 5 s into a minute: nothing turns while we post.
+    offset = 5 - time.time() % 60
+    first = Server("--snapshot", snap, "--clock-offset", f"{offset:.3f}", "--log-level", "warning")
+    minute = int(time.time() + offset) // 60 * 60 - 60  # the past minute
+    events = [
+        {"timestamp": minute + 1, "a.example": 7, "b.example": 2},
+        {"timestamp": minute + 59, "b.example": 5, "c.example": 1},
+    ]
+    try:
+        assert httpx.post(first.url + "/counters", json=events).json()["accepted"] == 2
+        live = httpx.get(first.url + "/stats")
+        assert live.text == '{"top_hosts":{"a.example":7,"b.example":7,"c.example":1}}'
+    finally:
+        first.proc.send_signal(signal.SIGTERM)
+        code, out = first.stop()
+    assert code == 0, out
+    again = Server(
+        "--snapshot", snap, "--clock-offset", f"{offset + 300:.3f}", "--log-level", "warning"
+    )
+    try:
+        answer = httpx.get(again.url + "/stats", params={"at": minute + 30})
+        assert answer.status_code == 200, answer.text
+        assert answer.text == live.text
+        assert answer.headers["x-window-start"] == str(minute)
+        assert answer.headers["x-window-end"] == str(minute + 60)
+        listed = httpx.get(
+            again.url + "/stats/history", params={"from": minute - 60, "to": minute + 120}
+        )
+        assert listed.json() == {
+            "windows": [
+                {"start": minute - 60, "end": minute, "top_hosts": {}},
+                {"start": minute, "end": minute + 60, "top_hosts": live.json()["top_hosts"]},
+                {"start": minute + 60, "end": minute + 120, "top_hosts": {}},
+            ]
+        }
+    finally:
+        again.stop()

@@ -129,6 +129,49 @@ def test_snapshots_are_refused_for_other_stores(tmp_path: Path) -> None:
         create_app(Settings(snapshot=str(tmp_path / "s")), store=cast(Store, RemoteStore()))
 
 
+def test_a_snapshot_carries_the_history(tmp_path: Path, clock: FakeClock) -> None:
+    path = tmp_path / "snap"
+    store = MemoryStore(clock=clock, retention=86400, history_top=2)
+    store.add_now([(PAST_MINUTE, {"a.com": 3, "b.com": 2, "c.com": 1})])
+    clock.advance(600)  # the minute froze
+    asyncio.run(store.freeze())
+    asyncio.run(snapshot.save(store, path))
+    clock.advance(3600)
+    fresh = MemoryStore(clock=clock, retention=86400, history_top=2)
+    assert snapshot.restore(fresh, path) == 2  # the frozen minute, and its hour (live)
+    assert fresh.closed_now(Window.MINUTE, [PAST_MINUTE], 2) == [[("a.com", 3), ("b.com", 2)]]
+    assert fresh.top_now(Window.HOUR, 1) == [("a.com", 3)]
+    # With history off, only the live hour is kept.
+    off = MemoryStore(clock=clock)
+    assert snapshot.restore(off, path) == 1
+    assert off.dump_history() == []
+    # Past the retention, nothing is.
+    clock.advance(2 * 86400)
+    assert snapshot.restore(MemoryStore(clock=clock, retention=86400), path) == 0
+
+
+def test_windows_that_froze_while_down_are_frozen_on_restore(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    path = tmp_path / "snap"
+    asyncio.run(snapshot.save(filled_store(clock), path))
+    clock.advance(300)  # the past minute froze meanwhile; its hour is still live
+    fresh = MemoryStore(clock=clock, retention=86400, history_top=10)
+    assert snapshot.restore(fresh, path) == 3
+    assert fresh.closed_now(Window.MINUTE, [PAST_MINUTE], 10) == [[("a.com", 3), ("b.com", 1)]]
+    asyncio.run(fresh.freeze())
+    assert fresh.dump_history() == [(60, PAST_MINUTE, ["a.com", "b.com"], [3, 1])]
+
+
+def test_an_older_snapshot_without_history_still_loads(tmp_path: Path, clock: FakeClock) -> None:
+    path = tmp_path / "old"
+    windows = [[60, PAST_MINUTE, {"a.com": 2}]]
+    path.write_bytes(msgspec.msgpack.encode({"version": 1, "taken_at": 0.0, "windows": windows}))
+    store = MemoryStore(clock=clock, retention=86400)
+    assert snapshot.restore(store, path) == 1
+    assert store.top_now(Window.MINUTE, 10) == [("a.com", 2)]
+
+
 # -- real processes ------------------------------------------------------------
 
 

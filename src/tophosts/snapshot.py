@@ -19,7 +19,7 @@ from pathlib import Path
 import msgspec
 
 from tophosts.events import Count
-from tophosts.store import Snapshots, WindowDump
+from tophosts.store import FrozenDump, Snapshots, WindowDump
 
 VERSION = 1
 log = logging.getLogger("tophosts.snapshot")
@@ -33,6 +33,8 @@ class Snapshot(msgspec.Struct, forbid_unknown_fields=True):
     version: int
     taken_at: float
     windows: list[tuple[int, int, dict[str, Count]]]
+    # History: frozen windows, (size, start, hosts, counts). Absent from older files.
+    history: list[tuple[int, int, list[str], list[Count]]] = []
 
 
 class _Header(msgspec.Struct):
@@ -43,9 +45,11 @@ _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Snapshot)
 
 
-def write(path: Path, windows: list[WindowDump], taken_at: float) -> None:
+def write(
+    path: Path, windows: list[WindowDump], taken_at: float, history: list[FrozenDump] | None = None
+) -> None:
     """Write a snapshot atomically: temp file, fsync, rename, fsync the directory."""
-    data = _encoder.encode(Snapshot(VERSION, taken_at, windows))
+    data = _encoder.encode(Snapshot(VERSION, taken_at, windows, history or []))
     directory = path.parent
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     try:
@@ -88,7 +92,8 @@ def read(path: Path) -> Snapshot | None:
 
 
 def restore(store: Snapshots, path: Path, ignore_corrupt: bool = False) -> int:
-    """Load ``path`` into ``store``; returns the windows kept (expired ones are dropped)."""
+    """Load ``path`` into ``store``; returns the windows kept, frozen ones included (expired
+    ones are dropped)."""
     try:
         snapshot = read(path)
     except SnapshotError as exc:
@@ -100,20 +105,23 @@ def restore(store: Snapshots, path: Path, ignore_corrupt: bool = False) -> int:
         log.info("no snapshot at %s yet; starting empty", path)
         return 0
     kept = store.restore(snapshot.windows)
+    frozen = store.restore_history(snapshot.history)
     log.info(
-        "restored %d of %d windows from %s (taken %.0f s ago)",
+        "restored %d of %d windows and %d of %d frozen ones from %s (taken %.0f s ago)",
         kept,
         len(snapshot.windows),
+        frozen,
+        len(snapshot.history),
         path,
         time.time() - snapshot.taken_at,
     )
-    return kept
+    return kept + frozen
 
 
 async def save(store: Snapshots, path: Path) -> None:
     """Snapshot ``store`` to ``path``; the encoding and disk work run off the event loop."""
-    windows = store.dump()
-    await asyncio.to_thread(write, path, windows, time.time())
+    windows, history = store.dump(), store.dump_history()
+    await asyncio.to_thread(write, path, windows, time.time(), history)
 
 
 @contextlib.asynccontextmanager
