@@ -12,6 +12,7 @@ never sorts the whole window.
 from __future__ import annotations
 
 import itertools
+import operator
 import sys
 from array import array
 from collections.abc import Iterator
@@ -20,9 +21,9 @@ from typing import NamedTuple
 from tophosts.store import Counts, TopHosts
 
 STEP = 2048
-"""Hosts read per step of a selection. A step costs at worst a sort of STEP + K pairs
-(when every host read beats the ones kept so far): 0.5 ms, 2 to 5 at worst on a busy
-machine here, for names of 20 characters."""
+"""Hosts read per step of a selection. A step costs at worst two sorts of STEP + K pairs
+(when every host read beats the ones kept so far): 0.4 ms here for names of 20
+characters, 0.1 ms for counts in no particular order."""
 
 
 class Frozen(NamedTuple):
@@ -46,36 +47,48 @@ class Frozen(NamedTuple):
 class Selection:
     """The top ``k`` of ``counts`` (which must not change any more), found a step at a time."""
 
-    __slots__ = ("_best", "_cut", "_items", "counts", "k")
+    __slots__ = ("_best", "_counts", "_cut", "_hosts", "counts", "k")
 
     def __init__(self, counts: Counts, k: int) -> None:
         self.counts = counts
         self.k = k
-        self._items: Iterator[tuple[str, int]] = iter(counts.items())
+        # Names and counts read side by side (a dict that does not change keeps its
+        # order): lists of them hold no objects the garbage collector tracks, unlike
+        # the (host, count) tuples of items(), so a step allocates little it must scan.
+        self._hosts: Iterator[str] = iter(counts.keys())
+        self._counts: Iterator[int] = iter(counts.values())
         self._best: TopHosts = []  # at most k, in /stats order
         self._cut: tuple[int, str] | None = None  # the k-th best so far, once there are k
 
     def step(self, budget: int = STEP) -> Frozen | None:
         """Read up to ``budget`` more hosts; the record once every host has been read."""
-        chunk = list(itertools.islice(self._items, budget))
+        hosts = list(itertools.islice(self._hosts, budget))
+        counts = list(itertools.islice(self._counts, budget))
         cut = self._cut
         if cut is None:
-            better = chunk
+            better = list(zip(hosts, counts, strict=True))
         else:
-            count, host = cut
+            low, host = cut
             # Only a host that beats the k-th best so far can be among the top k.
-            better = [kv for kv in chunk if kv[1] > count or (kv[1] == count and kv[0] < host)]
+            better = [
+                (h, n)
+                for h, n in zip(hosts, counts, strict=True)
+                if n > low or (n == low and h < host)
+            ]
         if better:
             best = self._best
             best.extend(better)
-            best.sort(key=_rank)
+            # Host ascending, then count descending: a stable sort keeps the hosts in
+            # order among equal counts. No key tuple is built per host.
+            best.sort(key=_HOST)
+            best.sort(key=_COUNT, reverse=True)
             del best[self.k :]
             if len(best) == self.k:
                 self._cut = (best[-1][1], best[-1][0])
-        if len(chunk) < budget:
+        if len(hosts) < budget:
             return Frozen.of(self._best)
         return None
 
 
-def _rank(item: tuple[str, int]) -> tuple[int, str]:
-    return -item[1], item[0]
+_HOST = operator.itemgetter(0)
+_COUNT = operator.itemgetter(1)
