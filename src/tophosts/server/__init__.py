@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from tophosts import __version__, config, logs
 from tophosts.server import protocol
 from tophosts.snapshot import SnapshotError
+from tophosts.windows import duration
 
 if TYPE_CHECKING:
     from tophosts.app import TopHosts
@@ -61,7 +62,8 @@ def serve(settings: config.Settings) -> int:
     if settings.workers == 1:
         app = _build(settings)
     log.info(
-        "tophosts %s serving on http://%s:%d store=%s workers=%d top=%d max-skew=%ds snapshot=%s",
+        "tophosts %s serving on http://%s:%d store=%s workers=%d top=%d max-skew=%ds snapshot=%s "
+        "retention=%s history-top=%d",
         __version__,
         settings.host,
         settings.port,
@@ -70,6 +72,8 @@ def serve(settings: config.Settings) -> int:
         settings.top,
         settings.max_skew,
         settings.snapshot or "off",
+        duration(settings.retention),
+        settings.history_top,
     )
     warning = exposure_warning(settings)
     if warning:
