@@ -152,13 +152,22 @@ class TopHosts:
                 path, interval = Path(self.settings.snapshot), self.settings.snapshot_interval
                 await stack.enter_async_context(snapshot.periodic(snapshots, path, interval))
             if self.store.history is not None:
-                # Entered last, so it stops before the last snapshot is written.
+                # Entered after the snapshots, so it stops before the last one is written.
                 await stack.enter_async_context(background.every(FREEZE_EVERY, self.freeze, False))
             try:
                 await self.store.ping()
             except StoreUnavailable as exc:
                 # Start anyway: requests get 503 until the store is back.
                 log.warning("%s; answering 503 until it is back", exc)
+            if self.settings.syslog:
+                # Entered last, so it exits first: the receiver stops and flushes
+                # before the final snapshot and before the store closes.
+                from tophosts.syslog.receiver import Receiver
+
+                receiver = Receiver.for_settings(
+                    self.settings, self.store, self.clock, self.metrics
+                )
+                await stack.enter_async_context(receiver)
             yield
 
     async def freeze(self) -> None:

@@ -6,8 +6,12 @@ asyncio generator), and runs five scenarios side by side against tophosts, the
 ceiling (a bare ASGI app) and a naive raw-event baseline; then ``metrics``
 (tophosts against itself without request-path metrics) and ``redis`` (the memory
 store against Redis with one and two workers, on a throwaway ``redis-server``;
-each of its rows says how it was pinned); and, when asked for, ``instructions``
-(user-space instructions per request under callgrind). Prints tables, writes
+each of its rows says how it was pinned); ``accesslog`` (tophosts at its default
+``--log-level info`` against ``warning``, and against access lines as one logging
+record each); ``limits`` (the cost of an event at and past every limit, and the
+event loop's lag while a snapshot is written); and, when asked for,
+``instructions`` (user-space instructions per request under callgrind). Prints
+tables, writes
 ``<out>/<name>.json`` and ``.md`` and, with ``--plot``, PNG charts. Needs the
 ``bench`` extra.
 """
@@ -32,13 +36,17 @@ SCENARIO_NUMBERS = {
     "6": "metrics",
     "7": "redis",
     "8": "instructions",
+    "9": "accesslog",
+    "10": "limits",
 }
 # 8 (callgrind, a few minutes, needs valgrind) runs only when asked for.
-DEFAULT_SCENARIOS = "1,2,3,4,5,6,7"
+DEFAULT_SCENARIOS = "1,2,3,4,5,6,7,9,10"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--quick", action="store_true", help="a short run (< 40 s) for tests")
+    parser.add_argument(
+        "--quick", action="store_true", help="a short run (about a minute) for tests"
+    )
     parser.add_argument("--plot", action="store_true", help="also render PNG charts")
     parser.add_argument("--name", default=None, help="results name (default: full or quick)")
     parser.add_argument("--out", default="bench/results", help="results folder")
@@ -52,8 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--scenarios",
         default=DEFAULT_SCENARIOS,
         help="comma-separated scenario numbers or names: 1 single, 2 bulk, 3 query, 4 mixed, "
-        "5 cardinality, 6 metrics, 7 redis, 8 instructions (default: 1-7; redis only where "
-        "redis-server is installed; 8 needs valgrind)",
+        "5 cardinality, 6 metrics, 7 redis, 8 instructions, 9 accesslog, 10 limits (default: "
+        "all but 8; redis only where redis-server is installed; 8 needs valgrind)",
     )
     parser.add_argument("--seconds", type=int, default=None, help="seconds per timed load run")
 
@@ -109,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
         chosen = [SCENARIO_NUMBERS.get(s.strip(), s.strip()) for s in args.scenarios.split(",")]
         unknown = [s for s in chosen if s not in scenarios.SCENARIOS]
         if unknown:
-            raise ValueError(f"unknown scenario {unknown[0]!r}; use 1-8 or a name")
+            raise ValueError(f"unknown scenario {unknown[0]!r}; use 1-10 or a name")
         if "redis" in chosen and shutil.which("redis-server") is None:
             if args.scenarios != DEFAULT_SCENARIOS:
                 raise RuntimeError("the redis scenario needs redis-server, which is not installed")

@@ -10,6 +10,9 @@
   the app's :class:`~tophosts.metrics.Metrics`, and the ingest methods
   recompiled from their own source without the statements that update metrics
   (:func:`bare_ingest`). The metrics scenarios measure what metrics cost ingest.
+* ``tophosts-stdlog``: ``tophosts serve`` at ``--log-level info`` with each access
+  line a :mod:`logging` record of its own (:func:`serve_line_by_line`), as before
+  :mod:`tophosts.logs` queued them: what the access log cost before.
 
 The first two are served by :func:`serve` with the same uvicorn settings as
 ``tophosts serve`` (see :data:`UVICORN_OPTIONS`): ``python -m tophosts.bench.apps
@@ -264,6 +267,21 @@ def serve_without_metrics(argv: Sequence[str]) -> int:
     return cli.main(["serve", *argv])
 
 
+def serve_line_by_line(argv: Sequence[str]) -> int:
+    """``tophosts serve`` with ``argv``, each access line a :mod:`logging` record written
+    on its own, as before :mod:`tophosts.logs` queued them: the access log's "before"."""
+    from tophosts import cli, logs
+
+    configure = logs.configure
+
+    def line_by_line(level: str, fmt: str) -> None:
+        configure(level, fmt)
+        logs._lines = None  # logs.request() then makes a record per line, as it used to
+
+    setattr(logs, "configure", line_by_line)  # noqa: B010 - for this process only
+    return cli.main(["serve", *argv])
+
+
 def serve(app: Any, port: int, log_level: str = "warning") -> None:
     import uvicorn
 
@@ -272,14 +290,18 @@ def serve(app: Any, port: int, log_level: str = "warning") -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tophosts.bench.apps")
-    parser.add_argument("app", choices=("ceiling", "naive", "tophosts-nometrics"))
+    parser.add_argument(
+        "app", choices=("ceiling", "naive", "tophosts-nometrics", "tophosts-stdlog")
+    )
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--log-level", default="warning")
     args, rest = parser.parse_known_args(argv)
-    if args.app == "tophosts-nometrics":
+    if args.app in ("tophosts-nometrics", "tophosts-stdlog"):
         # The same command line as the bench's tophosts (servers.command), any
         # further flags passed on to it.
         where = ["--host", "127.0.0.1", "--port", str(args.port), "--log-level", args.log_level]
+        if args.app == "tophosts-stdlog":
+            return serve_line_by_line([*where, *rest])
         return serve_without_metrics([*where, *rest])
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")

@@ -21,7 +21,15 @@ import urllib.request
 from collections.abc import Collection, Iterator, Sequence
 from typing import Literal
 
-Target = Literal["tophosts", "ceiling", "naive", "tophosts-nometrics", "tophosts-again"]
+Target = Literal[
+    "tophosts",
+    "ceiling",
+    "naive",
+    "tophosts-nometrics",
+    "tophosts-again",
+    "tophosts-accesslog",
+    "tophosts-stdlog",
+]
 # The three servers that scenarios 1-5 compare side by side.
 TARGETS: tuple[Target, ...] = ("tophosts", "ceiling", "naive")
 LABELS: dict[Target, str] = {
@@ -32,6 +40,10 @@ LABELS: dict[Target, str] = {
     "tophosts-nometrics": "tophosts, no metrics",
     # the same command as tophosts, a second process: the metrics scenario's control
     "tophosts-again": "tophosts, again",
+    # tophosts at its default --log-level info: one access line per request
+    "tophosts-accesslog": "tophosts, --log-level info",
+    # the same, each access line a logging record, as before they were queued
+    "tophosts-stdlog": "tophosts, info, line by line",
 }
 
 SERVER_CPU = 0
@@ -164,7 +176,10 @@ def free_port() -> int:
 
 
 def command(target: Target, port: int, args: Sequence[str] = ()) -> list[str]:
-    if target in ("tophosts", "tophosts-again"):
+    """The server's command line; tophosts logs at ``warning`` (no access lines) unless
+    ``args`` say otherwise (a later ``--log-level`` wins), or the target is an ``info`` one."""
+    level = "info" if target in ("tophosts-accesslog", "tophosts-stdlog") else "warning"
+    if target in ("tophosts", "tophosts-again", "tophosts-accesslog"):
         return [
             sys.executable,
             "-m",
@@ -175,10 +190,11 @@ def command(target: Target, port: int, args: Sequence[str] = ()) -> list[str]:
             "--port",
             str(port),
             "--log-level",
-            "warning",
+            level,
             *args,
         ]
-    return [sys.executable, "-m", "tophosts.bench.apps", target, "--port", str(port), *args]
+    where = ["--port", str(port)] + ["--log-level", level] * (target == "tophosts-stdlog")
+    return [sys.executable, "-m", "tophosts.bench.apps", target, *where, *args]
 
 
 def terminate(proc: subprocess.Popen[bytes]) -> None:
@@ -300,6 +316,12 @@ class Server:
             if not any(b"resource_tracker" in word for word in words):
                 pids.append(pid)
         return pids
+
+    def log_text(self) -> str:
+        """What the server has written to stderr so far."""
+        # pread: the server writes through the same file offset, which must not move.
+        fd = self._log.fileno()
+        return os.pread(fd, os.fstat(fd).st_size, 0).decode(errors="replace")
 
     def stop(self) -> None:
         terminate(self.proc)
