@@ -64,6 +64,9 @@ def test_a_flag_wins_over_its_variable() -> None:
 def test_settings_round_trip_through_the_environment() -> None:
     settings = load(["--top", "7", "--max-body", "512KiB"], {})
     assert load([], settings.environ()) == settings
+    settings = load(["--retention", "90m", "--history-top", "20"], {})
+    assert settings.environ()["TOPHOSTS_RETENTION"] == "90m"
+    assert load([], settings.environ()) == settings
     argv = ["--store", "redis://:s3cret@10.0.0.5:6380/2", "--workers", "3", "--redis-timeout", "2"]
     settings = load([*argv, "--redis-prefix", "{th}"], {})
     assert load([], settings.environ()) == settings
@@ -107,6 +110,10 @@ def test_redis_urls_in_the_forms_redis_py_takes(url: str) -> None:
         ([], {"TOPHOSTS_MAX_IDEMPOTENCY_KEYS": "lots"}, "TOPHOSTS_MAX_IDEMPOTENCY_KEYS: expected"),
         (["--workers", "2"], {}, "--workers: 2 workers need a shared store"),
         ([], {"TOPHOSTS_WORKERS": "3"}, "TOPHOSTS_WORKERS: 3 workers need a shared store"),
+        (["--history-top", "0"], {}, "--history-top: expected an integer from 1 to 1000"),
+        (["--retention", "1h30"], {}, "--retention: expected 0 (no history), or a duration"),
+        (["--retention", "59"], {}, "--retention: expected 0 (no history), or a duration"),
+        ([], {"TOPHOSTS_RETENTION": "8d"}, "TOPHOSTS_RETENTION: expected 0 (no history)"),
     ],
 )
 def test_bad_values_raise_one_clear_line(
@@ -130,3 +137,16 @@ def test_bad_values_raise_one_clear_line(
 )
 def test_sizes_accept_units(text: str, size: int) -> None:
     assert load(["--max-body", text], {}).max_body == size
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("0", 0), ("0m", 0), ("90m", 5400), ("24h", 86400), ("7d", 604800), (" 2H ", 7200)],
+)
+def test_retention_takes_minutes_hours_or_days(text: str, seconds: int) -> None:
+    assert load(["--retention", text], {}).retention == seconds
+
+
+def test_history_is_on_for_a_day_by_default() -> None:
+    settings = load([], {})
+    assert (settings.retention, settings.history_top) == (86400, 100)

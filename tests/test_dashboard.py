@@ -55,9 +55,14 @@ def test_the_script_never_turns_text_into_markup_and_fetches_nothing_remote() ->
     for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
         assert sink not in script, sink
     assert 'setAttribute("style"' not in script
-    assert re.search(r"https?://", script) is None
-    for url in ("/stats?stats_type=", "/metrics"):
+    # The SVG namespace is a name, never fetched; no other address may appear.
+    assert script.count('"http://www.w3.org/2000/svg"') == 1
+    assert re.search(r"https?://", script.replace('"http://www.w3.org/2000/svg"', "")) is None
+    for url in ("/stats?stats_type=", "/stats/history?stats_type=minute", "/metrics"):
         assert url in script
+    # The timeline is an SVG built with DOM calls; nothing of it is parsed from text.
+    assert "createElementNS(SVG" in script
+    assert "DOMParser" not in script
     css = (DASHBOARD / "dashboard.css").read_text()
     assert "@import" not in css
     assert re.search(r"url\(", css) is None

@@ -8,6 +8,7 @@ first waits, if need be, for that window to turn.
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import re
@@ -20,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.servers import Server
+from tests.support.servers import Server, with_history
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
@@ -290,10 +291,10 @@ def test_empty_windows_then_a_banner_while_the_server_is_down_then_recovery(
 
 
 def test_realistic_traffic_on_a_laptop_and_a_phone(
-    server: Server, browser: Browser, problems: Problems
+    browser: Browser, problems: Problems, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     """Also makes the screenshots: docs/dashboard.png is a copy of dashboard.png."""
-    hold_still(60, 15)
+    hold_still(60, 25)
     now = int(time.time())
     minute = now - now % 60 - 60  # the start of the past minute
     rnd = random.Random(6)
@@ -303,6 +304,15 @@ def test_realistic_traffic_on_a_laptop_and_a_phone(
         "eu-west-1.edge.loadbalancer.internal.example.com", "blog.example.io",
         "status.example.com", "docs.example.org",
     ]  # fmt: skip
+    # The hour before: a day's rhythm, and a spike on the shop for ten minutes.
+    history = []
+    for k in range(1, 61):
+        for i, host in enumerate(names):
+            count = 900 / (i + 1.3) ** 1.1 * (1 + 0.45 * math.sin(k / (4 + i) + i))
+            count *= 4 if host.startswith("shop") and 20 < k <= 30 else 1
+            history.append({"timestamp": minute - 60 * k + rnd.randrange(60), host: int(count)})
+    server = with_history(str(tmp_path / "snap"), history, "--log-level", "warning")
+    request.addfinalizer(server.stop)
     post(
         server,
         *(
@@ -322,6 +332,8 @@ def test_realistic_traffic_on_a_laptop_and_a_phone(
     page.goto(server.url + "/")
     expect(page.locator("#minute .row")).to_have_count(10, timeout=WAIT)
     expect(page.locator("#hour .row")).to_have_count(10)
+    expect(page.locator("#timeline .legend li")).to_have_count(5, timeout=WAIT)
+    expect(page.locator("#timeline .minute-top li")).to_have_count(10)
     # Some live traffic, so the ingest rate is not zero.
     for _ in range(3):
         post(server, *({"timestamp": int(time.time()) - 3600, "www.example.com": 1},) * 40)
@@ -329,8 +341,8 @@ def test_realistic_traffic_on_a_laptop_and_a_phone(
     page.wait_for_timeout(700)  # let the bars finish their transition
     ARTIFACTS.mkdir(exist_ok=True)
     for name, width, height, scheme in (
-        ("dashboard", 1280, 600, "light"),
-        ("dashboard-dark", 1280, 600, "dark"),
+        ("dashboard", 1280, 1000, "light"),
+        ("dashboard-dark", 1280, 1000, "dark"),
         ("dashboard-phone", 390, 844, "light"),
     ):
         page.set_viewport_size({"width": width, "height": height})
@@ -344,6 +356,174 @@ def test_realistic_traffic_on_a_laptop_and_a_phone(
         assert side_by_side == (width > 900), (width, left, right)
         page.screenshot(path=ARTIFACTS / f"{name}.png", full_page=name.endswith("phone"))
     context.close()
+    assert not problems
+
+
+# -- the timeline: past hour, minute by minute -----------------------------------------
+
+EVIL = "<img src=x onerror=alert(1)>"
+SCRIPT = "<script>alert(2)</script>"
+TIMELINE_HOSTS = ["api.example.com", "www.example.com", EVIL, SCRIPT, "cdn.example.net"]
+
+
+@pytest.fixture(scope="module")
+def history_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server whose last 59 closed minutes hold 13 hosts each (12 where cdn.example.net
+    is missing, and it is 11th where its count is 1), and whose past hour's top 5 are
+    TIMELINE_HOSTS, two of them markup."""
+    hold_still(60, 25)
+    now = int(time.time())
+    past = now - now % 60 - 60
+    events: list[dict[str, Any]] = []
+    for k in range(1, 60):
+        start = past - 60 * k
+        counts = {"api.example.com": 500 + 10 * k, "www.example.com": 300 + k % 7 * 20}
+        counts |= {EVIL: 200 + k, SCRIPT: 150}
+        if k % 10 != 0:
+            counts["cdn.example.net"] = 1 if k % 10 == 5 else 100 + k
+        counts |= {f"f{i:02}.example": 20 + i for i in range(8)}
+        events.extend(
+            {"timestamp": start + i, host: n} for i, (host, n) in enumerate(counts.items())
+        )
+    srv = with_history(str(tmp_path_factory.mktemp("history") / "snap"), events)
+    hour = {"timestamp": int(time.time()) - 3600}
+    post(srv, hour | {h: 10_000 - 1000 * i for i, h in enumerate(TIMELINE_HOSTS)})
+    yield srv
+    srv.stop()
+
+
+def shown_range(page: Page) -> tuple[int, int]:
+    page.wait_for_selector("#timeline .point", timeout=WAIT)
+    section = page.locator("#timeline")
+    return int(section.get_attribute("data-from") or 0), int(section.get_attribute("data-to") or 0)
+
+
+def history_of(server: Server, since: int, until: int) -> list[dict[str, Any]]:
+    params: dict[str, str | int] = {"stats_type": "minute", "from": since, "to": until}
+    params["limit"] = 10
+    response = httpx.get(server.url + "/stats/history", params=params)
+    assert response.status_code == 200, response.text
+    return list(response.json()["windows"])
+
+
+def test_the_timeline_shows_what_stats_history_answers(
+    history_server: Server, page: Page, problems: Problems
+) -> None:
+    hold_still(60, 15)
+    page.goto(history_server.url + "/")
+    since, until = shown_range(page)
+    assert until == int(httpx.get(history_server.url + "/stats").headers["x-window-start"])
+    assert until - since == 3600
+    windows = history_of(history_server, since, until)
+    assert len(windows) == 60
+    # The past hour's top 5, in order, as text.
+    expect(page.locator("#timeline .legend .name")).to_have_text(TIMELINE_HOSTS)
+    # One point per (host, minute) where /stats/history lists the host, with its count,
+    # at its height; none where it does not.
+    points = page.evaluate(
+        """() => [...document.querySelectorAll('#timeline circle.point')].map((c) => [
+            c.dataset.host, Number(c.dataset.start), Number(c.dataset.count),
+            Number(c.getAttribute('cy'))])"""
+    )
+    expected = {
+        (host, w["start"], w["top_hosts"][host])
+        for w in windows
+        for host in TIMELINE_HOSTS
+        if host in w["top_hosts"]
+    }
+    assert {(host, start, count) for host, start, count, _ in points} == expected
+    assert len(points) == len(expected)
+    gaps = [w["start"] for w in windows if "cdn.example.net" not in w["top_hosts"]]
+    assert len(gaps) >= 10  # missing, or 11th: not in the minute's top 10
+    top = max(count for _, _, count in expected)
+    assert int(page.locator("#timeline").get_attribute("data-max") or 0) == top
+    for host, start, count, cy in points:
+        assert abs(cy - (172 - count / top * 158)) < 0.01, (host, start)
+    # Each line joins the points of consecutive minutes only: a gap breaks it.
+    lines = page.evaluate(
+        """() => [...document.querySelectorAll('#timeline polyline')].map((l) =>
+            l.getAttribute('points').split(' ').length)"""
+    )
+    runs: list[int] = []
+    for host in TIMELINE_HOSTS:
+        run = 0
+        for w in [*windows, {"top_hosts": {}}]:
+            if host in w["top_hosts"]:
+                run += 1
+            elif run:
+                runs.append(run)
+                run = 0
+    assert sorted(lines) == sorted(r for r in runs if r > 1)
+    assert not problems
+
+
+def minute_list(page: Page) -> list[tuple[str, str]]:
+    hosts = page.locator("#timeline .minute-top .host").all_text_contents()
+    counts = page.locator("#timeline .minute-top .count").all_text_contents()
+    return list(zip(hosts, counts, strict=True))
+
+
+def test_selecting_a_minute_shows_its_top_10(
+    history_server: Server, page: Page, problems: Problems
+) -> None:
+    hold_still(60, 15)
+    page.goto(history_server.url + "/")
+    since, until = shown_range(page)
+    windows = history_of(history_server, since, until)
+
+    def listed(w: dict[str, Any]) -> list[tuple[str, str]]:
+        ranked = sorted(w["top_hosts"].items(), key=lambda kv: (-kv[1], kv[0]))
+        return [(host, f"{count:,}") for host, count in ranked]
+
+    # At first, the newest minute.
+    section = page.locator("#timeline")
+    expect(section).to_have_attribute("data-selected", str(windows[-1]["start"]))
+    assert minute_list(page) == listed(windows[-1])
+    # A click on a minute's column: one where cdn.example.net is not in the top 10.
+    chosen = next(w for w in windows[1:] if "cdn.example.net" not in w["top_hosts"])
+    page.locator(f'#timeline rect.hit[data-start="{chosen["start"]}"]').click()
+    expect(section).to_have_attribute("data-selected", str(chosen["start"]))
+    label = datetime.fromtimestamp(chosen["start"], UTC).strftime("%H:%M")
+    expect(page.locator("#timeline .minute-title")).to_contain_text(f"Top 10 of {label}")
+    assert minute_list(page) == listed(chosen)
+    assert len(minute_list(page)) == 10
+    assert "cdn.example.net" not in dict(minute_list(page))
+    # The arrow keys move the selection a minute at a time.
+    page.locator("#timeline svg").focus()
+    page.keyboard.press("ArrowLeft")
+    before = next(w for w in windows if w["start"] == chosen["start"] - 60)
+    expect(section).to_have_attribute("data-selected", str(before["start"]))
+    assert minute_list(page) == listed(before)
+    page.keyboard.press("End")
+    expect(section).to_have_attribute("data-selected", str(windows[-1]["start"]))
+    assert not problems
+
+
+def test_hostile_host_names_in_the_timeline_stay_text(
+    history_server: Server, page: Page, problems: Problems
+) -> None:
+    dialogs: list[str] = []
+
+    def on_dialog(dialog: Dialog) -> None:
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    page.on("dialog", on_dialog)
+    hold_still(60, 15)
+    page.goto(history_server.url + "/")
+    shown_range(page)
+    names = page.locator("#timeline .legend .name")
+    expect(names.nth(2)).to_have_text(EVIL)
+    expect(names.nth(2)).to_have_attribute("title", EVIL)
+    expect(names.nth(3)).to_have_text(SCRIPT)
+    hosts = page.locator("#timeline .minute-top .host")
+    assert EVIL in hosts.all_text_contents()
+    assert SCRIPT in hosts.all_text_contents()
+    tips = page.locator("#timeline circle.point title").all_text_contents()
+    assert any(tip.startswith(EVIL + ": ") for tip in tips)
+    assert page.locator("main img, main script, #timeline svg foreignObject").count() == 0
+    page.wait_for_timeout(300)  # an onerror handler would have fired by now
+    assert dialogs == []
     assert not problems
 
 

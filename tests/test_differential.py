@@ -3,11 +3,14 @@
 Both apps get the same random sequence of requests on one fake clock: single
 events and batches, zero counts, counts near 2^53 - 1, expired and future
 events, a --max-tracked-hosts cap, and clock moves across minute and hour
-boundaries; and requests with idempotency keys from a small pool, so that
-replays, conflicts, a full store and expired keys all happen. Every answer
-must be identical: status, body (error texts and "index" included), the
-Idempotent-Replayed header, and the window headers of /stats; and so must
-/stats for both windows at the end, and what the stores hold.
+boundaries; requests with idempotency keys from a small pool, so that
+replays, conflicts, a full store and expired keys all happen; and history:
+/stats?at= and /stats/history over the past, frozen, too old and open
+windows, with and without the freezers having run, under a random
+--retention and --history-top. Every answer must be identical: status, body
+(error texts and "index" included), the Idempotent-Replayed header, and the
+window headers of /stats; and so must /stats for both windows at the end, the
+whole history, and what the stores hold.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
 from tests.support.clock import FakeClock
-from tophosts.app import create_app
+from tophosts.app import TopHosts, create_app
 from tophosts.config import Settings
 from tophosts.events import MAX_COUNT
 from tophosts.windows import HOUR, MINUTE
@@ -71,13 +74,30 @@ steps = st.lists(
         st.tuples(st.just("retry")),
         # A move of the clock; "minute"/"hour" go to just before, on, or just
         # after the next boundary.
-        st.tuples(st.just("advance"), st.sampled_from([1, 7, 59, 60, 61, 600, 3599, 3600])),
+        st.tuples(
+            st.just("advance"), st.sampled_from([1, 7, 59, 60, 61, 120, 600, 3599, 3600, 7200])
+        ),
         st.tuples(
             st.just("boundary"), st.sampled_from([MINUTE, HOUR]), st.sampled_from([-1, 0, 0.5])
         ),
         st.tuples(st.just("stats"), st.sampled_from(["minute", "hour"]), st.integers(1, 6)),
+        # History: at a window some windows back (-1 is the current one), and a range.
+        st.tuples(
+            st.just("at"),
+            st.sampled_from(["minute", "hour"]),
+            st.integers(-1, 100),
+            st.integers(1, 6),
+        ),
+        st.tuples(
+            st.just("history"),
+            st.sampled_from(["minute", "hour"]),
+            st.integers(-2, 100),
+            st.integers(0, 120),
+            st.integers(1, 6),
+        ),
+        st.tuples(st.just("freeze")),
     ),
-    max_size=25,
+    max_size=30,
 )
 
 
@@ -105,19 +125,29 @@ def answer(response: Any, stats: bool = False) -> tuple[Any, ...]:
     cap=st.sampled_from([1, 2, 3, 1_000_000]),
     max_keys=st.sampled_from([1, 2, 1_000_000]),
     ttl=st.sampled_from([60, 600, None]),
+    retention=st.sampled_from([0, 60, 5400, 86400]),
+    history_top=st.sampled_from([1, 2, 3, 100]),
 )
 def test_memory_and_redis_answer_every_request_identically(
-    redis_url: str, steps: list[Any], cap: int, max_keys: int, ttl: int | None
+    redis_url: str,
+    steps: list[Any],
+    cap: int,
+    max_keys: int,
+    ttl: int | None,
+    retention: int,
+    history_top: int,
 ) -> None:
     clock = FakeClock()
-    limits = {
+    common: dict[str, Any] = {
         "max_skew": SKEW,
         "max_tracked_hosts": cap,
         "max_idempotency_keys": max_keys,
         "idempotency_ttl": ttl,
+        "retention": retention,
+        "history_top": history_top,
     }
-    memory = Settings(store="memory", **limits)  # type: ignore[arg-type]
-    shared = Settings(store=redis_url, redis_prefix=f"diff{next(_prefixes)}", **limits)  # type: ignore[arg-type]
+    memory = Settings(store="memory", **common)
+    shared = Settings(store=redis_url, redis_prefix=f"diff{next(_prefixes)}", **common)
     with (
         TestClient(create_app(memory, clock=clock), raise_server_exceptions=False) as mem,
         TestClient(create_app(shared, clock=clock), raise_server_exceptions=False) as red,
@@ -150,6 +180,28 @@ def test_memory_and_redis_answer_every_request_identically(
             elif kind == "boundary":
                 size, delta = step[1], step[2]
                 clock.set(max(clock.now, (clock.now // size + 1) * size + delta))
+            elif kind == "freeze":
+                for client in (mem, red):
+                    app = client.app
+                    assert isinstance(app, TopHosts)
+                    if app.store.history is not None:
+                        client.portal.call(app.freeze)  # type: ignore[union-attr]
+            elif kind == "at":
+                size = MINUTE if step[1] == "minute" else HOUR
+                at = int(clock.now) - (step[2] + 1) * size
+                query = {"stats_type": step[1], "at": max(0, at), "limit": step[3]}
+                got = [answer(r, True) for r in both("GET", "/stats", params=query)]
+                assert got[1] == got[0], (kind, query, clock.now)
+                event(f"?at= {got[0][0]}{' with hosts' * bool(got[0][2].get('top_hosts'))}")
+            elif kind == "history":
+                size = MINUTE if step[1] == "minute" else HOUR
+                since = max(0, int(clock.now) - (step[2] + 1) * size + 7)
+                query = {"stats_type": step[1], "from": since, "to": since + step[3] * size}
+                query["limit"] = step[4]
+                got = [answer(r) for r in both("GET", "/stats/history", params=query)]
+                assert got[1] == got[0], (kind, query, clock.now)
+                hosts = any(w["top_hosts"] for w in got[0][2].get("windows", []))
+                event(f"/stats/history {got[0][0]}{' with hosts' * hosts}")
             else:
                 query = {"stats_type": step[1], "limit": step[2]}
                 got = [answer(r, True) for r in both("GET", "/stats", params=query)]
@@ -158,7 +210,24 @@ def test_memory_and_redis_answer_every_request_identically(
             query = {"stats_type": window, "limit": 1000}
             got = [answer(r, True) for r in both("GET", "/stats", params=query)]
             assert got[1] == got[0], ("final", window, clock.now)
-        # And what they hold: the tracked (host, window) pairs and live windows.
+            # The whole history (as much as one call answers), before and after freezing.
+            size = MINUTE if window == "minute" else HOUR
+            current = int(clock.now) // size * size
+            # The 1,440 windows before the current one (the past one included).
+            query = {"stats_type": window, "from": current - 1440 * size, "to": current}
+            query["limit"] = min(history_top, 6)
+            for _ in range(2):
+                got = [answer(r) for r in both("GET", "/stats/history", params=query)]
+                assert got[1] == got[0], ("final history", window, clock.now)
+                assert got[0][0] == 200, got[0]
+                hosts = any(w["top_hosts"] for w in got[0][2]["windows"])
+                event(f"final {window} history{' with hosts' * hosts}")
+                for client in (mem, red):
+                    app = client.app
+                    assert isinstance(app, TopHosts)
+                    if app.store.history is not None:
+                        client.portal.call(app.freeze)  # type: ignore[union-attr]
+        # And what they hold: the tracked (host, window) pairs, live windows and keys.
         sizes = [sorted(re.findall(SIZES, r.text)) for r in both("GET", "/metrics")]
         assert len(sizes[0]) == 4
         assert sizes[1] == sizes[0], ("sizes", clock.now)

@@ -250,6 +250,8 @@ def test_a_real_server_logs_start_up_and_json_request_lines() -> None:
         "top=7",
         "max-skew=300s",
         "snapshot=off",
+        "retention=24h",
+        "history-top=100",
     ):
         assert part in start["message"]
     health = [line for line in lines if line.get("path") == "/healthz"]

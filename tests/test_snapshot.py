@@ -168,9 +168,75 @@ def test_snapshots_are_refused_for_other_stores(tmp_path: Path) -> None:
         kind = "redis"
         sync = None
         snapshots = None  # it declares no snapshot support
+        history = None
 
     with pytest.raises(SettingsError, match="the redis store keeps its own data"):
         create_app(Settings(snapshot=str(tmp_path / "s")), store=cast(Store, RemoteStore()))
+
+
+def test_a_snapshot_carries_the_history(tmp_path: Path, clock: FakeClock) -> None:
+    path = tmp_path / "snap"
+    store = MemoryStore(clock=clock, retention=86400, history_top=2)
+    store.add_now([(PAST_MINUTE, {"a.com": 3, "b.com": 2, "c.com": 1})])
+    clock.advance(600)  # the minute froze
+    asyncio.run(store.freeze())
+    snapshot.save(store, path)
+    clock.advance(3600)
+    fresh = MemoryStore(clock=clock, retention=86400, history_top=2)
+    assert snapshot.restore(fresh, path) == 2  # the frozen minute, and its hour (live)
+    assert fresh.closed_now(Window.MINUTE, [PAST_MINUTE], 2) == [[("a.com", 3), ("b.com", 2)]]
+    assert fresh.top_now(Window.HOUR, 1) == [("a.com", 3)]
+    # With history off, only the live hour is kept.
+    off = MemoryStore(clock=clock)
+    assert snapshot.restore(off, path) == 1
+    assert off.dump_history() == []
+    # Past the retention, nothing is.
+    clock.advance(2 * 86400)
+    assert snapshot.restore(MemoryStore(clock=clock, retention=86400), path) == 0
+
+
+def test_windows_that_froze_while_down_are_frozen_on_restore(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    path = tmp_path / "snap"
+    snapshot.save(filled_store(clock), path)
+    clock.advance(300)  # the past minute froze meanwhile; its hour is still live
+    fresh = MemoryStore(clock=clock, retention=86400, history_top=10)
+    assert snapshot.restore(fresh, path) == 3
+    assert fresh.closed_now(Window.MINUTE, [PAST_MINUTE], 10) == [[("a.com", 3), ("b.com", 1)]]
+    asyncio.run(fresh.freeze())
+    assert fresh.dump_history() == [(60, PAST_MINUTE, ["a.com", "b.com"], [3, 1])]
+
+
+def test_a_forked_snapshot_carries_the_keys_and_the_history_together(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    path = tmp_path / "snap"
+    store = MemoryStore(clock=clock, retention=86400, history_top=2)
+    key = (idempotency.digest(b"k"), 42)
+    event = [(PAST_MINUTE, {"a.com": 3, "b.com": 2, "c.com": 1})]
+    assert not store.add_now(event, key).replayed
+    clock.advance(3600)  # the minute froze, its hour is the past one; the key is kept
+    asyncio.run(store.freeze())
+    asyncio.run(snapshot.BackgroundWriter(store, path).write())  # from a forked child
+    written = snapshot.read(path)
+    assert written is not None
+    assert [len(k[2]) for k in written.keys] == [1]
+    assert written.history == [(60, PAST_MINUTE, ["a.com", "b.com"], [3, 2])]
+    fresh = MemoryStore(clock=clock, retention=86400, history_top=2)
+    assert snapshot.restore(fresh, path) == 2  # the frozen minute, and its hour (live)
+    assert fresh.closed_now(Window.MINUTE, [PAST_MINUTE], 2) == [[("a.com", 3), ("b.com", 2)]]
+    assert fresh.add_now(event, key) == (1, 0, 0, True)  # a replay: not counted again
+    assert fresh.top_now(Window.HOUR, 3) == [("a.com", 3), ("b.com", 2), ("c.com", 1)]
+
+
+def test_an_older_snapshot_without_history_still_loads(tmp_path: Path, clock: FakeClock) -> None:
+    path = tmp_path / "old"
+    windows = [[60, PAST_MINUTE, {"a.com": 2}]]
+    path.write_bytes(msgspec.msgpack.encode({"version": 1, "taken_at": 0.0, "windows": windows}))
+    store = MemoryStore(clock=clock, retention=86400)
+    assert snapshot.restore(store, path) == 1
+    assert store.top_now(Window.MINUTE, 10) == [("a.com", 2)]
 
 
 # -- the background writer -------------------------------------------------------

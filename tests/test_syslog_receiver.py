@@ -251,6 +251,7 @@ class FlakyStore:
     kind = "flaky"
     sync = None
     snapshots = None
+    history = None
 
     def __init__(self, failures: list[Exception]) -> None:
         self.failures = failures

@@ -22,7 +22,7 @@ from starlette.routing import BaseRoute, Mount
 from starlette.routing import Route as StarletteRoute
 from starlette.staticfiles import StaticFiles
 
-from tophosts import logs, openapi, routes, snapshot
+from tophosts import background, logs, openapi, routes, snapshot
 from tophosts.asgi import ASGIApp, Message, Receive, Scope, Send, content_length, send_json
 from tophosts.auth import Tokens, parse_tokens
 from tophosts.config import Settings, SettingsError
@@ -36,6 +36,9 @@ from tophosts.store import Clock, Store, StoreUnavailable, open_store
 log = logging.getLogger("tophosts")
 
 # Pages load their script and style from files only, so no inline script can run.
+FREEZE_EVERY = 1.0
+"""Seconds between two looks for windows to freeze (history)."""
+
 PAGE_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -72,8 +75,9 @@ class TopHosts:
         decoder = Decoder(settings.max_hosts)
         self.counter = Ingest(store, decoder, settings.max_body, False, self.metrics)
         self.counters = Ingest(store, decoder, settings.max_body, True, self.metrics)
-        self._stats = Stats(store, clock, settings.top, self.metrics)
+        self._stats = Stats(store, clock, settings.top, self.metrics, settings.history_top)
         self.stats = self._stats.endpoint
+        self.stats_history = self._stats.history
         # The fast lane: (method, path) -> a plain ASGI app, served before Starlette.
         self.fast: dict[tuple[str, str], ASGIApp] = {}
         table: list[BaseRoute] = []
@@ -147,6 +151,9 @@ class TopHosts:
             if self.settings.snapshot and snapshots is not None:
                 path, interval = Path(self.settings.snapshot), self.settings.snapshot_interval
                 await stack.enter_async_context(snapshot.periodic(snapshots, path, interval))
+            if self.store.history is not None:
+                # Entered after the snapshots, so it stops before the last one is written.
+                await stack.enter_async_context(background.every(FREEZE_EVERY, self.freeze, False))
             try:
                 await self.store.ping()
             except StoreUnavailable as exc:
@@ -162,6 +169,15 @@ class TopHosts:
                 )
                 await stack.enter_async_context(receiver)
             yield
+
+    async def freeze(self) -> None:
+        """Freeze the windows that are due (history), in the background."""
+        history = self.store.history
+        assert history is not None
+        try:
+            await history.freeze()
+        except Exception:  # a bug; the next run tries again
+            log.exception("freezing closed windows failed")
 
     async def healthz(self, request: Request) -> Response:
         try:
@@ -241,6 +257,8 @@ def create_app(
             max_tracked_hosts=settings.max_tracked_hosts,
             idempotency_ttl=settings.idempotency_ttl,
             max_idempotency_keys=settings.max_idempotency_keys,
+            retention=settings.retention,
+            history_top=settings.history_top,
             redis_prefix=settings.redis_prefix,
             redis_timeout=settings.redis_timeout,
             body_timeout=settings.body_timeout,

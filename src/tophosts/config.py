@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from tophosts.windows import duration
+
 ENV_PREFIX = "TOPHOSTS_"
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
@@ -46,6 +48,8 @@ class Settings:
     """Seconds an Idempotency-Key is kept; None: 2 h plus --max-skew."""
     max_idempotency_keys: int = 1_000_000
     clock_offset: float = 0.0
+    history_top: int = 100
+    retention: int = 86400
     ingest_token: str = dataclasses.field(default="", repr=False)
     read_token: str = dataclasses.field(default="", repr=False)
     redis_prefix: str = "tophosts"
@@ -59,8 +63,9 @@ class Settings:
 
     def environ(self) -> dict[str, str]:
         """These settings as ``TOPHOSTS_*`` variables, e.g. to hand to worker processes."""
+        shown = {spec.name: spec.show for spec in SPECS}
         return {
-            ENV_PREFIX + f.name.upper(): str(getattr(self, f.name))
+            ENV_PREFIX + f.name.upper(): shown.get(f.name, str)(getattr(self, f.name))
             for f in dataclasses.fields(self)
             if getattr(self, f.name) not in ("", None)
         }
@@ -167,6 +172,23 @@ def _seconds(low: float, high: float) -> Callable[[str], float]:
     return parse
 
 
+_DURATION_UNITS = {"m": 60, "h": 3600, "d": 86400}
+MAX_RETENTION = 7 * 86400
+
+
+def _retention(text: str) -> int:
+    match = re.fullmatch(r"\s*([0-9]+)\s*([mhd]?)\s*", text.lower())
+    seconds = int(match[1]) * _DURATION_UNITS.get(match[2], 0) if match else -1
+    if match and match[1].strip("0") == "":
+        return 0
+    if not match or not 60 <= seconds <= MAX_RETENTION:
+        raise ValueError(
+            "0 (no history), or a duration from 1m to 7d in minutes, hours or days, "
+            "such as 90m, 24h or 7d"
+        )
+    return seconds
+
+
 def _key_prefix(text: str) -> str:
     if not re.fullmatch(r"[\x21-\x7e]{1,64}", text.strip()):
         raise ValueError("1 to 64 printable ASCII characters without spaces, such as tophosts")
@@ -187,6 +209,8 @@ class _Spec:
     metavar: str
     switch: bool = False
     """A flag that takes no value (``--snapshot-ignore-corrupt``)."""
+    show: Callable[[Any], str] = str
+    """How the default is written in ``--help``."""
     repeat: bool = False
     """A flag that may be given several times; the values are joined with commas."""
 
@@ -234,6 +258,19 @@ SPECS: tuple[_Spec, ...] = (
         _seconds(-(10**9), 10**9),
         "shift the server clock by S seconds, for drills and tests only",
         "S",
+    ),
+    _Spec(
+        "history_top",
+        _integer(1, 1000),
+        "hosts kept of each window for history (?at= and /stats/history)",
+        "N",
+    ),
+    _Spec(
+        "retention",
+        _retention,
+        "how long closed windows are kept for history, e.g. 90m, 24h, 7d; 0 turns it off",
+        "DURATION",
+        show=duration,
     ),
     _Spec("log_format", _choice("text", "json"), "text, or json for one JSON object a line", "FMT"),
     _Spec("snapshot", _path, "file to keep the memory store in across restarts", "PATH"),
@@ -297,7 +334,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             dest=spec.name,
             metavar=spec.metavar,
             default=None,
-            help=help + (f", default {default})" if default not in ("", None) else ")"),
+            help=help + (f", default {spec.show(default)})" if default not in ("", None) else ")"),
             action="append" if spec.repeat else "store",
         )
 

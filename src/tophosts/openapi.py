@@ -119,6 +119,40 @@ SCHEMAS: dict[str, Any] = {
         "additionalProperties": False,
         "example": {"top_hosts": {"b.com": 9, "a.com": 5}},
     },
+    "History": {
+        "type": "object",
+        "properties": {
+            "windows": {
+                "type": "array",
+                "description": "Oldest first: every closed window of the range that is kept.",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "start": {"type": "integer", "description": "Unix seconds (UTC)."},
+                        "end": {"type": "integer", "description": "Excluded, Unix seconds."},
+                        "top_hosts": {
+                            "type": "object",
+                            "description": (
+                                "Host to count, by count descending then host name "
+                                "ascending; {} for a window without data."
+                            ),
+                            "additionalProperties": {"type": "integer", "minimum": 1},
+                        },
+                    },
+                    "required": ["start", "end", "top_hosts"],
+                    "additionalProperties": False,
+                },
+            }
+        },
+        "required": ["windows"],
+        "additionalProperties": False,
+        "example": {
+            "windows": [
+                {"start": 1699999920, "end": 1699999980, "top_hosts": {"b.com": 9, "a.com": 5}},
+                {"start": 1699999980, "end": 1700000040, "top_hosts": {}},
+            ]
+        },
+    },
     "Status": {
         "type": "object",
         "properties": {"status": {"const": "ok"}},
@@ -180,8 +214,33 @@ COUNTERS: dict[str, Any] = {
     },
 }
 
+_HISTORY_NOTE = (
+    "History: a window freezes when it stops being the past one (a minute 120 s "
+    "after its start, an hour 7,200 s after); its top --history-top hosts are then "
+    "kept, unchanged, for --retention (24h). A frozen window answers what /stats "
+    "answered for it at its last moment as the past window: an event that arrives "
+    "later never changes it (it still counts in its hour while that is live): the "
+    '"allowed lateness" of stream processors is the one window after it.'
+)
+
+_WINDOW_HEADERS = {
+    "X-Window-Start": {
+        "description": "Start of the window answered, Unix seconds (UTC).",
+        "schema": {"type": "integer"},
+    },
+    "X-Window-End": {
+        "description": "End of the window answered (excluded), Unix seconds.",
+        "schema": {"type": "integer"},
+    },
+}
+
 STATS: dict[str, Any] = {
-    "summary": "Top hosts of the past round minute or hour",
+    "summary": "Top hosts of the past round minute or hour, or of any closed one",
+    "description": (
+        "Without at: the past round minute or hour. With at: the window that holds "
+        "at, once it has closed; the past window is answered as without at. A limit "
+        "above --history-top is refused for an older one. " + _HISTORY_NOTE
+    ),
     "parameters": [
         {
             "name": "stats_type",
@@ -194,21 +253,62 @@ STATS: dict[str, Any] = {
             "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
             "description": "Hosts to list; the default is --top (10).",
         },
+        {
+            "name": "at",
+            "in": "query",
+            "schema": {"type": "integer", "minimum": 0, "maximum": MAX_COUNT},
+            "description": (
+                "A time, Unix seconds (UTC): answer the window that holds it, if it has "
+                "closed (else 400) and is kept (else 404)."
+            ),
+        },
     ],
     "responses": {
-        "200": {
-            **_json(_ref("TopHosts"), "The top hosts."),
-            "headers": {
-                "X-Window-Start": {
-                    "description": "Start of the window answered, Unix seconds (UTC).",
-                    "schema": {"type": "integer"},
-                },
-                "X-Window-End": {
-                    "description": "End of the window answered (excluded), Unix seconds.",
-                    "schema": {"type": "integer"},
-                },
-            },
+        "200": {**_json(_ref("TopHosts"), "The top hosts."), "headers": _WINDOW_HEADERS},
+        "400": _ERRORS["400"],
+        "404": _json(_ref("Error"), "at names a window older than --retention."),
+        "503": _ERRORS["503"],
+    },
+}
+
+HISTORY: dict[str, Any] = {
+    "summary": "Top hosts of every closed minute or hour of a range",
+    "description": (
+        "Lists, oldest first, every window that overlaps [from, to), has closed, and "
+        "is kept (within --retention; the past window always is), each as /stats?at= "
+        "answers it. At most 1,440 windows a call. " + _HISTORY_NOTE
+    ),
+    "parameters": [
+        {
+            "name": "stats_type",
+            "in": "query",
+            "schema": {"type": "string", "enum": ["minute", "hour"], "default": "minute"},
         },
+        {
+            "name": "from",
+            "in": "query",
+            "required": True,
+            "schema": {"type": "integer", "minimum": 0, "maximum": MAX_COUNT},
+            "description": "Start of the range, Unix seconds (UTC).",
+        },
+        {
+            "name": "to",
+            "in": "query",
+            "required": True,
+            "schema": {"type": "integer", "minimum": 0, "maximum": MAX_COUNT},
+            "description": "End of the range (excluded), Unix seconds; from <= to.",
+        },
+        {
+            "name": "limit",
+            "in": "query",
+            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
+            "description": (
+                "Hosts to list per window, at most --history-top (100); the default is --top (10)."
+            ),
+        },
+    ],
+    "responses": {
+        "200": _json(_ref("History"), "The windows."),
         "400": _ERRORS["400"],
         "503": _ERRORS["503"],
     },

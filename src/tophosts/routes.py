@@ -46,6 +46,7 @@ ROUTES: tuple[Route, ...] = (
     Route("/counter", "POST", "counter", openapi.COUNTER, guard="ingest", fast=True),
     Route("/counters", "POST", "counters", openapi.COUNTERS, guard="ingest", fast=True),
     Route("/stats", "GET", "stats", openapi.STATS, guard="read"),
+    Route("/stats/history", "GET", "stats_history", openapi.HISTORY, guard="read"),
     Route("/healthz", "GET", "healthz", openapi.HEALTHZ),
     Route("/metrics", "GET", "prometheus", openapi.METRICS, guard="read"),
     Route("/openapi.json", "GET", "openapi", openapi.OPENAPI),

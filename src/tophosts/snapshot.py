@@ -45,7 +45,7 @@ import msgspec
 
 from tophosts import background
 from tophosts.events import Count
-from tophosts.store import KeyDump, Snapshots, WindowDump
+from tophosts.store import FrozenDump, KeyDump, Snapshots, WindowDump
 
 VERSION = 1
 CHILD_NICE = 10
@@ -67,6 +67,8 @@ class Snapshot(msgspec.Struct, forbid_unknown_fields=True):
     windows: list[tuple[int, int, dict[str, Count]]]
     # Idempotency keys (tophosts.store.KeyDump); absent from files of earlier versions.
     keys: list[tuple[int, bytes, list[int]]] = msgspec.field(default_factory=list)
+    # History: frozen windows, (size, start, hosts, counts). Absent from older files.
+    history: list[tuple[int, int, list[str], list[Count]]] = msgspec.field(default_factory=list)
 
 
 class _Header(msgspec.Struct):
@@ -86,15 +88,24 @@ _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Snapshot)
 
 
-def encode(windows: list[WindowDump], taken_at: float, keys: list[KeyDump]) -> bytes:
-    return _encoder.encode(Snapshot(VERSION, taken_at, windows, keys))
+def encode(
+    windows: list[WindowDump],
+    taken_at: float,
+    keys: list[KeyDump] | None = None,
+    history: list[FrozenDump] | None = None,
+) -> bytes:
+    return _encoder.encode(Snapshot(VERSION, taken_at, windows, keys or [], history or []))
 
 
 def write(
-    path: Path, windows: list[WindowDump], taken_at: float, keys: list[KeyDump] | None = None
+    path: Path,
+    windows: list[WindowDump],
+    taken_at: float,
+    keys: list[KeyDump] | None = None,
+    history: list[FrozenDump] | None = None,
 ) -> None:
     """Write a snapshot atomically: temp file, fsync, rename, fsync the directory."""
-    data = encode(windows, taken_at, keys or [])
+    data = encode(windows, taken_at, keys, history)
     directory = path.parent
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     try:
@@ -141,7 +152,8 @@ def read(path: Path) -> Snapshot | None:
 
 
 def restore(store: Snapshots, path: Path, ignore_corrupt: bool = False) -> int:
-    """Load ``path`` into ``store``; returns the windows kept (expired ones are dropped)."""
+    """Load ``path`` into ``store``; returns the windows kept, frozen ones included (expired
+    ones are dropped)."""
     try:
         snapshot = read(path)
     except SnapshotError as exc:
@@ -154,20 +166,24 @@ def restore(store: Snapshots, path: Path, ignore_corrupt: bool = False) -> int:
         return 0
     kept = store.restore(snapshot.windows)
     keys = store.restore_keys(snapshot.keys)
+    frozen = store.restore_history(snapshot.history)
     log.info(
-        "restored %d of %d windows and %d idempotency keys from %s (taken %.0f s ago)",
+        "restored %d of %d windows, %d of %d frozen ones and %d idempotency keys from %s"
+        " (taken %.0f s ago)",
         kept,
         len(snapshot.windows),
+        frozen,
+        len(snapshot.history),
         keys,
         path,
         time.time() - snapshot.taken_at,
     )
-    return kept
+    return kept + frozen
 
 
 def save(store: Snapshots, path: Path) -> None:
     """Snapshot ``store`` to ``path`` in this process (at shutdown; it holds the loop)."""
-    write(path, store.dump(), time.time(), store.dump_keys())
+    write(path, store.dump(), time.time(), store.dump_keys(), store.dump_history())
 
 
 # -- the background writer ------------------------------------------------------
@@ -329,7 +345,9 @@ def _child(store: Snapshots, path: Path, taken_at: float, report: int) -> NoRetu
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(tmp, flags, 0o600)
         try:
-            data = memoryview(encode(store.dump(), taken_at, store.dump_keys()))
+            data = memoryview(
+                encode(store.dump(), taken_at, store.dump_keys(), store.dump_history())
+            )
             size = len(data)
             while data:
                 data = data[os.write(fd, data) :]

@@ -5,6 +5,10 @@ shift them. A window is the half-open interval ``[start, start + size)``. It
 is asked about while it is the *past* window, so it lives until
 ``start + 2 * size``; nothing else in tophosts computes a floor itself.
 
+History: at ``start + 2 * size`` a window *freezes* (:func:`ends`): from then on
+no event can change it, and its top hosts are kept for ``--retention`` seconds
+more (:func:`kept_until`), then dropped.
+
 The functions take sizes in seconds (``MINUTE``, ``HOUR``) because they run
 once or twice per event on the ingest path, where an enum lookup costs more
 than the arithmetic.
@@ -114,3 +118,61 @@ def starts(size: int, since: int, until: float) -> range:
     """The starts of the windows of ``size`` from the one holding ``since`` to the one
     holding ``until`` (inclusive)."""
     return range(floor(since, size), int(until) + 1, size)
+
+
+def kept_until(size: int, start: int, retention: int) -> int:
+    """When the frozen window ``(size, start)`` leaves the history: ``retention`` seconds
+    after it froze (at :func:`ends`)."""
+    return ends(size, start) + retention
+
+
+class Place(enum.Enum):
+    """Where a window stands at a clock reading, for a query about it."""
+
+    OPEN = "open"
+    """The current window or a later one: not closed yet."""
+    PAST = "past"
+    """The past window: answered live, as ``GET /stats`` answers it."""
+    KEPT = "kept"
+    """Frozen, and within the retention."""
+    GONE = "gone"
+    """Frozen longer ago than the retention."""
+
+
+def place(now: float, size: int, start: int, retention: int) -> Place:
+    """Where the window ``(size, start)`` stands at ``now`` with ``retention`` seconds
+    of history."""
+    past_start = int(now // size) * size - size
+    if start > past_start:
+        return Place.OPEN
+    if start == past_start:
+        return Place.PAST
+    return Place.KEPT if now < kept_until(size, start, retention) else Place.GONE
+
+
+def oldest_kept(now: float, size: int, retention: int) -> int:
+    """The start of the oldest window of ``size`` that history still holds at ``now``
+    (the past window's own start when nothing older is kept)."""
+    past_start = int(now // size) * size - size
+    # The smallest aligned start s with now < s + 2 * size + retention.
+    first = int((now - 2 * size - retention) // size) * size + size
+    return min(first, past_start)
+
+
+def due(size: int, after: float, until: float) -> range:
+    """The starts of the windows of ``size`` that freeze in ``(after, until]``."""
+    first = int((after - 2 * size) // size) * size + size
+    return range(first, int((until - 2 * size) // size) * size + 1, size)
+
+
+def duration(seconds: int) -> str:
+    """A retention as people write it: ``90m``, ``24h``, ``7d``; ``0`` for none."""
+    if seconds == 0:
+        return "0"
+    if seconds % 86400 == 0 and seconds >= 2 * 86400:
+        return f"{seconds // 86400}d"
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600}h"
+    if seconds % 60 == 0:
+        return f"{seconds // 60}m"
+    return f"{seconds}s"

@@ -433,3 +433,33 @@ class Server:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def with_history(
+    snapshot: str, events: list[dict[str, Any]], *args: str, past: float = 3700
+) -> Server:
+    """A memory-store server on the real clock whose history already holds ``events``
+    (stamped in the last ``past - 100`` seconds, or in the past minute or hour).
+
+    They are posted to a first server whose clock runs ``past`` seconds behind and
+    that takes them as future events (within its ``--max-skew``); it snapshots on
+    SIGTERM, and the server returned restores that snapshot on the real clock, where
+    the windows have closed and froze meanwhile: the minutes and hours are frozen as
+    they would have been, had the events come in as they happened.
+    """
+    first = Server(
+        "--snapshot", snapshot, "--snapshot-interval", "86400",
+        "--clock-offset", f"-{past}", "--max-skew", str(int(past) + 300),
+        "--log-level", "warning",
+    )  # fmt: skip
+    try:
+        for i in range(0, len(events), 1000):
+            response = httpx.post(first.url + "/counters", json=events[i : i + 1000], timeout=30)
+            if response.status_code != 200 or response.json()["expired"]:
+                raise RuntimeError(f"could not post the history: {response.text}")
+    finally:
+        first.proc.send_signal(signal.SIGTERM)
+        code, out = first.stop(timeout=30)
+    if code != 0:
+        raise RuntimeError(f"the first server exited with {code}:\n{out}")
+    return Server("--snapshot", snapshot, *args)

@@ -1,4 +1,7 @@
-// tophosts dashboard: polls /stats and /metrics every 2 s and draws two bar charts.
+// tophosts dashboard: polls /stats and /metrics every 2 s and draws two bar charts, and
+// below them a timeline of the past hour's top 5 hosts over the last 60 closed minutes
+// (from /stats/history, fetched again when a minute closes), drawn as an SVG built with
+// DOM calls.
 // Host names are untrusted: they only ever reach the page through textContent and
 // title, never as markup. Styles are set through the CSSOM (element.style), which
 // the page's Content-Security-Policy allows; there is no inline script or style.
@@ -16,6 +19,12 @@
   const TOKEN_KEY = "tophosts.readToken";
   const TOKEN_TEXT = /^[\x21-\x7e]+$/; // printable ASCII without spaces, as the server takes
   const ASKING = "This server asks for a token to show its stats.";
+  const SVG = "http://www.w3.org/2000/svg";
+  const TIMELINE_MINUTES = 60;
+  const TIMELINE_HOSTS = 5;
+  const MINUTE_TOP = 10;
+  // The chart's drawing area inside its viewBox (0 0 600 180).
+  const PLOT = { left: 4, right: 596, top: 14, bottom: 172 };
 
   const $ = (selector, root = document) => root.querySelector(selector);
   const numbers = new Intl.NumberFormat();
@@ -218,6 +227,280 @@
     return { el, bar, count, shown: "0%", target: "0%" };
   }
 
+  // -- the timeline ------------------------------------------------------------------
+
+  function svg(tag, attributes = {}) {
+    const el = document.createElementNS(SVG, tag);
+    for (const [name, value] of Object.entries(attributes)) el.setAttribute(name, String(value));
+    return el;
+  }
+
+  function minuteLabel(start) {
+    const date = new Date(start * 1000);
+    return `${utcClock(date, false)}–${utcClock(new Date((start + 60) * 1000), false)} UTC`;
+  }
+
+  class Timeline {
+    constructor(section) {
+      this.section = section;
+      this.note = $("#timeline-note", section);
+      this.empty = $(".empty", section);
+      this.body = $(".timeline-body", section);
+      this.legend = $(".legend", section);
+      this.chart = $("svg.lines", section);
+      this.ymax = $(".ymax", section);
+      this.first = $(".axis .first", section);
+      this.last = $(".axis .last", section);
+      this.utc = $(".window .utc", section);
+      this.local = $(".window .local", section);
+      this.title = $(".minute-title", section);
+      this.titleLocal = $(".minute-local", section);
+      this.minuteEmpty = $(".minute-empty", section);
+      this.minuteTop = $(".minute-top", section);
+      this.to = null; // the range [to - 3600, to) fetched, or null
+      this.windows = []; // [{start, end, entries}] oldest first
+      this.hourHosts = [];
+      this.hosts = [];
+      this.selected = null; // the start of the selected minute
+      this.drawn = null;
+      // A click on a minute's column (or on one of its points) selects that minute.
+      this.chart.addEventListener("click", (event) => {
+        const start = event.target.dataset ? event.target.dataset.start : undefined;
+        if (start !== undefined) this.select(Number(start));
+      });
+      this.chart.addEventListener("keydown", (event) => this.key(event));
+    }
+
+    reset() {
+      this.to = null;
+      this.windows = [];
+      this.hourHosts = [];
+      this.drawn = null;
+      this.selected = null;
+      this.chart.replaceChildren();
+      this.legend.replaceChildren();
+      this.minuteTop.replaceChildren();
+      this.body.hidden = true;
+      this.empty.hidden = true;
+      this.utc.textContent = "\u2013";
+      this.local.textContent = "";
+      this.title.textContent = "\u2013";
+      this.titleLocal.textContent = "";
+      delete this.section.dataset.from;
+      delete this.section.dataset.to;
+      delete this.section.dataset.selected;
+    }
+
+    /** Whether the windows up to ``to`` (the past minute's start) are to be fetched. */
+    wants(to) {
+      return to !== this.to;
+    }
+
+    /** Show the windows of /stats/history for [to - 3600, to) and the past hour's hosts. */
+    show(to, windows, hourTop) {
+      this.to = to;
+      this.windows = windows.map((w) => ({
+        start: w.start,
+        end: w.end,
+        entries: ordered(w.top_hosts),
+        counts: new Map(Object.entries(w.top_hosts)),
+      }));
+      this.hourHosts = ordered(hourTop).slice(0, TIMELINE_HOSTS).map(([host]) => host);
+      const starts = this.windows.map((w) => w.start);
+      if (!starts.includes(this.selected)) this.selected = starts.length ? starts.at(-1) : null;
+      this.draw();
+    }
+
+    /** The past hour's top hosts changed (its panel polls them): redraw if need be. */
+    hour(hourTop) {
+      const hosts = ordered(hourTop).slice(0, TIMELINE_HOSTS).map(([host]) => host);
+      if (JSON.stringify(hosts) === JSON.stringify(this.hourHosts)) return;
+      this.hourHosts = hosts;
+      if (this.to !== null) this.draw();
+    }
+
+    failed(message) {
+      this.note.textContent = message;
+      this.note.classList.add("error");
+      this.to = null; // fetch again on the next poll
+    }
+
+    /** The hosts to draw: the past hour's top 5, or, if it has none, these minutes'. */
+    chooseHosts() {
+      if (this.hourHosts.length) return this.hourHosts;
+      const sums = new Map();
+      for (const w of this.windows) {
+        for (const [host, count] of w.entries) sums.set(host, (sums.get(host) || 0) + count);
+      }
+      return ordered(Object.fromEntries(sums))
+        .slice(0, TIMELINE_HOSTS)
+        .map(([host]) => host);
+    }
+
+    draw() {
+      const hosts = this.chooseHosts();
+      const key = JSON.stringify([this.to, hosts, this.windows.map((w) => w.entries)]);
+      if (key !== this.drawn) {
+        this.drawn = key;
+        this.hosts = hosts;
+        this.drawChart();
+      }
+      this.drawMinute();
+    }
+
+    drawChart() {
+      const windows = this.windows;
+      const section = this.section;
+      this.note.classList.remove("error");
+      this.note.textContent = this.hourHosts.length
+        ? "The past hour\u2019s top 5 hosts over the last 60 closed minutes, from " +
+          "/stats/history. Select a minute to see its top 10."
+        : "The top 5 hosts of the last 60 closed minutes (the past hour has none yet). " +
+          "Select a minute to see its top 10.";
+      section.dataset.from = String(this.to - TIMELINE_MINUTES * 60);
+      section.dataset.to = String(this.to);
+      const from = new Date((this.to - TIMELINE_MINUTES * 60) * 1000);
+      const to = new Date(this.to * 1000);
+      this.utc.textContent = `${utcClock(from, false)}–${utcClock(to, false)} UTC`;
+      this.local.textContent = `${range(localTime.hour, from, to)} ${zoneName(to)}`;
+      this.first.textContent = utcClock(from, false);
+      this.last.textContent = utcClock(to, false);
+
+      const anyData = windows.some((w) => w.entries.length);
+      this.empty.hidden = anyData;
+      this.body.hidden = !anyData;
+      const chart = this.chart;
+      chart.replaceChildren();
+      this.legend.replaceChildren();
+      if (!anyData) return;
+
+      const width = (PLOT.right - PLOT.left) / TIMELINE_MINUTES;
+      const x = (start) =>
+        PLOT.left + (((start - (this.to - TIMELINE_MINUTES * 60)) / 60) + 0.5) * width;
+      let max = 0;
+      for (const w of windows) {
+        for (const host of this.hosts) max = Math.max(max, w.counts.get(host) || 0);
+      }
+      const y = (count) =>
+        PLOT.bottom - (max > 0 ? (count / max) * (PLOT.bottom - PLOT.top) : 0);
+      section.dataset.max = String(max);
+      this.ymax.textContent = max ? numbers.format(max) : "";
+
+      this.band = svg("rect", { class: "band", y: 0, width, height: 180 });
+      chart.append(
+        this.band,
+        svg("line", { class: "grid", x1: PLOT.left, x2: PLOT.right, y1: PLOT.top, y2: PLOT.top }),
+        svg("line", {
+          class: "grid", x1: PLOT.left, x2: PLOT.right, y1: PLOT.bottom, y2: PLOT.bottom,
+        }),
+      );
+      // Columns to click, one per minute, under the lines and points.
+      for (const w of windows) {
+        const hit = svg("rect", {
+          class: "hit", x: (x(w.start) - width / 2).toFixed(2), y: 0, width, height: 180,
+        });
+        hit.dataset.start = String(w.start);
+        const tip = svg("title");
+        tip.textContent = minuteLabel(w.start);
+        hit.append(tip);
+        chart.append(hit);
+      }
+      this.hosts.forEach((host, i) => {
+        const item = document.createElement("li");
+        item.dataset.host = host;
+        const swatch = document.createElement("span");
+        swatch.className = `swatch s${i}`;
+        const name = document.createElement("span");
+        name.className = "name";
+        name.textContent = host;
+        name.title = host;
+        item.append(swatch, name);
+        this.legend.append(item);
+
+        // One polyline per run of minutes in which the host is in the top 10; a
+        // minute where it is not (its count is not known) breaks the line.
+        let run = [];
+        const flush = () => {
+          if (run.length > 1) {
+            chart.append(svg("polyline", { class: `line s${i}`, points: run.join(" ") }));
+          }
+          run = [];
+        };
+        for (const w of windows) {
+          const count = w.counts.get(host);
+          if (count === undefined) {
+            flush();
+            continue;
+          }
+          run.push(`${x(w.start).toFixed(2)},${y(count).toFixed(2)}`);
+        }
+        flush();
+        for (const w of windows) {
+          const count = w.counts.get(host);
+          if (count === undefined) continue;
+          const point = svg("circle", {
+            class: `point s${i}`, cx: x(w.start).toFixed(2), cy: y(count).toFixed(2), r: 2.6,
+          });
+          point.dataset.host = host;
+          point.dataset.start = String(w.start);
+          point.dataset.count = String(count);
+          const tip = svg("title");
+          tip.textContent = `${host}: ${numbers.format(count)} in ${minuteLabel(w.start)}`;
+          point.append(tip);
+          chart.append(point);
+        }
+      });
+      this.x = x;
+      this.width = width;
+    }
+
+    select(start) {
+      if (!this.windows.some((w) => w.start === start)) return;
+      this.selected = start;
+      this.drawMinute();
+    }
+
+    key(event) {
+      const starts = this.windows.map((w) => w.start);
+      const at = starts.indexOf(this.selected);
+      const moves = { ArrowLeft: at - 1, ArrowRight: at + 1, Home: 0, End: starts.length - 1 };
+      if (!(event.key in moves)) return;
+      event.preventDefault();
+      const next = Math.min(starts.length - 1, Math.max(0, moves[event.key]));
+      if (starts.length) this.select(starts[next]);
+    }
+
+    drawMinute() {
+      const w = this.windows.find((one) => one.start === this.selected);
+      this.minuteTop.replaceChildren();
+      if (!w) return;
+      this.section.dataset.selected = String(w.start);
+      if (this.band && this.x) this.band.setAttribute("x", (this.x(w.start) - this.width / 2).toFixed(2));
+      this.title.textContent = `Top ${MINUTE_TOP} of ${minuteLabel(w.start)}`;
+      const start = new Date(w.start * 1000);
+      const end = new Date(w.end * 1000);
+      this.titleLocal.textContent = `${range(localTime.minute, start, end)} ${zoneName(end)}`;
+      this.minuteEmpty.hidden = w.entries.length > 0;
+      for (const [host, count] of w.entries.slice(0, MINUTE_TOP)) {
+        const item = document.createElement("li");
+        item.dataset.host = host;
+        item.dataset.count = String(count);
+        const entry = document.createElement("span");
+        entry.className = "entry";
+        const name = document.createElement("span");
+        name.className = "host";
+        name.textContent = host;
+        name.title = host;
+        const figure = document.createElement("span");
+        figure.className = "count";
+        figure.textContent = numbers.format(count);
+        entry.append(name, figure);
+        item.append(entry);
+        this.minuteTop.append(item);
+      }
+    }
+  }
+
   // -- /metrics --------------------------------------------------------------------
 
   function parseMetrics(text) {
@@ -244,9 +527,10 @@
   // -- state and polling -------------------------------------------------------------
 
   // The token form is a .panel too, so look inside <main> only.
-  const panels = [...document.querySelectorAll(".panels > .panel")].map(
+  const panels = [...document.querySelectorAll(".panels > .panel[data-window]")].map(
     (section) => new Panel(section),
   );
+  const timeline = new Timeline($("#timeline"));
   const limitSelect = $("#limit");
   const pauseButton = $("#pause");
   const banner = $("#banner");
@@ -324,6 +608,14 @@
     return parseMetrics(await (await get("/metrics", token)).text());
   }
 
+  /** The windows of /stats/history for the 60 minutes before ``to``, oldest first. */
+  async function minutes(to, token) {
+    const from = to - TIMELINE_MINUTES * 60;
+    const url = `/stats/history?stats_type=minute&from=${from}&to=${to}&limit=${MINUTE_TOP}`;
+    const body = await (await get(url, token)).json();
+    return body.windows;
+  }
+
   function showFigures(samples) {
     const accepted = find(samples, "tophosts_events_total", { result: "accepted" });
     if (accepted) {
@@ -384,6 +676,23 @@
       }
       showFigures(samples);
       setHealthy(true);
+      // The closed minutes change only when a minute closes: fetch them again then.
+      if (timeline.wants(minute.start)) {
+        try {
+          const windows = await minutes(minute.start, token);
+          if (state.paused || state.locked || token !== state.token) return;
+          timeline.show(minute.start, windows, hour.topHosts);
+        } catch (error) {
+          if (error instanceof Unauthorized) throw error;
+          timeline.failed(
+            error instanceof Unhealthy
+              ? `The timeline cannot be shown: ${error.message}`
+              : "The timeline cannot be shown for now; trying again.",
+          );
+        }
+      } else {
+        timeline.hour(hour.topHosts);
+      }
     } catch (error) {
       if (state.paused || state.locked || token !== state.token) return;
       if (error instanceof Unauthorized) {
@@ -484,6 +793,7 @@
     clearTimeout(state.timer);
     state.rates.length = 0;
     for (const panel of panels) panel.reset();
+    timeline.reset();
     for (const [el, text, title] of blankFigures) {
       if (el.children.length === 0) el.textContent = text;
       el.title = title;

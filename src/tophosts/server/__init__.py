@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from tophosts import __version__, config, logs
 from tophosts.server import protocol
 from tophosts.snapshot import SnapshotError
+from tophosts.windows import duration
 
 if TYPE_CHECKING:
     from tophosts.app import TopHosts
@@ -64,7 +65,8 @@ def serve(settings: config.Settings, metrics: Metrics | None = None) -> int:
     if settings.workers == 1:
         app = _build(settings, metrics)
     log.info(
-        "tophosts %s serving on http://%s:%d store=%s workers=%d top=%d max-skew=%ds snapshot=%s",
+        "tophosts %s serving on http://%s:%d store=%s workers=%d top=%d max-skew=%ds snapshot=%s "
+        "retention=%s history-top=%d",
         __version__,
         settings.host,
         settings.port,
@@ -73,6 +75,8 @@ def serve(settings: config.Settings, metrics: Metrics | None = None) -> int:
         settings.top,
         settings.max_skew,
         settings.snapshot or "off",
+        duration(settings.retention),
+        settings.history_top,
     )
     warning = exposure_warning(settings)
     if warning:

@@ -47,6 +47,10 @@ KeyDump = tuple[int, bytes, list[int]]
 """``(minute start, digests, records)``: the idempotency keys used in one minute, as
 snapshots hold them: their digests end to end, and one packed record each."""
 
+FrozenDump = tuple[int, int, list[str], list[int]]
+"""``(size, start, hosts, counts)``: one frozen window's top hosts in ``/stats`` order, as
+snapshots hold it."""
+
 
 class SyncStore(Protocol):
     """Capability: a store that answers without waiting on I/O (the memory store).
@@ -75,7 +79,17 @@ class Snapshots(Protocol):
         ...
 
     def restore(self, windows: list[WindowDump]) -> int:
-        """Add dumped windows, dropping those no query can reach; returns how many were kept."""
+        """Add dumped windows, dropping those no query can reach; returns how many were kept.
+        With history on, a window that froze while the server was down is frozen now."""
+        ...
+
+    def dump_history(self) -> list[FrozenDump]:
+        """The frozen windows (none with history off)."""
+        ...
+
+    def restore_history(self, frozen: list[FrozenDump]) -> int:
+        """Add dumped frozen windows, dropping those past the retention; returns how many
+        were kept."""
         ...
 
     def dump_keys(self) -> list[KeyDump]:
@@ -84,6 +98,33 @@ class Snapshots(Protocol):
 
     def restore_keys(self, keys: list[KeyDump]) -> int:
         """Add dumped keys, dropping those expired; returns how many were kept."""
+        ...
+
+
+class History(Protocol):
+    """Capability: the top hosts of closed windows, kept for :attr:`retention` seconds
+    after they freeze (see :mod:`tophosts.windows`).
+
+    A window freezes when it stops being the past window; from then on no event
+    changes it, and what it answers is what :meth:`Store.top` answered for it at
+    its last moment as the past window.
+    """
+
+    history_top: int
+    """Hosts kept of each window (``--history-top``): any limit up to it is exact."""
+    retention: int
+    """Seconds a frozen window is kept (``--retention``); more than 0."""
+
+    async def closed(self, window: Window, starts: Sequence[int], limit: int) -> list[TopHosts]:
+        """The top ``limit`` (at most :attr:`history_top`) of each closed window ``start`` (the
+        past one, or a frozen one within the retention), in order: from its frozen
+        record, or from its live data until it is frozen. No data answers ``[]``."""
+        ...
+
+    async def freeze(self) -> None:
+        """Freeze the windows that are due, never holding the event loop for long (a
+        slice at a time). The app runs this in the background every second; answers
+        never depend on whether it has run yet."""
         ...
 
 
@@ -99,6 +140,11 @@ class Store(Protocol):
     @property
     def snapshots(self) -> Snapshots | None:
         """This store's snapshot support, or None if it keeps its own data."""
+        ...
+
+    @property
+    def history(self) -> History | None:
+        """This store's history of closed windows, or None with ``--retention 0``."""
         ...
 
     async def add(self, events: Sequence[Event], key: Keyed | None = None) -> Added:
@@ -208,15 +254,19 @@ def open_store(
     max_tracked_hosts: int = 1_000_000,
     idempotency_ttl: int | None = None,
     max_idempotency_keys: int = 1_000_000,
+    retention: int = 0,
+    history_top: int = 100,
     redis_prefix: str = "tophosts",
     redis_timeout: float = 1.0,
     body_timeout: float = 30.0,
 ) -> Store:
     """Open the store named by ``url``: ``memory`` (the default) or ``redis://…``.
 
-    ``idempotency_ttl`` defaults to :func:`tophosts.windows.settled_after`. The
-    ``redis_*`` options only apply to a Redis store, and so does ``body_timeout``
-    (how long an in-flight mark in Redis lasts).
+    ``idempotency_ttl`` defaults to :func:`tophosts.windows.settled_after`.
+    ``retention`` seconds of history (0, the default here, keeps none; the
+    server's ``--retention`` is 24 h) of the top ``history_top`` hosts of each
+    window. The ``redis_*`` options only apply to a Redis store, and so does
+    ``body_timeout`` (how long an in-flight mark in Redis lasts).
     """
     ttl = settled_after(max_skew) if idempotency_ttl is None else idempotency_ttl
     if url in ("memory", "memory://"):
@@ -228,6 +278,8 @@ def open_store(
             max_tracked_hosts=max_tracked_hosts,
             idempotency_ttl=ttl,
             max_idempotency_keys=max_idempotency_keys,
+            retention=retention,
+            history_top=history_top,
         )
     if url.startswith(("redis://", "rediss://", "unix://")):
         from tophosts.store.redis import RedisStore
@@ -242,5 +294,7 @@ def open_store(
             idempotency_ttl=ttl,
             max_idempotency_keys=max_idempotency_keys,
             body_timeout=body_timeout,
+            retention=retention,
+            history_top=history_top,
         )
     raise ValueError(f"unknown store {url!r}; use 'memory' or a redis:// URL")

@@ -11,6 +11,7 @@ as the memory store (:mod:`tophosts.store.memory`, the reference semantics).
 - :mod:`~tophosts.store.redis.commit`: the group commit of concurrent writes;
 - :mod:`~tophosts.store.redis.settle`: what a write that got no reply did;
 - :mod:`~tophosts.store.redis.clock`: where the Redis clock stands;
+- :mod:`~tophosts.store.redis.history`: freezing windows and reading frozen ones;
 - :mod:`~tophosts.store.redis.store`: the Store protocol on top.
 
 Exactness

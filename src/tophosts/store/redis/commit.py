@@ -34,7 +34,7 @@ from tophosts.idempotency import KeyConflict, KeyInFlight, KeysFull
 from tophosts.store import Clock, Counts, StoreUnavailable, merge
 from tophosts.store.redis.clock import RedisClock
 from tophosts.store.redis.connection import Failures, Link, evalsha
-from tophosts.store.redis.keys import Keys, ttl_ms
+from tophosts.store.redis.keys import Keys
 from tophosts.windows import floor
 
 Add = tuple[int, int, Counts]
@@ -267,7 +267,7 @@ class GroupCommit:
                 else:
                     merge(acc, counts)
         keys = [*(self._keys.window(size, start) for size, start in merged), self._keys.writes]
-        ttls = [ttl_ms(size, start, now) for size, start in merged]
+        ttls = [self._keys.ttl_ms(size, start, now) for size, start in merged]
         keyed = [(i, request.key) for i, request in enumerate(batch, 1) if request.key]
         extra: list[bytes] = []
         if keyed:

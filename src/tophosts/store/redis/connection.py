@@ -26,11 +26,13 @@ def script(name: str) -> str:
     return (_SCRIPTS / f"{name}.lua").read_text()
 
 
-# The two ingest scripts start with the same preamble (check_keys.lua).
+# The two ingest scripts start with the same preamble (check_keys.lua), and the
+# two that read a window's top with another (select.lua).
 SOURCES = {
     "add": script("check_keys") + script("add"),
     "add_carefully": script("check_keys") + script("add_carefully"),
-    "top": script("top"),
+    "top": script("select") + script("top"),
+    "freeze": script("select") + script("freeze"),
     "settle": script("settle"),
     "sweep": script("sweep"),
     "claim": script("claim"),
@@ -47,6 +49,7 @@ class Link(NamedTuple):
     add: AsyncScript
     add_carefully: AsyncScript
     top: AsyncScript
+    freeze: AsyncScript
     settle: AsyncScript
     sweep: AsyncScript
     claim: AsyncScript

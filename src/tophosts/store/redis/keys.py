@@ -1,12 +1,20 @@
 """The key layout of the Redis store, and each key's lifetime.
 
 ``<prefix>:m:<minute_start>`` and ``<prefix>:h:<hour_start>``
-    One sorted set per window: member = host, score = its count in that
+    One sorted set per live window: member = host, score = its count in that
     window. A window is asked about while it is the past window, so its key
     expires when that ends (:func:`tophosts.windows.ends`: 120 s after a
     minute's start, 7200 s after an hour's), relative to the app clock: each
     write sets that TTL (PEXPIRE), so Redis drops a key as soon as no query
-    can reach it.
+    can reach it. With history on, a live key is kept :data:`LINGER` seconds
+    longer, for an instance to freeze it even if none was running when it
+    froze; freezing deletes it.
+``<prefix>:fm:<minute_start>`` and ``<prefix>:fh:<hour_start>``
+    History (``--retention`` > 0): a frozen window, the sorted set of its top
+    ``--history-top`` hosts, written once by whichever instance freezes it
+    first (freeze.lua). It expires :data:`LINGER` seconds after it leaves the
+    history (:func:`tophosts.windows.kept_until`); queries decide on the
+    retention with their own clock, so clocks a little apart still agree.
 ``<prefix>:writes``
     A hash of write records, one field per write token (see settle.lua).
 ``<prefix>:key:<digest>``
@@ -26,14 +34,19 @@ from __future__ import annotations
 
 import math
 
-from tophosts.windows import MINUTE, ends
+from tophosts.windows import MINUTE, ends, kept_until
+
+LINGER = 600
+"""Seconds a key outlives the last moment it can be asked about, with history on."""
 
 
 class Keys:
-    def __init__(self, prefix: str) -> None:
+    def __init__(self, prefix: str, retention: int = 0) -> None:
         self.prefix = prefix
         self.writes = f"{prefix}:writes"
         self.index = f"{prefix}:keys"
+        self.retention = retention
+        self._linger = LINGER if retention else 0
 
     def key(self, digest: bytes) -> str:
         """The record (or in-flight mark) of the idempotency key of ``digest``."""
@@ -43,8 +56,17 @@ class Keys:
         """The sorted set holding the window of ``size`` seconds that starts at ``start``."""
         return f"{self.prefix}:{'m' if size == MINUTE else 'h'}:{start}"
 
+    def frozen(self, size: int, start: int) -> str:
+        """The sorted set of the frozen window ``(size, start)``'s top hosts."""
+        return f"{self.prefix}:{'fm' if size == MINUTE else 'fh'}:{start}"
 
-def ttl_ms(size: int, start: int, now: float) -> int:
-    """Milliseconds from ``now`` until the window can no longer be asked about; at
-    least 1, since the window can turn between a request and its write."""
-    return max(1, math.ceil((ends(size, start) - now) * 1000))
+    def ttl_ms(self, size: int, start: int, now: float) -> int:
+        """Milliseconds from ``now`` until the live window can no longer be asked about
+        (and frozen); at least 1, since the window can turn between a request and its
+        write."""
+        return max(1, math.ceil((ends(size, start) + self._linger - now) * 1000))
+
+    def frozen_ttl_ms(self, size: int, start: int, now: float) -> int:
+        """Milliseconds from ``now`` until the frozen window's key goes: :data:`LINGER`
+        after it leaves the history."""
+        return max(1, math.ceil((kept_until(size, start, self.retention) + LINGER - now) * 1000))

@@ -12,8 +12,9 @@ from tophosts.events import Event, too_far_ahead
 from tophosts.idempotency import Keyed, KeyInFlight
 from tophosts.store import Added, Clock, Sizes, StoreUnavailable, TopHosts, by_window
 from tophosts.store.redis.clock import RedisClock
-from tophosts.store.redis.commit import Add, GroupCommit, KeyInfo, Limits, count
+from tophosts.store.redis.commit import Add, GroupCommit, KeyInfo, Limits
 from tophosts.store.redis.connection import Failures, Link, open_link
+from tophosts.store.redis.history import RedisHistory, ranked
 from tophosts.store.redis.keys import Keys
 from tophosts.store.redis.settle import Settler
 from tophosts.windows import (
@@ -47,12 +48,14 @@ class RedisStore:
         idempotency_ttl: int | None = None,
         max_idempotency_keys: int = 1_000_000,
         body_timeout: float = 30.0,
+        retention: int = 0,
+        history_top: int = 100,
     ) -> None:
         self._url = url
         self._clock = clock
         self._max_skew = max_skew
         self._timeout = timeout
-        self.keys = Keys(prefix)
+        self.keys = Keys(prefix, retention)
         ttl = settled_after(max_skew) if idempotency_ttl is None else idempotency_ttl
         limits = Limits(max_tracked_hosts, max_idempotency_keys, ttl)
         # Idempotency keys whose requests this instance is handling -> the token of
@@ -76,6 +79,11 @@ class RedisStore:
             self._settler.prepare,
             self._settler.start,
         )
+        self.history: RedisHistory | None = None
+        if retention:
+            self.history = RedisHistory(
+                self.keys, self._failures, clock, self._connect, retention, history_top
+            )
 
     # -- the protocol ---------------------------------------------------------
 
@@ -162,14 +170,8 @@ class RedisStore:
         link = self._connect()
         start = past(self._clock() if now is None else now, window).start
         key = self.keys.window(window.value, start)
-        reply = await self._failures.call(link.top(keys=[key], args=[limit], client=link.client))
-        above = reply[0]
-        ranked = [(above[i].decode(), count(above[i + 1])) for i in range(0, len(above), 2)]
-        ranked.sort(key=_rank)
-        if len(reply) > 2:
-            cutoff = count(reply[2])
-            ranked.extend((host.decode(), cutoff) for host in reply[1])
-        return ranked
+        call = link.top(keys=[key], args=[limit, 1], client=link.client)
+        return ranked((await self._failures.call(call))[0])
 
     async def sizes(self) -> Sizes:
         client = self._connect().client
@@ -225,7 +227,3 @@ class RedisStore:
             self._settler.reset()
             self._redis_clock.reset()
         return link
-
-
-def _rank(item: tuple[str, int]) -> tuple[int, str]:
-    return -item[1], item[0]

@@ -1,24 +1,20 @@
--- The top of one window, ties broken by host name.
+-- The top of one or more windows, after select.lua.
 --
--- KEYS[1]: the window's sorted set. ARGV[1]: the limit.
--- Reply: {above, tied, cutoff}: the members above the cut-off score with their
--- scores, and the members that tie at it, smallest names first, as many as
--- fit; or {all, {}} when fewer than the limit have a positive score.
-local limit = tonumber(ARGV[1])
-local top = redis.call('ZRANGE', KEYS[1], '+inf', '(0', 'BYSCORE', 'REV',
-  'LIMIT', 0, limit, 'WITHSCORES')
-if #top < 2 * limit then
-  return {top, {}}
+-- ARGV[1]: the limit. ARGV[2]: keys per window, n.
+-- KEYS: n keys per window, tried in turn: the first that exists is answered,
+-- else the last. /stats sends one, the live window; history sends two, the
+-- frozen window and then its live key (answered until the window is frozen).
+-- Reply: one {above, tied, cutoff} per window (see select.lua).
+local limit, per = tonumber(ARGV[1]), tonumber(ARGV[2])
+local out = {}
+for w = 1, #KEYS / per do
+  local key = KEYS[w * per]
+  for i = (w - 1) * per + 1, w * per - 1 do
+    if redis.call('EXISTS', KEYS[i]) == 1 then
+      key = KEYS[i]
+      break
+    end
+  end
+  out[w] = top_of(key, limit)
 end
-local cutoff = top[#top]
-local keep = #top
-while keep > 0 and top[keep] == cutoff do
-  keep = keep - 2
-end
-local above = {}
-for i = 1, keep do
-  above[i] = top[i]
-end
-local tied = redis.call('ZRANGE', KEYS[1], cutoff, cutoff, 'BYSCORE',
-  'LIMIT', 0, limit - keep / 2)
-return {above, tied, cutoff}
+return out
