@@ -192,7 +192,8 @@ class ReplyProxy:
     answered in Redis's place with ``reply`` (``-LOADING ...``, say) without
     Redis seeing it. Faults apply in the order planned; everything else passes
     untouched. When either side closes, so does the other. It runs in the
-    test's own loop.
+    test's own loop. ``seen(marker, ...)`` counts the requests so far that
+    carried every marker, to tell which way a client went.
     """
 
     def __init__(self, upstream_port: int) -> None:
@@ -204,6 +205,7 @@ class ReplyProxy:
         self._open: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = False
+        self._requests: list[bytes] = []  # every request, as it arrived
         self.struck = 0  # faults that struck so far
 
     async def start(self) -> None:
@@ -240,6 +242,11 @@ class ReplyProxy:
         self._planned.append(planned)
         return planned
 
+    def seen(self, *markers: bytes) -> int:
+        """How many requests so far carried every one of ``markers``: those a fault
+        held, cut or answered in Redis's place included."""
+        return sum(all(marker in data for marker in markers) for data in self._requests)
+
     def _match(self, data: bytes) -> Fault | None:
         """The planned fault that strikes the request ``data`` (taken off the plan), if
         any: a request counts for the first planned fault it matches."""
@@ -274,6 +281,7 @@ class ReplyProxy:
             cut = True
             try:
                 while data := await reader.read(65536):
+                    self._requests.append(data)
                     hit = self._match(data) if self._faults else None
                     if hit is not None and hit.on == "request":
                         hit.struck.set()
