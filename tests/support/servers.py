@@ -169,15 +169,17 @@ class Fault:
         return all(marker in data for marker in self.markers)
 
     def release(self) -> None:
-        """Let a dropped request or reply through after all (late)."""
+        """Let a dropped request or reply through after all (late), or a delayed one now."""
         self._released.set()
 
     async def hold(self) -> None:
-        """Wait as the action says: ``seconds``, or, for a drop, until released."""
+        """Wait as the action says: ``seconds`` or until released, or, for a drop, until
+        released."""
         if self.action == "drop":
             await self._released.wait()
         else:
-            await asyncio.sleep(self.seconds)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._released.wait(), self.seconds)
 
 
 class ReplyProxy:
@@ -215,7 +217,7 @@ class ReplyProxy:
 
     async def stop(self) -> None:
         """Close every connection, and let each end on its own (a cancelled one is
-        logged as an error by asyncio)."""
+        logged as an error by asyncio); what is held is let go at once."""
         self._stopping = True
         if self._server is not None:
             self._server.close()
