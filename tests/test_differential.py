@@ -26,6 +26,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
+from tests.conftest import WIDE_TIMEOUT
 from tests.support.clock import FakeClock
 from tophosts.app import TopHosts, create_app
 from tophosts.config import Settings
@@ -147,7 +148,12 @@ def test_memory_and_redis_answer_every_request_identically(
         "history_top": history_top,
     }
     memory = Settings(store="memory", **common)
-    shared = Settings(store=redis_url, redis_prefix=f"diff{next(_prefixes)}", **common)
+    shared = Settings(
+        store=redis_url,
+        redis_prefix=f"diff{next(_prefixes)}",
+        redis_timeout=WIDE_TIMEOUT,  # a busy machine must not turn a 200 into a 503
+        **common,
+    )
     with (
         TestClient(create_app(memory, clock=clock), raise_server_exceptions=False) as mem,
         TestClient(create_app(shared, clock=clock), raise_server_exceptions=False) as red,
