@@ -136,7 +136,7 @@ async def test_the_same_second_spelled_two_ways_is_one_event(clock: FakeClock) -
         sender.send(b"<13>x: %d.5 a.com" % PAST_MINUTE)  # the fast path: digits
         sender.send(b"<13>x: 000%d a.com" % PAST_MINUTE)
         sender.send(b"<13>1 - - x - - - %d a.com" % PAST_MINUTE)  # RFC 5424: an int
-        await until(lambda: sum(receiver.pendings[0].table.values()) == 3)
+        await until(lambda: receiver.pendings[0].lines() == 3)
     assert store.events == [(PAST_MINUTE, {"a.com": 3})]
 
 
@@ -173,7 +173,7 @@ async def test_leaving_flushes_what_was_received(make_store: MakeStore, clock: F
         _, writer = await asyncio.open_connection("127.0.0.1", tcp_port)
         writer.write(nginx("b.com") + b"\n" + nginx("b.com") + b"\n")
         await writer.drain()
-        await until(lambda: sum(receiver.pendings[1].table.values()) == 2)
+        await until(lambda: receiver.pendings[1].lines() == 2)
         assert await store.top(Window.MINUTE, 10) == []
     assert await store.top(Window.MINUTE, 10) == [("a.com", 50), ("b.com", 2)]
     assert receiver.tallies[0].lines["accepted"] == 50
@@ -231,7 +231,7 @@ async def test_a_full_table_refuses_new_udp_pairs_and_slows_tcp(
         for host in ("a", "b", "c", "d", "a", "e"):
             sender.send(nginx(host))
         udp_tally = receiver.tallies[0]
-        await until(lambda: received(udp_tally) + sum(receiver.pendings[0].table.values()) == 6)
+        await until(lambda: received(udp_tally) + receiver.pendings[0].lines() == 6)
         # A TCP sender is never refused: its connection waits for the flush.
         _, writer = await asyncio.open_connection("127.0.0.1", tcp)
         writer.write(b"".join(nginx(f"h{i}") + b"\n" for i in range(10)))
@@ -304,7 +304,7 @@ async def test_a_store_still_down_at_shutdown_refuses_what_is_left(clock: FakeCl
     port = free_port()
     async with Receiver(f"udp://127.0.0.1:{port}", store, clock, interval=3600) as receiver:
         udp_sender(port).send(nginx("a.com"))
-        await until(lambda: bool(receiver.pendings[0].table))
+        await until(lambda: receiver.pendings[0].lines() == 1)
     assert receiver.tallies[0].reasons == {"store_unavailable": 1}
 
 

@@ -6,7 +6,7 @@ import asyncio
 import logging
 
 from tophosts.syslog.aggregate import Pending
-from tophosts.syslog.lines import Key, LineError, Reader
+from tophosts.syslog.lines import LineError, Reader
 
 log = logging.getLogger("tophosts.syslog")
 
@@ -21,35 +21,27 @@ class UdpProtocol(asyncio.DatagramProtocol):
         self.match = reader.match
         self.careful = reader.careful
         self.pending = pending
-        self.table = pending.table
-        self.limit = pending.limit
         self.tally = pending.tally
         self.datagrams = 0
 
     def datagram_received(self, data: bytes, addr: object) -> None:
         self.datagrams += 1
         match = self.match(data)
-        key: Key
         if match is not None:
-            key = match.groups()  # type: ignore[assignment]  # (digits, host): a Key
-        else:
-            try:
-                key = self.careful(data)
-            except LineError as exc:
-                self.tally.bad("unparsed", exc.reason, 1, str(exc), data)
-                return
-            except Exception as exc:  # a parser bug must not close the listener
-                log.exception("syslog %s: reading a datagram failed", self.tally.name)
-                self.tally.bad("unparsed", "error", 1, repr(exc), data)
-                return
-        table = self.table
-        n = table.get(key)
-        if n is not None:
-            table[key] = n + 1
-        elif len(table) < self.limit:
-            table[key] = 1
-        else:
-            self.pending.refuse_full(key)
+            digits: bytes = match[1]
+            host: bytes = match[2]
+            self.pending.add_one(digits, host)
+            return
+        try:
+            second, host = self.careful(data)
+        except LineError as exc:
+            self.tally.bad("unparsed", exc.reason, 1, str(exc), data)
+            return
+        except Exception as exc:  # a parser bug must not close the listener
+            log.exception("syslog %s: reading a datagram failed", self.tally.name)
+            self.tally.bad("unparsed", "error", 1, repr(exc), data)
+            return
+        self.pending.add_one(second, host)
 
     def error_received(self, exc: Exception) -> None:
         log.debug("syslog %s: %s", self.tally.name, exc)
