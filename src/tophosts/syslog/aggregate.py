@@ -23,10 +23,12 @@ import contextlib
 import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
+from itertools import compress
 
 from tophosts.events import Event, EventError, check_host
 from tophosts.formats import FormatError
 from tophosts.store import Added, Clock, Store, StoreUnavailable, WriteUncertain
+from tophosts.syslog.bulk import Read
 from tophosts.syslog.counts import Tally
 from tophosts.syslog.lines import Second, settle
 
@@ -43,6 +45,10 @@ _CONCURRENT = 512
 _YIELD_EVERY = 256
 """Events applied synchronously between two yields to the event loop (about 1 ms)."""
 _HOST_CACHE = 10_000
+
+
+_FEW_SECONDS = 4
+"""Distinct seconds in one batch counted by a pass each (in C); more, line by line."""
 
 
 class Pending:
@@ -84,6 +90,47 @@ class Pending:
             self.size += 1
         else:
             self.refuse_full(raw, host, 1)
+
+    def add_reads(self, reads: list[Read], bounded: bool = True) -> None:
+        """The lines a bulk read gave. With ``bounded``, new pairs past the bound are
+        refused; without, they all count (a TCP chunk's bounded overshoot) and the
+        caller stops reading."""
+        for seconds, hosts in reads:
+            if isinstance(seconds, bytes):
+                self._add(seconds, hosts, bounded)
+            else:
+                self._add_each(seconds, hosts, bounded)
+
+    def _add_each(self, seconds: list[bytes], hosts: list[bytes], bounded: bool) -> None:
+        first = seconds[0]
+        if seconds.count(first) == len(seconds):
+            self._add(first, hosts, bounded)
+            return
+        distinct = set(seconds)
+        if len(distinct) <= _FEW_SECONDS:
+            for raw in distinct:
+                self._add(raw, list(compress(hosts, map(raw.__eq__, seconds))), bounded)
+            return
+        by_second: dict[bytes, list[bytes]] = {}
+        for raw, host in zip(seconds, hosts, strict=True):
+            by_second.setdefault(raw, []).append(host)
+        for raw, some in by_second.items():
+            self._add(raw, some, bounded)
+
+    def _add(self, raw: Second, hosts: list[bytes], bounded: bool) -> None:
+        table = self.table.get(raw)
+        if table is None:
+            table = self.table[raw] = Counter()
+        before = len(table)
+        if not bounded or self.size + len(hosts) <= self.limit:
+            table.update(hosts)  # collections' C loop: nothing per line in Python
+        else:
+            for host, n in Counter(hosts).items():
+                if host in table or self.size + len(table) - before < self.limit:
+                    table[host] += n
+                else:
+                    self.refuse_full(raw, host, n)
+        self.size += len(table) - before
 
     def add(self, raw: Second, host: bytes, n: int) -> None:
         """``n`` lines, past the bound if need be: a TCP chunk's (its connection then

@@ -13,6 +13,7 @@ import logging
 from typing import cast
 
 from tophosts.syslog.aggregate import Pending
+from tophosts.syslog.bulk import Bulk
 from tophosts.syslog.framing import Framer
 from tophosts.syslog.lines import LineError, Reader
 
@@ -32,6 +33,7 @@ class TcpProtocol(asyncio.Protocol):
     ) -> None:
         self.match = reader.match
         self.careful = reader.careful
+        self.bulk = Bulk(reader.name).read
         self.pending = pending
         self.limit = pending.limit
         self.tally = pending.tally
@@ -65,10 +67,18 @@ class TcpProtocol(asyncio.Protocol):
         framer, pending, tally = self.framer, self.pending, self.tally
         frames = framer.feed(data)
         self.lines += len(frames)
-        # Every line of this chunk counts, past the bound too (a bounded overshoot);
-        # the connection then reads no more until the flush.
-        for frame in frames:
-            self._one(frame)
+        if frames:
+            try:
+                reads, others = self.bulk(frames)
+            except Exception:  # a bug there must not lose the chunk: read it line by line
+                log.exception("syslog %s: the bulk read failed", tally.name)
+                reads, others = [], frames
+            if reads:
+                # Every line of this chunk counts, past the bound too (a bounded
+                # overshoot); the connection then reads no more until the flush.
+                pending.add_reads(reads, bounded=False)
+            for frame in others:
+                self._one(frame)
         error = framer.error
         transport = self.transport
         assert transport is not None
