@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import socket
 import time
 from collections.abc import Callable, Sequence
@@ -17,6 +18,7 @@ from tophosts.events import Event
 from tophosts.store import Added, Sizes, Store, StoreUnavailable, TopHosts, WriteUncertain
 from tophosts.syslog.counts import Tally
 from tophosts.syslog.receiver import Receiver
+from tophosts.syslog.udp import BATCH
 from tophosts.windows import Window, past
 
 pytestmark = pytest.mark.anyio
@@ -242,6 +244,32 @@ async def test_a_full_table_refuses_new_udp_pairs_and_slows_tcp(
     assert udp_tally.reasons == {"pending_full": 2}
     assert receiver.tallies[1].lines["accepted"] == 10
     assert receiver.tallies[1].lines["refused"] == 0
+
+
+async def test_a_flood_is_read_a_bounded_batch_per_turn_of_the_loop(
+    make_store: MakeStore, clock: FakeClock
+) -> None:
+    port = free_port()
+    lines = 2000
+    async with Receiver(f"udp://127.0.0.1:{port}", make_store(), clock, interval=3600) as receiver:
+        tally, pending = receiver.tallies[0], receiver.pendings[0]
+        sender = udp_sender(port)
+        for i in range(lines):
+            sender.send(nginx(f"h{i % 7}.com"))  # all queued before the loop turns again
+        loop = asyncio.get_running_loop()
+        seen: list[int] = []
+
+        def tick() -> None:  # once per turn of the loop, until every line is in
+            seen.append(received(tally) + pending.lines())
+            if seen[-1] < lines:
+                loop.call_soon(tick)
+
+        tick()
+        await until(lambda: seen[-1] == lines)
+    steps = [b - a for a, b in itertools.pairwise(seen)]
+    assert max(steps) <= BATCH, steps
+    assert len(steps) >= lines // BATCH
+    assert tally.lines["accepted"] == lines
 
 
 class FlakyStore:
