@@ -12,7 +12,9 @@ receiver runs under ``valgrind --tool=callgrind`` and reads the same nginx lines
   ``os.read`` up to 128 datagrams a turn), counting datagrams: the floor of that
   way of receiving (not run unless asked for);
 * ``tophosts``: the syslog :class:`~tophosts.syslog.receiver.Receiver` on the
-  memory store, as ``tophosts serve --syslog udp://...`` runs it.
+  memory store, as ``tophosts serve --syslog udp://...`` runs it;
+* ``tophosts-tcp``: the same with ``--syslog tcp://...``, the lines
+  newline-framed on one connection (not run unless asked for).
 
 The receiver is stopped (SIGSTOP) while the lines are queued in its socket, in
 rounds of at most 5,000 (the receive buffer holds them all: the kernel's drops
@@ -110,12 +112,12 @@ async def _read(port: int, stop: asyncio.Event) -> int:
     return count
 
 
-async def _tophosts(port: int, stop: asyncio.Event) -> int:
+async def _tophosts(port: int, stop: asyncio.Event, transport: str = "udp") -> int:
     from tophosts.store.memory import MemoryStore
     from tophosts.syslog.receiver import Receiver
 
     store = MemoryStore(max_skew=10**9)
-    receiver = Receiver(f"udp://127.0.0.1:{port}", store, time.time, interval=3600)
+    receiver = Receiver(f"{transport}://127.0.0.1:{port}", store, time.time, interval=3600)
     async with receiver:
         print("ready", flush=True)
         await stop.wait()
@@ -131,6 +133,8 @@ def receive(kind: str, port: int) -> None:
     async def main() -> int:
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        if kind == "tophosts-tcp":
+            return await _tophosts(port, stop, "tcp")
         return await {"ceiling": _ceiling, "read": _read}.get(kind, _tophosts)(port, stop)
 
     print("received", uvloop.run(main()), flush=True)
@@ -146,6 +150,34 @@ def udp_queue(port: int) -> tuple[int, int]:
         if int(fields[1].split(":")[1], 16) == port:
             return int(fields[4].split(":")[1], 16), int(fields[12])
     raise RuntimeError(f"no UDP socket on port {port}")
+
+
+def tcp_queues(port: int) -> int:
+    """Bytes queued on the connections to or from ``port``, from /proc/net/tcp."""
+    queued = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        ports = {int(fields[1].split(":")[1], 16), int(fields[2].split(":")[1], 16)}
+        if port in ports and fields[3] == "01":  # ESTABLISHED
+            tx, rx = (int(x, 16) for x in fields[4].split(":"))
+            queued += tx + rx
+    return queued
+
+
+def send_tcp(proc: subprocess.Popen[bytes], port: int, todo: list[bytes]) -> None:
+    """Send ``todo`` newline-framed on one connection, in rounds the socket buffers hold
+    while the receiver is stopped."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sender:
+        sender.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
+        sender.connect(("127.0.0.1", port))
+        sender.settimeout(60)
+        for start in range(0, len(todo), ROUND // 2):
+            proc.send_signal(signal.SIGSTOP)
+            sender.sendall(b"".join(line + b"\n" for line in todo[start : start + ROUND // 2]))
+            proc.send_signal(signal.SIGCONT)
+            deadline = time.monotonic() + 600
+            while tcp_queues(port) and time.monotonic() < deadline:
+                time.sleep(0.01)
 
 
 def run(kind: str, n: int, second: int, out: Path) -> int:
@@ -166,17 +198,11 @@ def run(kind: str, n: int, second: int, out: Path) -> int:
         proc.kill()
         raise RuntimeError(f"{kind} did not start: {proc.communicate()[1].decode()[-2000:]}")
     todo = lines(n, second)
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
-        sender.connect(("127.0.0.1", port))
-        for start in range(0, n, ROUND):
-            proc.send_signal(signal.SIGSTOP)
-            for line in todo[start : start + ROUND]:
-                sender.send(line)
-            proc.send_signal(signal.SIGCONT)
-            deadline = time.monotonic() + 600
-            while udp_queue(port)[0] and time.monotonic() < deadline:
-                time.sleep(0.01)
-    drops = udp_queue(port)[1]
+    if kind == "tophosts-tcp":
+        send_tcp(proc, port, todo)
+    else:
+        send_udp(proc, port, todo)
+    drops = 0 if kind == "tophosts-tcp" else udp_queue(port)[1]
     proc.send_signal(signal.SIGTERM)
     stdout, stderr = proc.communicate(timeout=600)
     got = re.search(rb"received (\d+)", stdout)
@@ -188,6 +214,22 @@ def run(kind: str, n: int, second: int, out: Path) -> int:
     summary = re.search(r"^summary: (\d+)", out.read_text(), re.M)
     assert summary is not None
     return int(summary.group(1))
+
+
+def send_udp(proc: subprocess.Popen[bytes], port: int, todo: list[bytes]) -> None:
+    """Send ``todo``, a datagram a line, in rounds the receive buffer holds while the
+    receiver is stopped."""
+    n = len(todo)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        sender.connect(("127.0.0.1", port))
+        for start in range(0, n, ROUND):
+            proc.send_signal(signal.SIGSTOP)
+            for line in todo[start : start + ROUND]:
+                sender.send(line)
+            proc.send_signal(signal.SIGCONT)
+            deadline = time.monotonic() + 600
+            while udp_queue(port)[0] and time.monotonic() < deadline:
+                time.sleep(0.01)
 
 
 def main() -> int:
