@@ -9,8 +9,8 @@ receiver runs under ``valgrind --tool=callgrind`` and reads the same nginx lines
 * ``ceiling``: a bare uvloop ``DatagramProtocol`` that counts datagrams (the
   bench's ceiling, as issue 14 defines it);
 * ``read``: the bare read loop of tophosts' UDP listener (``add_reader``, then
-  ``os.read`` up to 128 datagrams a turn), counting datagrams: the floor of that
-  way of receiving (not run unless asked for);
+  ``os.read`` up to 128 datagrams a turn, called by ``map``), counting datagrams:
+  the floor of that way of receiving (not run unless asked for);
 * ``tophosts``: the syslog :class:`~tophosts.syslog.receiver.Receiver` on the
   memory store, as ``tophosts serve --syslog udp://...`` runs it;
 * ``tophosts-tcp``: the same with ``--syslog tcp://...``, the lines
@@ -37,6 +37,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import itertools
 import os
 import re
 import signal
@@ -97,12 +99,8 @@ async def _read(port: int, stop: asyncio.Event) -> int:
     def readable() -> None:
         nonlocal count
         batch: list[bytes] = []
-        append, read = batch.append, os.read
-        try:
-            for _ in range(128):
-                append(read(fd, 65536))
-        except BlockingIOError:
-            pass
+        with contextlib.suppress(BlockingIOError):
+            batch.extend(map(os.read, itertools.repeat(fd, 128), itertools.repeat(65536, 128)))
         count += len(batch)
 
     loop.add_reader(fd, readable)
