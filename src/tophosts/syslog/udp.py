@@ -3,7 +3,7 @@
 This is the hot path. It is not an ``asyncio.DatagramProtocol``: the event
 loop's datagram transport makes one Python call per datagram, with the
 sender's address formatted into a string and a tuple each time, which costs
-about three times what reading the datagram costs (5,189 against 1,653
+about three times what reading the datagram costs (5,204 against 1,685
 instructions a datagram, ``bench/syslog_callgrind.py``). Instead, the loop only
 says when the socket is readable (``add_reader``), and the listener reads up
 to :data:`BATCH` datagrams with ``os.read`` (the address is never asked for),
