@@ -16,6 +16,7 @@ from tests.support.clock import T0, FakeClock
 from tests.support.servers import free_port
 from tophosts.events import Event
 from tophosts.store import Added, Sizes, Store, StoreUnavailable, TopHosts, WriteUncertain
+from tophosts.syslog.aggregate import Pending
 from tophosts.syslog.counts import Tally
 from tophosts.syslog.receiver import Receiver
 from tophosts.syslog.udp import BATCH
@@ -270,6 +271,21 @@ async def test_a_flood_is_read_a_bounded_batch_per_turn_of_the_loop(
     assert max(steps) <= BATCH, steps
     assert len(steps) >= lines // BATCH
     assert tally.lines["accepted"] == lines
+
+
+def test_at_the_bound_lines_of_new_seconds_leave_nothing_behind() -> None:
+    # A sender of ever new seconds must not grow the table past its bound either.
+    tally = Tally("udp://test")
+    pending = Pending(tally, limit=2)
+    seconds = [b"%d" % (PAST_MINUTE + i) for i in range(50)]
+    pending.add_reads([(seconds, [b"a.com"] * 50)])
+    for i in range(50, 100):
+        pending.add_one(PAST_MINUTE + i, b"b.com")
+    pending.add_reads([(b"%d" % (PAST_MINUTE + 200), [b"c.com", b"d.com"])])
+    assert pending.lines() == 2
+    assert len(pending.table) == 2
+    assert tally.lines["refused"] == 100
+    assert tally.reasons == {"pending_full": 100}
 
 
 class FlakyStore:

@@ -80,16 +80,18 @@ class Pending:
     def add_one(self, raw: Second, host: bytes) -> None:
         """One line, read line by line; at the bound a new pair is refused."""
         hosts = self.table.get(raw)
+        if hosts is not None:
+            n = hosts.get(host)
+            if n is not None:
+                hosts[host] = n + 1
+                return
+        if self.size >= self.limit:
+            self.refuse_full(raw, host, 1)
+            return
         if hosts is None:
             hosts = self.table[raw] = Counter()
-        n = hosts.get(host)
-        if n is not None:
-            hosts[host] = n + 1
-        elif self.size < self.limit:
-            hosts[host] = 1
-            self.size += 1
-        else:
-            self.refuse_full(raw, host, 1)
+        hosts[host] = 1
+        self.size += 1
 
     def add_reads(self, reads: list[Read], bounded: bool = True) -> None:
         """The lines a bulk read gave. With ``bounded``, new pairs past the bound are
@@ -120,6 +122,9 @@ class Pending:
     def _add(self, raw: Second, hosts: list[bytes], bounded: bool) -> None:
         table = self.table.get(raw)
         if table is None:
+            if bounded and self.size >= self.limit:  # every pair of this second is new
+                self.refuse_full(raw, hosts[0], len(hosts))
+                return
             table = self.table[raw] = Counter()
         before = len(table)
         if not bounded or self.size + len(hosts) <= self.limit:
