@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import socket
 import time
 from collections.abc import Callable, Sequence
@@ -16,8 +17,10 @@ from tests.support.servers import free_port
 from tophosts.events import Event
 from tophosts.idempotency import Keyed
 from tophosts.store import Added, Sizes, Store, StoreUnavailable, TopHosts, WriteUncertain
+from tophosts.syslog.aggregate import Pending
 from tophosts.syslog.counts import Tally
 from tophosts.syslog.receiver import Receiver
+from tophosts.syslog.udp import BATCH
 from tophosts.windows import Window, past
 
 pytestmark = pytest.mark.anyio
@@ -137,7 +140,7 @@ async def test_the_same_second_spelled_two_ways_is_one_event(clock: FakeClock) -
         sender.send(b"<13>x: %d.5 a.com" % PAST_MINUTE)  # the fast path: digits
         sender.send(b"<13>x: 000%d a.com" % PAST_MINUTE)
         sender.send(b"<13>1 - - x - - - %d a.com" % PAST_MINUTE)  # RFC 5424: an int
-        await until(lambda: sum(receiver.pendings[0].table.values()) == 3)
+        await until(lambda: receiver.pendings[0].lines() == 3)
     assert store.events == [(PAST_MINUTE, {"a.com": 3})]
 
 
@@ -174,7 +177,7 @@ async def test_leaving_flushes_what_was_received(make_store: MakeStore, clock: F
         _, writer = await asyncio.open_connection("127.0.0.1", tcp_port)
         writer.write(nginx("b.com") + b"\n" + nginx("b.com") + b"\n")
         await writer.drain()
-        await until(lambda: sum(receiver.pendings[1].table.values()) == 2)
+        await until(lambda: receiver.pendings[1].lines() == 2)
         assert await store.top(Window.MINUTE, 10) == []
     assert await store.top(Window.MINUTE, 10) == [("a.com", 50), ("b.com", 2)]
     assert receiver.tallies[0].lines["accepted"] == 50
@@ -232,7 +235,7 @@ async def test_a_full_table_refuses_new_udp_pairs_and_slows_tcp(
         for host in ("a", "b", "c", "d", "a", "e"):
             sender.send(nginx(host))
         udp_tally = receiver.tallies[0]
-        await until(lambda: received(udp_tally) + sum(receiver.pendings[0].table.values()) == 6)
+        await until(lambda: received(udp_tally) + receiver.pendings[0].lines() == 6)
         # A TCP sender is never refused: its connection waits for the flush.
         _, writer = await asyncio.open_connection("127.0.0.1", tcp)
         writer.write(b"".join(nginx(f"h{i}") + b"\n" for i in range(10)))
@@ -243,6 +246,47 @@ async def test_a_full_table_refuses_new_udp_pairs_and_slows_tcp(
     assert udp_tally.reasons == {"pending_full": 2}
     assert receiver.tallies[1].lines["accepted"] == 10
     assert receiver.tallies[1].lines["refused"] == 0
+
+
+async def test_a_flood_is_read_a_bounded_batch_per_turn_of_the_loop(
+    make_store: MakeStore, clock: FakeClock
+) -> None:
+    port = free_port()
+    lines = 2000
+    async with Receiver(f"udp://127.0.0.1:{port}", make_store(), clock, interval=3600) as receiver:
+        tally, pending = receiver.tallies[0], receiver.pendings[0]
+        sender = udp_sender(port)
+        for i in range(lines):
+            sender.send(nginx(f"h{i % 7}.com"))  # all queued before the loop turns again
+        loop = asyncio.get_running_loop()
+        seen: list[int] = []
+
+        def tick() -> None:  # once per turn of the loop, until every line is in
+            seen.append(received(tally) + pending.lines())
+            if seen[-1] < lines:
+                loop.call_soon(tick)
+
+        tick()
+        await until(lambda: seen[-1] == lines)
+    steps = [b - a for a, b in itertools.pairwise(seen)]
+    assert max(steps) <= BATCH, steps
+    assert len(steps) >= lines // BATCH
+    assert tally.lines["accepted"] == lines
+
+
+def test_at_the_bound_lines_of_new_seconds_leave_nothing_behind() -> None:
+    # A sender of ever new seconds must not grow the table past its bound either.
+    tally = Tally("udp://test")
+    pending = Pending(tally, limit=2)
+    seconds = [b"%d" % (PAST_MINUTE + i) for i in range(50)]
+    pending.add_reads([(seconds, [b"a.com"] * 50)])
+    for i in range(50, 100):
+        pending.add_one(PAST_MINUTE + i, b"b.com")
+    pending.add_reads([(b"%d" % (PAST_MINUTE + 200), [b"c.com", b"d.com"])])
+    assert pending.lines() == 2
+    assert len(pending.table) == 2
+    assert tally.lines["refused"] == 100
+    assert tally.reasons == {"pending_full": 100}
 
 
 class FlakyStore:
@@ -315,7 +359,7 @@ async def test_a_store_still_down_at_shutdown_refuses_what_is_left(clock: FakeCl
     port = free_port()
     async with Receiver(f"udp://127.0.0.1:{port}", store, clock, interval=3600) as receiver:
         udp_sender(port).send(nginx("a.com"))
-        await until(lambda: bool(receiver.pendings[0].table))
+        await until(lambda: receiver.pendings[0].lines() == 1)
     assert receiver.tallies[0].reasons == {"store_unavailable": 1}
 
 

@@ -52,7 +52,8 @@ class FormatError(ValueError):
 # the frames it holds) onto it at every raise, without bound.
 
 
-def _no_host() -> FormatError:
+def no_host() -> FormatError:
+    """The error for a body without a host after its timestamp."""
     return FormatError("no_host", "no host after the timestamp (expected '<seconds> <host>')")
 
 
@@ -70,7 +71,7 @@ def text(body: bytes) -> Parsed:
     # before the message), so split on whitespace: once, for the first two fields.
     parts = body.split(None, 2)
     if len(parts) < 2:
-        raise _no_host()
+        raise no_host()
     stamp, host = parts[0], parts[1]
     seconds, dot, fraction = stamp.partition(b".")
     if (
@@ -84,7 +85,7 @@ def text(body: bytes) -> Parsed:
         raise bad_timestamp()
     # "-" is how all three servers write a missing value (no Host header).
     if host == b"-":
-        raise _no_host()
+        raise no_host()
     return ts, host
 
 
@@ -114,7 +115,7 @@ def caddy(body: bytes) -> Parsed:
     if not math.isfinite(ts) or not 0 <= ts <= MAX_COUNT:
         raise bad_timestamp()
     if not line.request.host:
-        raise _no_host()
+        raise no_host()
     # surrogatepass: a lone surrogate escape survives here and is refused as
     # invalid UTF-8 with the other host rules, not as a crash.
     return int(ts), line.request.host.encode("utf-8", "surrogatepass")

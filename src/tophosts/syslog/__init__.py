@@ -7,7 +7,9 @@ Modules, one idea each:
 * :mod:`~tophosts.syslog.header`: the RFC 3164 / RFC 5424 header, into tag and body;
 * :mod:`~tophosts.syslog.lines`: a line into ``(second, host)``, through
   :mod:`tophosts.formats`;
-* :mod:`~tophosts.syslog.udp`, :mod:`~tophosts.syslog.tcp`: the asyncio protocols;
+* :mod:`~tophosts.syslog.bulk`: many lines at once, the common ones in a few
+  passes of C;
+* :mod:`~tophosts.syslog.udp`, :mod:`~tophosts.syslog.tcp`: the listeners;
 * :mod:`~tophosts.syslog.sockets`: binding, ``SO_REUSEPORT``, the receive buffer;
 * :mod:`~tophosts.syslog.aggregate`: the per-(second, host) tables and their flusher;
 * :mod:`~tophosts.syslog.counts`, :mod:`~tophosts.syslog.drops`,

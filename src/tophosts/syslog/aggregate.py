@@ -1,6 +1,6 @@
 """Lines summed per (second, host) between flushes, and the flusher that applies them.
 
-The receiving path only bumps ``table[(second, host_bytes)]``. At least every
+The receiving path only bumps ``table[second][host_bytes]``. At least every
 :data:`INTERVAL` seconds (and once more at shutdown) the flusher takes each
 listener's table and applies every (second, host) sum as an event of its own,
 ``(second, {host: n})``, through the store, so that one refused host never
@@ -21,13 +21,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
+from itertools import compress
 
 from tophosts.events import Event, EventError, check_host
-from tophosts.formats import bad_timestamp
+from tophosts.formats import FormatError
 from tophosts.store import Added, Clock, Store, StoreUnavailable, WriteUncertain
+from tophosts.syslog.bulk import Read
 from tophosts.syslog.counts import Tally
-from tophosts.syslog.lines import Key, second
+from tophosts.syslog.lines import Second, settle
 
 log = logging.getLogger("tophosts.syslog")
 
@@ -44,28 +47,115 @@ _YIELD_EVERY = 256
 _HOST_CACHE = 10_000
 
 
+_FEW_SECONDS = 4
+"""Distinct seconds in one batch counted by a pass each (in C); more, line by line."""
+
+
 class Pending:
     """The lines of one listener not applied yet."""
 
     def __init__(self, tally: Tally, limit: int = MAX_PENDING) -> None:
         self.tally = tally
         self.limit = limit
-        self.table: dict[Key, int] = {}
-        """(second, host as sent) -> lines: bumped in place by the protocols."""
+        self.table: dict[Second, Counter[bytes]] = {}
+        """second (as read) -> host as sent -> lines."""
+        self.size = 0
+        """Distinct (second, host) pairs in :attr:`table`."""
         self.paused: set[asyncio.BaseTransport] = set()
         """TCP transports that stopped reading at the bound, resumed after a flush."""
         self.full = asyncio.Event()
         """Set when the table reaches its bound, to flush at once."""
 
-    def refuse_full(self, key: Key) -> None:
+    def lines(self) -> int:
+        """Lines waiting in the table."""
+        return sum(hosts.total() for hosts in self.table.values())
+
+    def take(self) -> dict[Second, Counter[bytes]]:
+        """Everything in the table, which is left empty."""
+        batch = self.table.copy()
+        self.table.clear()
+        self.size = 0
+        return batch
+
+    def add_one(self, raw: Second, host: bytes) -> None:
+        """One line, read line by line; at the bound a new pair is refused."""
+        hosts = self.table.get(raw)
+        if hosts is not None:
+            n = hosts.get(host)
+            if n is not None:
+                hosts[host] = n + 1
+                return
+        if self.size >= self.limit:
+            self.refuse_full(raw, host, 1)
+            return
+        if hosts is None:
+            hosts = self.table[raw] = Counter()
+        hosts[host] = 1
+        self.size += 1
+
+    def add_reads(self, reads: list[Read], bounded: bool = True) -> None:
+        """The lines a bulk read gave. With ``bounded``, new pairs past the bound are
+        refused; without, they all count (a TCP chunk's bounded overshoot) and the
+        caller stops reading."""
+        for seconds, hosts in reads:
+            if isinstance(seconds, bytes):
+                self._add(seconds, hosts, bounded)
+            else:
+                self._add_each(seconds, hosts, bounded)
+
+    def _add_each(self, seconds: list[bytes], hosts: list[bytes], bounded: bool) -> None:
+        first = seconds[0]
+        if seconds.count(first) == len(seconds):
+            self._add(first, hosts, bounded)
+            return
+        distinct = set(seconds)
+        if len(distinct) <= _FEW_SECONDS:
+            for raw in distinct:
+                self._add(raw, list(compress(hosts, map(raw.__eq__, seconds))), bounded)
+            return
+        by_second: dict[bytes, list[bytes]] = {}
+        for raw, host in zip(seconds, hosts, strict=True):
+            by_second.setdefault(raw, []).append(host)
+        for raw, some in by_second.items():
+            self._add(raw, some, bounded)
+
+    def _add(self, raw: Second, hosts: list[bytes], bounded: bool) -> None:
+        table = self.table.get(raw)
+        if table is None:
+            if bounded and self.size >= self.limit:  # every pair of this second is new
+                self.refuse_full(raw, hosts[0], len(hosts))
+                return
+            table = self.table[raw] = Counter()
+        before = len(table)
+        if not bounded or self.size + len(hosts) <= self.limit:
+            table.update(hosts)  # collections' C loop: nothing per line in Python
+        else:
+            for host, n in Counter(hosts).items():
+                if host in table or self.size + len(table) - before < self.limit:
+                    table[host] += n
+                else:
+                    self.refuse_full(raw, host, n)
+        self.size += len(table) - before
+
+    def add(self, raw: Second, host: bytes, n: int) -> None:
+        """``n`` lines, past the bound if need be: a TCP chunk's (its connection then
+        stops reading), or lines a store could not take, for the next flush."""
+        hosts = self.table.get(raw)
+        if hosts is None:
+            hosts = self.table[raw] = Counter()
+        if host not in hosts:
+            self.size += 1
+        hosts[host] += n
+
+    def refuse_full(self, raw: Second, host: bytes, n: int) -> None:
         self.full.set()
         self.tally.bad(
             "refused",
             "pending_full",
-            1,
+            n,
             f"{self.limit} (second, host) pairs are waiting for the store; lines of new "
             "pairs are refused until it catches up",
-            key,
+            (raw, host),
         )
 
 
@@ -134,9 +224,7 @@ class Flusher:
             for pending in self.pendings:
                 pending.full.clear()
                 if pending.table:
-                    batch = pending.table.copy()
-                    pending.table.clear()
-                    await self._apply(pending, batch, final)
+                    await self._apply(pending, pending.take(), final)
                 for transport in pending.paused:
                     if not transport.is_closing():
                         transport.resume_reading()  # type: ignore[attr-defined]
@@ -160,19 +248,22 @@ class Flusher:
         self._hosts[raw] = found
         return found
 
-    async def _apply(self, pending: Pending, batch: dict[Key, int], final: bool) -> None:
+    async def _apply(
+        self, pending: Pending, batch: dict[Second, Counter[bytes]], final: bool
+    ) -> None:
         tally = pending.tally
         lines = tally.lines
-        # Keys from the fast path hold the digits of the second: read them once per
-        # key, and merge keys that name the same second.
+        # The fast paths' seconds are digits: read them once per distinct (second, host),
+        # with the checks they left for now, and merge pairs that name the same second.
         merged: dict[tuple[int, bytes], int] = {}
-        for raw, n in batch.items():
-            ts = second(raw)
-            if ts is None:
-                tally.bad("unparsed", "timestamp", n, bad_timestamp().detail, raw)
-                continue
-            pair = (ts, raw[1])
-            merged[pair] = merged.get(pair, 0) + n
+        for raw, hosts in batch.items():
+            for sent, n in hosts.items():
+                try:
+                    pair = settle(raw, sent)
+                except FormatError as exc:
+                    tally.bad("unparsed", exc.reason, n, exc.detail, (raw, sent))
+                    continue
+                merged[pair] = merged.get(pair, 0) + n
         events: list[tuple[tuple[int, bytes], int, Event]] = []
         for key, n in merged.items():
             host = self._host(key[1])
@@ -205,8 +296,7 @@ class Flusher:
                     self._refused(tally, key, n, result)
                 elif isinstance(result, StoreUnavailable) and not final:
                     # Nothing was applied: try again at the next flush.
-                    table = pending.table
-                    table[key] = table.get(key, 0) + n
+                    pending.add(key[0], key[1], n)
                 elif isinstance(result, StoreUnavailable):
                     tally.bad("refused", "store_unavailable", n, str(result), key)
                 elif isinstance(result, WriteUncertain):

@@ -2,10 +2,11 @@
 
 Linux counts, per socket, the datagrams it threw away because the socket's
 receive buffer was full (``sk_drops``). It hands that count to a reader in two
-ways: ancillary data on every ``recvmsg`` (``SO_RXQ_OVFL``), which asyncio's
-``DatagramProtocol`` never shows, or the last column of ``/proc/net/udp`` and
-``/proc/net/udp6`` on the socket's line, found by its inode. This reads the
-latter, at scrape time, which costs nothing on the receiving path.
+ways: ancillary data on every ``recvmsg`` (``SO_RXQ_OVFL``), which the listener
+does not pay for (it reads with a plain ``os.read``), or the last column of
+``/proc/net/udp`` and ``/proc/net/udp6`` on the socket's line, found by its
+inode. This reads the latter, at scrape time, which costs nothing on the
+receiving path.
 """
 
 from __future__ import annotations

@@ -29,19 +29,36 @@ _BY_TAG: dict[bytes, Parser] = {
 }
 
 
-Key = tuple[int | bytes, bytes]
-"""What the listeners sum lines by: ``(second, host as sent)``, the second as an int,
-or as the digits the fast path matched (:meth:`Reader.match`), made an int (and
-checked against ``MAX_COUNT``) once per distinct key at flush, by :func:`second`."""
+Second = int | bytes
+"""A line's second as the listeners keep it: an int (the careful way), or the digits
+a fast path matched (:meth:`Reader.match`, :mod:`~tophosts.syslog.bulk`), made an int
+once per distinct second at flush, by :func:`settle`."""
+
+_MAX_DIGITS = len(str(MAX_COUNT))
 
 
-def second(key: Key) -> int | None:
-    """The second of ``key``, or None when its digits are past ``MAX_COUNT``."""
-    seconds = key[0]
-    if isinstance(seconds, int):
-        return seconds
-    ts = int(seconds)
+def second(raw: Second) -> int | None:
+    """The second ``raw`` stands for, or None when its digits are more than 16 or past
+    ``MAX_COUNT`` (which the careful way refuses too)."""
+    if isinstance(raw, int):
+        return raw
+    if len(raw) > _MAX_DIGITS:
+        return None
+    ts = int(raw)
     return ts if ts <= MAX_COUNT else None
+
+
+def settle(raw: Second, host: bytes) -> Parsed:
+    """``(second, host)`` of lines a fast path read, with the checks it leaves to the
+    flush, once per distinct pair: the seconds' digits, and a host that is not ``-``
+    (the servers' word for no Host header). Raises :class:`FormatError` as the careful
+    way would for each such line."""
+    ts = second(raw)
+    if ts is None:
+        raise formats.bad_timestamp()
+    if host == b"-":
+        raise formats.no_host()
+    return ts, host
 
 
 class Reader:
@@ -49,7 +66,8 @@ class Reader:
 
     The listeners first try :attr:`match`, one regular expression for the
     common line (an RFC 3164 header with a tag, and a text body), whose
-    ``groups()`` are a :data:`Key` as they stand: nothing else is done per line.
+    ``groups()`` are ``(digits of the second, host)`` as they stand: nothing else is
+    done per line.
     What it does not match goes the careful way (:meth:`careful`:
     :func:`header.split`, then the format's parser), which gives every error.
     Where the fast path answers, it answers what the careful way would: a
@@ -82,7 +100,7 @@ class Reader:
         if match is None:
             return None
         digits, host = match.group(1, 2)
-        ts = second((digits, host))
+        ts = second(digits)
         return None if ts is None else (ts, host)
 
     def careful(self, line: bytes) -> Parsed:

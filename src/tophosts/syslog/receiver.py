@@ -30,7 +30,7 @@ from tophosts.syslog.counts import Tally
 from tophosts.syslog.lines import Reader
 from tophosts.syslog.metrics import Mirror, SyslogCollector
 from tophosts.syslog.tcp import TcpProtocol
-from tophosts.syslog.udp import UdpProtocol
+from tophosts.syslog.udp import UdpListener
 
 log = logging.getLogger("tophosts.syslog")
 
@@ -75,7 +75,7 @@ class Receiver:
         self.collector = SyslogCollector(self.tallies)
         self.mirror = Mirror(self.tallies) if multiprocess else None
         self._stack = contextlib.AsyncExitStack()
-        self._udp: list[tuple[asyncio.DatagramTransport, UdpProtocol]] = []
+        self._udp: list[UdpListener] = []
         self._servers: list[asyncio.Server] = []
         self._connections: list[set[TcpProtocol]] = []
 
@@ -134,10 +134,9 @@ class Receiver:
         tally = pending.tally
         tally.rcvbuf = sockets.receive_buffer(sock, self.rcvbuf, tally.name)
         tally.drops_of.append(drops.inode(sock))
-        transport, protocol = await loop.create_datagram_endpoint(
-            lambda: UdpProtocol(self.reader, pending), sock=sock
-        )
-        self._udp.append((transport, protocol))
+        listener = UdpListener(sock, self.reader, pending)
+        listener.start(loop)
+        self._udp.append(listener)
 
     async def _start_tcp(
         self, loop: asyncio.AbstractEventLoop, sock: socket.socket, pending: Pending
@@ -170,7 +169,7 @@ class Receiver:
         deadline = loop.time() + DRAIN
 
         def seen() -> int:
-            return sum(p.datagrams for _, p in self._udp) + sum(
+            return sum(u.datagrams for u in self._udp) + sum(
                 c.chunks for conns in self._connections for c in conns
             )
 
@@ -183,8 +182,8 @@ class Receiver:
             before = now
 
     async def _close_listeners(self) -> None:
-        for transport, udp in self._udp:
-            transport.close()
+        for udp in self._udp:
+            udp.close()
             udp.tally.received += udp.datagrams
         waiting = []
         for connections in self._connections:

@@ -13,8 +13,9 @@ import logging
 from typing import cast
 
 from tophosts.syslog.aggregate import Pending
+from tophosts.syslog.bulk import Bulk
 from tophosts.syslog.framing import Framer
-from tophosts.syslog.lines import Key, LineError, Reader
+from tophosts.syslog.lines import LineError, Reader
 
 log = logging.getLogger("tophosts.syslog")
 
@@ -32,8 +33,8 @@ class TcpProtocol(asyncio.Protocol):
     ) -> None:
         self.match = reader.match
         self.careful = reader.careful
+        self.bulk = Bulk(reader.name).read
         self.pending = pending
-        self.table = pending.table
         self.limit = pending.limit
         self.tally = pending.tally
         self.idle_timeout = idle_timeout
@@ -63,36 +64,21 @@ class TcpProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.chunks += 1
         self._last = self._loop.time()
-        framer = self.framer
-        match, careful, table, tally = self.match, self.careful, self.table, self.tally
+        framer, pending, tally = self.framer, self.pending, self.tally
         frames = framer.feed(data)
         self.lines += len(frames)
-        for frame in frames:
-            if not frame or frame == b"\r":
-                self.lines -= 1
-                continue
-            found = match(frame)
-            key: Key
-            if found is not None:
-                key = found.groups()  # type: ignore[assignment]  # (digits, host): a Key
-            else:
-                try:
-                    key = careful(frame)
-                except LineError as exc:
-                    tally.bad("unparsed", exc.reason, 1, str(exc), frame)
-                    continue
-                except Exception as exc:  # a parser bug must not stall the connection
-                    log.exception("syslog %s: reading a frame failed", tally.name)
-                    tally.bad("unparsed", "error", 1, repr(exc), frame)
-                    continue
-            n = table.get(key)
-            if n is not None:
-                table[key] = n + 1
-            elif len(table) < self.limit:
-                table[key] = 1
-            else:
-                # Keep every line of this chunk (a bounded overshoot) and read no more.
-                table[key] = 1
+        if frames:
+            try:
+                reads, others = self.bulk(frames)
+            except Exception:  # a bug there must not lose the chunk: read it line by line
+                log.exception("syslog %s: the bulk read failed", tally.name)
+                reads, others = [], frames
+            if reads:
+                # Every line of this chunk counts, past the bound too (a bounded
+                # overshoot); the connection then reads no more until the flush.
+                pending.add_reads(reads, bounded=False)
+            for frame in others:
+                self._one(frame)
         error = framer.error
         transport = self.transport
         assert transport is not None
@@ -101,10 +87,31 @@ class TcpProtocol(asyncio.Protocol):
             tally.bad("unparsed", error.reason, 1, error.detail, data[:200])
             tally.close(error.reason, error.detail)
             transport.abort()
-        elif len(table) >= self.limit and not transport.is_closing():
+        elif pending.size >= self.limit and not transport.is_closing():
             transport.pause_reading()
-            self.pending.paused.add(transport)
-            self.pending.full.set()
+            pending.paused.add(transport)
+            pending.full.set()
+
+    def _one(self, frame: bytes) -> None:
+        if not frame or frame == b"\r":  # an empty line between frames: not a line
+            self.lines -= 1
+            return
+        found = self.match(frame)
+        if found is not None:
+            digits: bytes = found[1]
+            host: bytes = found[2]
+            self.pending.add(digits, host, 1)
+            return
+        try:
+            second, host = self.careful(frame)
+        except LineError as exc:
+            self.tally.bad("unparsed", exc.reason, 1, str(exc), frame)
+            return
+        except Exception as exc:  # a parser bug must not stall the connection
+            log.exception("syslog %s: reading a frame failed", self.tally.name)
+            self.tally.bad("unparsed", "error", 1, repr(exc), frame)
+            return
+        self.pending.add(second, host, 1)
 
     def eof_received(self) -> bool:
         return False
