@@ -345,3 +345,21 @@ def total_too_large(host: str, index: int | None) -> EventError:
         "the largest total kept exactly; the event was not applied",
         index,
     )
+
+
+def check_host(host: str) -> None:
+    """Raise :class:`EventError` for a host name that no ingest path accepts.
+
+    The rules of a host in a ``POST /counter`` body, for hosts that arrive
+    another way (the syslog receiver): non-empty, no NUL, at most
+    ``MAX_HOST_BYTES`` bytes of UTF-8.
+    """
+    if not host:
+        raise EventError("host names must not be empty")
+    if "\x00" in host:
+        raise EventError(f"host name {_show(host)} contains NUL (U+0000), which is not accepted")
+    if (
+        len(host) * 4 > MAX_HOST_BYTES
+        and len(host.encode("utf-8", "surrogatepass")) > MAX_HOST_BYTES
+    ):
+        raise EventError(_host_too_long(host))
