@@ -84,6 +84,11 @@ class IngestDouble:
         self._server.shutdown()
         self._server.server_close()
 
+    def totals(self) -> Counter[str]:
+        """A copy of ``counts``, taken under the lock (the server thread writes it)."""
+        with self.lock:
+            return Counter(self.counts)
+
     def keys_sent(self) -> list[str]:
         with self.lock:
             return [key for key, _ in self.requests]

@@ -117,6 +117,17 @@ def test_copytruncate_reads_the_rest_of_the_old_content_from_the_copy(
     assert (f.generation, f.first_line) == (1, None)
 
 
+def test_a_new_file_with_the_same_first_line_is_no_copy_if_it_differs_after(
+    logs: Path, clock: FakeClock
+) -> None:
+    write(logs / "a.log", "1700000000.000 a.com\n1700000001.000 a.com\n")
+    watcher = Watcher([str(logs / "*.log")], clock)
+    watcher.start(None, from_start=True)
+    write(logs / "b.log", "1700000000.000 a.com\n1700000005.000 b.com\n")
+    watcher.poll()
+    assert sorted(followed(watcher)) == [("a.log", 0), ("b.log", 0)]
+
+
 def test_a_copy_matched_by_the_glob_is_not_read_twice(logs: Path, clock: FakeClock) -> None:
     log = logs / "access.log"
     write(log, lines(5))
@@ -198,11 +209,11 @@ def test_a_file_renamed_while_stopped_is_found_beside_its_path(
 def test_a_new_path_is_read_from_its_end_a_known_glob_from_the_start(
     logs: Path, clock: FakeClock
 ) -> None:
-    write(logs / "a.log", lines(2))
+    write(logs / "a.log", lines(2, "a"))
     state = State(patterns=[str(logs / "*.log")], files=[])
-    write(logs / "b.log", lines(3))
+    write(logs / "b.log", lines(3, "b"))
     watcher = Watcher([str(logs / "*.log"), str(logs / "other.txt")], clock)
-    write(logs / "other.txt", lines(4))
+    write(logs / "other.txt", lines(4, "o"))
     watcher.start(state, from_start=False)
     assert sorted(followed(watcher)) == [("a.log", 0), ("b.log", 0), ("other.txt", len(lines(4)))]
 

@@ -50,6 +50,7 @@ from tophosts.tail.state import FileState, Pending, State
 log = logging.getLogger("tophosts.tail")
 
 FIRST_LINE_BYTES = 1024
+COPY_PREFIX = 64 * 1024
 COMPRESSED = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".lzma", ".zip", ".br", ".Z")
 
 Key = tuple[int, int]
@@ -245,14 +246,14 @@ class Watcher:
             resumed.extend(self._resume(f, everywhere))
         self.files = resumed
         followed = {f.key for f in self.files}
-        checksums = {fs.first_line for fs in saved if fs.first_line}
+        gone = {fs.first_line for fs in saved if fs.first_line} - {f.first_line for f in self.files}
         for key, seen in matched.items():
             if key in followed:
                 continue
             checksum = self._checksum_of(seen.path)
             if checksum is None:
                 continue  # no complete first line yet: looked at again by the next poll
-            if checksum in checksums:
+            if checksum in gone or self._is_copy(seen, checksum):
                 self.copies[key] = seen.path
                 log.info("%s is a copy of a file already followed; not read", seen.path)
                 continue
@@ -402,7 +403,6 @@ class Watcher:
             kept.append(f)
         self.files = kept
         followed = {f.key for f in self.files}
-        checksums = {f.first_line for f in self.files if f.first_line}
         for key in list(self.copies):
             if key not in matched and key not in siblings:
                 del self.copies[key]
@@ -415,7 +415,7 @@ class Watcher:
             checksum = self._checksum_of(seen.path)
             if checksum is None:
                 continue
-            if checksum in checksums:
+            if self._is_copy(seen, checksum):
                 self.copies[key] = seen.path
                 log.info("%s is a copy of a file already followed; not read", seen.path)
                 continue
@@ -423,6 +423,28 @@ class Watcher:
             # Rotated files first: the rest of an old file is read before the new one.
             self.files.append(self._new(seen, 0, first_line=checksum))
         return truncated
+
+    def _is_copy(self, seen: _Seen, checksum: str) -> bool:
+        """Whether ``seen`` starts as a followed file does: same first line, and the same
+        first bytes, as many as both have (up to 64 KiB). A new log whose first line
+        happens to equal an old one's differs further on."""
+        for f in self.files:
+            if f.first_line != checksum or f.key == (seen.st.st_dev, seen.st.st_ino):
+                continue
+            try:
+                fd = os.open(seen.path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                return False
+            try:
+                n = min(COPY_PREFIX, seen.st.st_size, f.size)
+                ours = f.open()
+                if os.pread(fd, n, 0) == os.pread(ours, n, 0):
+                    return True
+            except OSError:
+                continue
+            finally:
+                os.close(fd)
+        return False
 
     def _rewritten(self, f: LogFile) -> bool:
         """Whether the first line of ``f`` changed: its content was replaced in place."""
