@@ -186,7 +186,7 @@ _haproxy_time = _TimeCache(_local_seconds)
 
 
 def _fields_error(fmt: str) -> FormatError:
-    return FormatError("fields", f"not a {fmt} line (expected {_EXPECTED[fmt]})")
+    return FormatError("fields", f"not in the {fmt} format (expected {_EXPECTED[fmt]})")
 
 
 _EXPECTED = {

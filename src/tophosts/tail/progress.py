@@ -104,7 +104,8 @@ class TtyProgress(Progress):
         from rich.text import Text
 
         self._text = Text
-        self._console = Console(file=stream or sys.stderr)
+        self._stream = stream or sys.stderr
+        self._console = Console(file=self._stream)
         self._live = Live(
             Text(""), console=self._console, refresh_per_second=4, transient=True,
             redirect_stdout=False, redirect_stderr=False,
@@ -119,11 +120,11 @@ class TtyProgress(Progress):
 
     def start(self) -> None:
         self._live.start()
-        # Log lines go through the live display's console, so that they scroll above
-        # the status line instead of tearing it.
+        # Log lines to the same terminal go through the live display's console, so
+        # that they scroll above the status line instead of tearing it.
         stream = _ConsoleStream(self._console)
         for handler in logging.getLogger().handlers:
-            if isinstance(handler, logging.StreamHandler):
+            if isinstance(handler, logging.StreamHandler) and handler.stream is self._stream:
                 self._handlers.append((handler, handler.setStream(stream)))
 
     def stop(self) -> None:
