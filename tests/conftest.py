@@ -115,20 +115,3 @@ def server() -> Iterator[Server]:
     if srv.proc.poll() is None:
         srv.proc.kill()
     srv.stop()
-
-
-# The Redis half of issue 11's items 5 and 10 lands with the Redis store's own
-# branch; until then these fail there, strictly (an unexpected pass is an error).
-_REDIS_PENDING = {
-    "test_events_beyond_the_skew_are_refused_naming_the_clock[redis]",
-    "test_an_overflow_in_the_hour_alone_is_refused_too[redis]",
-    "test_an_overflow_beats_the_host_cap_in_both_stores[redis]",
-    "test_a_batch_of_one_names_its_event[redis]",
-    "test_redis_and_memory_give_identical_answers",
-}
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if item.name in _REDIS_PENDING:
-            item.add_marker(pytest.mark.xfail(strict=True, reason="Redis half of issue 11"))

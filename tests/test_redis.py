@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import logging
 import time
@@ -11,19 +12,24 @@ from typing import Any
 
 import pytest
 import redis
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
 from tests.support.clock import T0, FakeClock
 from tests.support.servers import RedisServer, ReplyProxy, free_port
 from tophosts.app import create_app
 from tophosts.config import Settings
-from tophosts.events import MAX_COUNT, Event, EventError
+from tophosts.events import (
+    MAX_COUNT,
+    Event,
+    EventError,
+    too_far_ahead,
+    too_many_tracked,
+    total_too_large,
+)
 from tophosts.store import StoreUnavailable, WriteUncertain
-from tophosts.store import redis as redis_store
 from tophosts.store.memory import MemoryStore
-from tophosts.store.redis import RedisStore
+from tophosts.store.redis import RedisStore, commit
+from tophosts.store.redis.connection import SOURCES
 from tophosts.windows import HOUR, MINUTE, Window, past
 
 PAST_MINUTE = past(T0, Window.MINUTE).start
@@ -42,60 +48,7 @@ def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
-# -- the same answers as the memory store, for any sequence -------------------
-
-HOSTS = ["a", "b", "c", "d", "A", "a-", "é.com", "z.io", "日本.jp", "😀.io"]
-counts = st.dictionaries(
-    st.sampled_from(HOSTS),
-    st.one_of(st.integers(0, 4), st.integers(MAX_COUNT - 3, MAX_COUNT)),
-    min_size=1,
-    max_size=5,
-)
-events = st.tuples(st.integers(PAST_HOUR - 90, T0 + 330), counts)
-steps = st.lists(
-    st.one_of(
-        st.tuples(st.just("add"), st.lists(events, max_size=6)),
-        st.tuples(st.just("advance"), st.sampled_from([1, 30, 59, 60, 3600])),
-        st.tuples(st.just("top"), st.sampled_from(list(Window)), st.integers(1, 8)),
-    ),
-    max_size=30,
-)
-
-
-async def outcome(call: Any) -> Any:
-    """What a store call returned, or the refusal it raised, comparably."""
-    try:
-        return await call
-    except EventError as exc:
-        return ("refused", exc.message, exc.index)
-
-
-@settings(
-    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
-@given(steps=steps)
-def test_redis_and_memory_give_identical_answers(redis_url: str, steps: list[Any]) -> None:
-    clock = FakeClock()
-    memory = MemoryStore(clock=clock, max_skew=300)
-    shared = RedisStore(redis_url, clock=clock, max_skew=300, prefix=f"eq{next(_prefixes)}")
-
-    async def check() -> None:
-        try:
-            for step in steps:
-                if step[0] == "add":
-                    batch: list[Event] = step[1]
-                    got = await outcome(shared.add([(ts, dict(c)) for ts, c in batch]))
-                    assert got == await outcome(memory.add([(ts, dict(c)) for ts, c in batch]))
-                elif step[0] == "advance":
-                    clock.advance(step[1])
-                else:
-                    assert await shared.top(step[1], step[2]) == await memory.top(step[1], step[2])
-            for window in Window:
-                assert await shared.top(window, 8) == await memory.top(window, 8)
-        finally:
-            await shared.close()
-
-    run(check())
+# -- the same answers as the memory store (see also test_differential.py) ---------
 
 
 def test_ties_at_the_cut_off_take_the_smallest_names(redis_url: str) -> None:
@@ -125,6 +78,115 @@ def test_ties_at_the_cut_off_take_the_smallest_names(redis_url: str) -> None:
     run(check())
 
 
+# -- one precedence of refusals, the memory store's ---------------------------
+#
+# For one request, the first failure wins: an event too far ahead (body order);
+# else a host total past 2^53 - 1 (windows in the order the events first name
+# them, an event's hour before its minute; hosts in order of appearance); else
+# a new host past --max-tracked-hosts (same order). The index is the event's
+# position in the request, for a single event too.
+
+OLD = PAST_HOUR + 10  # in the past hour, in a minute no longer live: names only its hour
+NOW = T0  # in the current minute: names the current hour, then this minute
+PRECEDENCE: dict[str, tuple[int, list[Event], list[Event], EventError]] = {
+    # name: (--max-tracked-hosts, already stored, the request, its refusal)
+    "overflow-beats-the-cap-in-one-event": (
+        1,
+        [(NOW, {"a": MAX_COUNT})],
+        [(NOW, {"a": 1, "b": 1})],
+        total_too_large("a", 0),
+    ),
+    "overflow-beats-a-cap-named-first": (
+        1,
+        [(NOW, {"a": MAX_COUNT})],
+        [(NOW, {"b": 1}), (NOW, {"a": 1})],
+        total_too_large("a", 1),
+    ),
+    "overflow-in-a-later-window-beats-the-cap-in-an-earlier-one": (
+        2,
+        [(OLD, {"o1": 1, "o2": 1}), (NOW, {"x": MAX_COUNT})],
+        [(OLD, {"new": 1}), (NOW, {"x": 1})],
+        total_too_large("x", 1),
+    ),
+    "overflow-windows-in-the-order-events-name-them": (
+        10,
+        [(OLD, {"y": MAX_COUNT}), (NOW, {"x": MAX_COUNT})],
+        [(OLD, {"z": 1}), (NOW, {"x": 1}), (OLD, {"y": 1})],
+        total_too_large("y", 2),
+    ),
+    "overflow-hosts-in-order-of-appearance": (
+        10,
+        [(NOW, {"x": MAX_COUNT - 1, "y": MAX_COUNT - 1})],
+        [(NOW, {"y": 1, "x": 1}), (NOW, {"x": 1, "y": 1})],
+        total_too_large("y", 1),
+    ),
+    "overflow-names-the-event-that-pushes-it-over": (
+        10,
+        [(NOW, {"x": MAX_COUNT - 5})],
+        [(NOW, {"x": 2}), (OLD, {"x": 9}), (NOW, {"x": 3}), (NOW, {"x": 1})],
+        total_too_large("x", 3),
+    ),
+    "cap-windows-in-the-order-events-name-them": (
+        2,
+        [(OLD, {"o1": 1}), (NOW, {"o2": 1, "o3": 1})],
+        [(OLD, {"p": 1}), (NOW, {"q": 1}), (OLD, {"r": 1})],
+        too_many_tracked(HOUR, "r", 2, 2),
+    ),
+    "cap-the-hour-before-its-minute": (
+        2,
+        [(PAST_MINUTE, {"o1": 1}), (NOW, {"o2": 1})],
+        [(NOW, {"q": 1})],
+        too_many_tracked(HOUR, "q", 2, 0),
+    ),
+    "cap-a-zero-count-brings-no-host": (
+        2,
+        [(NOW, {"o1": 1})],
+        [(NOW, {"p": 1}), (NOW, {"z": 0}), (NOW, {"z": 4})],
+        too_many_tracked(HOUR, "z", 2, 2),
+    ),
+    # A count of 0 is as if absent: it neither brings a host nor orders them.
+    "cap-hosts-in-order-of-a-first-count-above-0": (
+        2,
+        [(NOW, {"o1": 1})],
+        [(NOW, {"z": 0, "p": 1}), (NOW, {"z": 4})],
+        too_many_tracked(HOUR, "z", 2, 1),
+    ),
+    "overflow-hosts-in-order-of-a-first-count-above-0": (
+        10,
+        [(NOW, {"x": MAX_COUNT, "y": MAX_COUNT})],
+        [(NOW, {"x": 0, "y": 1}), (NOW, {"x": 1})],
+        total_too_large("y", 0),
+    ),
+    "too-far-ahead-beats-all-in-a-one-event-batch": (
+        1,
+        [(NOW, {"a": MAX_COUNT})],
+        [(NOW + 100_000, {"a": 1, "b": 1})],
+        too_far_ahead(NOW + 100_000, NOW, 300, 0),
+    ),
+    "too-far-ahead-the-first-in-body-order": (
+        10,
+        [],
+        [(NOW, {"a": 1}), (NOW + 400, {"a": 1}), (NOW + 100_000, {"a": 1})],
+        too_far_ahead(NOW + 400, NOW, 300, 1),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(PRECEDENCE))
+@pytest.mark.anyio
+async def test_a_refused_request_names_the_same_window_host_and_event_in_both_stores(
+    make_store: Any, case: str
+) -> None:
+    cap, stored, request, refusal = PRECEDENCE[case]
+    store = make_store(max_tracked_hosts=cap)
+    for event in stored:
+        await store.add([event])
+    with pytest.raises(EventError) as info:
+        await store.add(request)
+    got = info.value
+    assert (got.status, got.message, got.index) == (refusal.status, refusal.message, refusal.index)
+
+
 # -- concurrency: the group commit keeps each request whole and separate -----
 
 
@@ -141,7 +203,7 @@ def test_concurrent_requests_overflow_one_by_one(redis_url: str) -> None:
             )
             refused = [r for r in results if isinstance(r, EventError)]
             assert len(refused) == 30
-            assert all(r.index is None and '"big"' in r.message for r in refused)
+            assert all(r.index == 0 and '"big"' in r.message for r in refused)
             assert await store.top(Window.MINUTE, 2) == [("big", MAX_COUNT), ("x", 10)]
         finally:
             await store.close()
@@ -172,7 +234,7 @@ def test_a_request_queued_as_a_flusher_winds_down_is_not_stranded(
 ) -> None:
     # With one call in flight, each add() below queues while the flusher that
     # served the previous one is still returning its connection.
-    monkeypatch.setattr(redis_store, "_IN_FLIGHT", 1)
+    monkeypatch.setattr(commit, "_IN_FLIGHT", 1)
     clock = FakeClock()
 
     async def check() -> None:
@@ -338,70 +400,6 @@ def test_a_write_redis_got_to_too_late_is_settled_as_not_applied(
     assert "a write got no reply; Redis says it was not applied" in caplog.text
 
 
-@pytest.mark.parametrize("cut", [False, True], ids=["reply-late", "connection-cut"])
-def test_a_write_redis_applied_without_a_timely_reply_is_settled_as_applied(
-    redis_url: str, rclient: redis.Redis, caplog: pytest.LogCaptureFixture, cut: bool
-) -> None:
-    clock = FakeClock()
-
-    async def check() -> None:
-        proxy = ReplyProxy(int(redis_url.rsplit(":", 1)[1].split("/")[0]))
-        await proxy.start()
-        store = RedisStore(proxy.url, clock=clock, timeout=0.3, prefix="late")
-        try:
-            await store.add([(PAST_MINUTE, {"before": 1})])
-            # Redis applies it; the reply comes after the timeout (a starved
-            # instance, a slow network), or the connection breaks first.
-            proxy.hold(b"late-host", seconds=0.6, cut=cut)
-            # Applied, so answered as applied: a 503 here would have the
-            # client retry, and count it twice.
-            assert await store.add([(PAST_MINUTE, {"late-host": 2})]) == (1, 0, 2)
-            assert proxy.held == 1
-            assert rclient.hlen("late:writes") == 0  # the settled token is gone
-            await store.add([(PAST_MINUTE, {"after": 1})])
-            top = await store.top(Window.MINUTE, 10)
-            assert top == [("late-host", 2), ("after", 1), ("before", 1)]
-        finally:
-            await store.close()
-            await proxy.stop()
-
-    with caplog.at_level(logging.WARNING, logger="tophosts.store"):
-        run(check())
-    assert "a write got no reply; Redis says it was applied" in caplog.text
-    assert rclient.exists("late:writes") == 0  # and closing removed the live one
-
-
-def test_a_late_reply_still_brings_the_refusal(
-    redis_url: str, caplog: pytest.LogCaptureFixture
-) -> None:
-    clock = FakeClock()
-
-    async def check() -> None:
-        proxy = ReplyProxy(int(redis_url.rsplit(":", 1)[1].split("/")[0]))
-        await proxy.start()
-        store = RedisStore(proxy.url, clock=clock, timeout=0.3, prefix="laterefusal")
-        try:
-            await store.add([(PAST_MINUTE, {"big": MAX_COUNT - 1})])
-            # Near the cap, writes go host by host: a first call says so and
-            # applies nothing, a second checks each host. (This one also has
-            # Redis load that second script, for what follows.)
-            await store.add([(PAST_MINUTE, {"warm": 2})])
-            # This one is refused, and the reply of the second call is late.
-            # The refusal is recorded with the write, so it still comes.
-            proxy.hold(b"ok-host", seconds=0.6, nth=2)
-            with pytest.raises(EventError, match='"big"'):
-                await store.add([(PAST_MINUTE, {"ok-host": 1, "big": 2})])
-            assert proxy.held == 1
-            assert await store.top(Window.MINUTE, 10) == [("big", MAX_COUNT - 1), ("warm", 2)]
-        finally:
-            await store.close()
-            await proxy.stop()
-
-    with caplog.at_level(logging.WARNING, logger="tophosts.store"):
-        run(check())
-    assert "a write got no reply; Redis says it was applied" in caplog.text
-
-
 def test_tokens_of_stopped_instances_are_swept(redis_url: str, rclient: redis.Redis) -> None:
     now = int(rclient.time()[0])
     rclient.hset("sweep:writes", mapping={"gone": f"7:{now - 3600}", "recent": f"8:{now}"})
@@ -448,6 +446,35 @@ def test_the_api_answers_504_when_a_write_is_uncertain(
         assert client.get("/stats").json() == {"top_hosts": {"a": 1}}
 
 
+def test_a_redis_loading_its_data_gets_503_on_every_route_and_nothing_applied(
+    own_redis: RedisServer, clock: FakeClock
+) -> None:
+    settings = Settings(store=own_redis.url, redis_timeout=0.5)
+    with TestClient(create_app(settings, clock=clock), raise_server_exceptions=False) as client:
+        assert client.post("/counter", json={"timestamp": PAST_MINUTE, "a": 1}).status_code == 200
+        # A real restart into a long load: Redis answers every command -LOADING.
+        own_redis.restart_loading(seconds=4)
+        started = time.monotonic()
+        for response in (
+            client.post("/counter", json={"timestamp": PAST_MINUTE, "b": 1}),
+            client.post("/counters", json=[{"timestamp": PAST_MINUTE, "b": 1}]),
+            client.get("/stats"),
+            client.get("/healthz"),
+        ):
+            # Not 504: a -LOADING reply means the write never ran.
+            assert response.status_code == 503, response.text
+            assert response.headers["retry-after"] == "1"
+            assert "is loading its data into memory" in response.json()["error"]
+        assert own_redis.loading(), "the load ended before the test was done"
+        assert time.monotonic() - started < 2  # no waiting on a settle
+        deadline = time.monotonic() + 30
+        while own_redis.loading():
+            assert time.monotonic() < deadline, "Redis did not finish loading"
+            time.sleep(0.05)
+        assert client.post("/counter", json={"timestamp": PAST_MINUTE, "c": 1}).status_code == 200
+        assert client.get("/stats").json() == {"top_hosts": {"a": 1, "c": 1}}
+
+
 def test_service_resumes_when_redis_comes_back(own_redis: RedisServer) -> None:
     clock = FakeClock()
 
@@ -484,5 +511,282 @@ def test_messages_never_show_the_password() -> None:
             await store.ping()
         assert "s3cret" not in str(info.value)
         await store.close()
+
+    run(check())
+
+
+# -- fault injection at every step of a write ------------------------------------
+#
+# A proxy between the store and Redis (ReplyProxy) delays, drops or cuts one
+# chosen message: a write's request or its reply, the settle's, the settle's
+# retry's; or answers one with -LOADING in Redis's place. Whatever the fault: a
+# request answered 200 is counted exactly once, one answered 503 (or refused)
+# not at all, and 504 comes only where the outcome cannot be known.
+
+T = 0.3  # the store's timeout in these tests
+LOADING = b"-LOADING Redis is loading the dataset in memory\r\n"
+
+
+def sha(script: str) -> bytes:
+    """The SHA1 a script is called by (EVALSHA), to aim a fault at one step of a write."""
+    return hashlib.sha1(script.encode()).hexdigest().encode()
+
+
+ADD, CAREFUL, SETTLE = (sha(SOURCES[name]) for name in ("add", "add_carefully", "settle"))
+
+
+def load_scripts(client: redis.Redis) -> None:
+    """Load the write's scripts, so that no NOSCRIPT round trip takes a fault meant for
+    a step."""
+    for script in (SOURCES["add"], SOURCES["add_carefully"], SOURCES["settle"]):
+        client.script_load(script)
+
+
+def markers(step: str, careful: bool) -> tuple[bytes, ...]:
+    """What the request of a step of the write carries: "check" is the first call
+    (which, near 2^53 - 1, only says to go careful), "write" the call that applies."""
+    if step == "settle":
+        return (SETTLE,)
+    return (CAREFUL if careful and step == "write" else ADD, b"mark")
+
+
+async def status(call: Any) -> int:
+    """The HTTP status a store call maps to."""
+    try:
+        await call
+    except EventError as exc:
+        return exc.status
+    except StoreUnavailable:
+        return 503
+    except WriteUncertain:
+        return 504
+    return 200
+
+
+async def counted(store: RedisStore, window: Window = Window.MINUTE) -> dict[str, int]:
+    return dict(await store.top(window, 1000))
+
+
+Plan = tuple[str, str, str, float]
+"""(step, "request" or "reply", action, seconds in timeouts)."""
+W_CUT: Plan = ("write", "reply", "cut", 0)
+S_CUT: Plan = ("settle", "reply", "cut", 0)
+# name: (faults in the order they strike, how many must strike, what each request gets)
+FAULTS: dict[str, tuple[list[Plan], int, int]] = {
+    "write-reply-late": ([("write", "reply", "delay", 0.3)], 1, 200),
+    "write-reply-past-the-timeout": ([("write", "reply", "delay", 1.5)], 1, 200),
+    "write-reply-dropped": ([("write", "reply", "drop", 0)], 1, 200),
+    "write-reply-cut": ([W_CUT], 1, 200),
+    "write-cut-before-redis": ([("write", "request", "cut", 0)], 1, 503),
+    "write-reaches-redis-past-its-deadline": ([("write", "request", "delay", 0.7)], 1, 503),
+    "write-reaches-redis-after-the-settle": ([("write", "request", "drop", 0)], 1, 503),
+    # Redis loading its data throughout: -LOADING means nothing ran.
+    "write-answered-loading": (
+        [("write", "request", "answer", 0), *[("settle", "request", "answer", 0)] * 8],
+        1,
+        503,
+    ),
+    "settle-reply-cut": ([W_CUT, S_CUT], 2, 200),
+    "settle-reply-dropped": ([W_CUT, ("settle", "reply", "drop", 0)], 2, 200),
+    "settle-reply-late": ([W_CUT, ("settle", "reply", "delay", 0.7)], 2, 200),
+    "settle-cut-before-redis": ([W_CUT, ("settle", "request", "cut", 0)], 2, 200),
+    "settle-answered-loading": ([W_CUT, ("settle", "request", "answer", 0)], 2, 200),
+    "settle-and-its-retry-cut": ([W_CUT, S_CUT, S_CUT], 3, 200),
+    "settle-reply-cut-for-a-write-not-applied": ([("write", "request", "cut", 0), S_CUT], 2, 503),
+    "every-settle-reply-dropped": (
+        [("write", "reply", "drop", 0), *[("settle", "reply", "drop", 0)] * 4],
+        3,
+        504,
+    ),
+    # Near 2^53 - 1 only: the first call said "check host by host" and its reply was lost.
+    "check-reply-cut": ([("check", "reply", "cut", 0)], 1, 503),
+}
+
+
+@pytest.mark.parametrize("size", [1, 4], ids=["one-request", "group-commit"])
+@pytest.mark.parametrize(
+    ("fault", "careful"),
+    [
+        *((name, False) for name in FAULTS if not name.startswith("check")),
+        *((name, True) for name in FAULTS),
+    ],
+    ids=lambda value: {False: "add", True: "add-carefully"}.get(value, value),
+)
+def test_a_fault_at_any_step_of_a_write_leaves_200_counted_once_and_503_not_at_all(
+    redis_url: str, rclient: redis.Redis, fault: str, careful: bool, size: int
+) -> None:
+    plans, strikes, outcome = FAULTS[fault]
+    prefix = f"fault{next(_prefixes)}"
+    load_scripts(rclient)
+    clock = FakeClock()
+    # Each request counts a host of its own; they ride in one call (a group commit).
+    requests: list[list[Event]] = [[(PAST_MINUTE, {"mark": 1, "r0": 1})]]
+    requests += [[(PAST_MINUTE, {f"r{i}": 1})] for i in range(1, size)]
+    expected = [outcome] * size
+    if careful and size > 1:
+        requests[1] = [(PAST_MINUTE, {"r1": 1, "big": 2})]  # refused, on its own
+        expected[1] = 400 if outcome == 200 else outcome
+
+    async def check() -> None:
+        proxy = ReplyProxy(int(redis_url.rsplit(":", 1)[1].split("/")[0]))
+        await proxy.start()
+        store = RedisStore(proxy.url, clock=clock, timeout=T, prefix=prefix)
+        direct = RedisStore(redis_url, clock=clock, prefix=prefix)
+        try:
+            await store.add([(PAST_MINUTE, {"before": 1})])  # connected and calibrated
+            if careful:  # every write of this minute now goes host by host
+                await direct.add([(PAST_MINUTE, {"big": MAX_COUNT - 1})])
+            faults = [
+                proxy.fault(
+                    *markers(step, careful), on=on, action=action, seconds=k * T, reply=LOADING
+                )
+                for step, on, action, k in plans
+            ]
+            answers = await asyncio.gather(*(status(store.add(r)) for r in requests))
+            assert answers == expected
+            assert all(f.struck.is_set() for f in faults[:strikes])
+            # Requests held on the way reach Redis now, too late to change anything.
+            for held in faults:
+                if (
+                    held.struck.is_set()
+                    and held.on == "request"
+                    and held.action in ("delay", "drop")
+                ):
+                    held.release()
+                    async with asyncio.timeout(5):
+                        await held.answered.wait()
+            got = await counted(direct)
+            for i, answer in enumerate(answers):
+                assert got.get(f"r{i}", 0) in {200: (1,), 504: (0, 1)}.get(answer, (0,))
+                # What happened: every case but the 503 ones has the write run at
+                # Redis (a refused request aside), the 504 one too.
+                ran = outcome != 503 and not (careful and i == 1)
+                assert got.get(f"r{i}", 0) == ran
+            assert got.get("mark", 0) == got.get("r0", 0)
+            assert got["before"] == 1
+            assert got.get("big", 0) == (MAX_COUNT - 1 if careful else 0)
+        finally:
+            await store.close()
+            await direct.close()
+            await proxy.stop()
+
+    run(check())
+    # Every write token's field is gone once the stores are closed.
+    assert not rclient.exists(f"{prefix}:writes")
+
+
+# Redis killed between two steps of a write: once the last fault of the plan
+# has struck, Redis is killed (SIGKILL), and started again with what its AOF
+# kept (every write is fsynced before its reply), or empty, or not at all.
+KILLS: dict[str, tuple[list[Plan], str, int]] = {
+    "after-the-write-ran-back-with-its-data": ([("write", "reply", "drop", 0)], "aof", 200),
+    "after-the-write-ran-back-empty": ([("write", "reply", "drop", 0)], "empty", 503),
+    "after-the-write-ran-never-back": ([("write", "reply", "drop", 0)], "never", 504),
+    "before-redis-got-the-write-back-with-its-data": (
+        [("write", "request", "drop", 0)],
+        "aof",
+        503,
+    ),
+    "after-the-settle-ran-back-with-its-data": (
+        [W_CUT, ("settle", "reply", "drop", 0)],
+        "aof",
+        200,
+    ),
+}
+
+
+@pytest.mark.parametrize("careful", [False, True], ids=["add", "add-carefully"])
+@pytest.mark.parametrize("kill", list(KILLS))
+def test_redis_killed_between_two_steps_of_a_write_leaves_200_counted_and_503_not(
+    kill: str, careful: bool
+) -> None:
+    from tests.conftest import redis_binary
+
+    plans, restart, outcome = KILLS[kill]
+    server = RedisServer(redis_binary(), appendonly=restart != "empty")
+    clock = FakeClock()
+    requests: list[list[Event]] = [
+        [(PAST_MINUTE, {"mark": 1, "r0": 1})],
+        [(PAST_MINUTE, {"r1": 1})],
+    ]
+    expected = [outcome, outcome]
+    if careful:
+        requests[1] = [(PAST_MINUTE, {"r1": 1, "big": 2})]
+        expected[1] = 400 if outcome == 200 else outcome
+
+    async def check() -> None:
+        proxy = ReplyProxy(server.port)
+        await proxy.start()
+        store = RedisStore(proxy.url, clock=clock, timeout=0.5, prefix="kill")
+        direct = RedisStore(server.url, clock=clock, prefix="kill")
+        try:
+            await store.add([(PAST_MINUTE, {"before": 1})])
+            if careful:
+                await direct.add([(PAST_MINUTE, {"big": MAX_COUNT - 1})])
+            with server.client() as client:
+                load_scripts(client)
+            faults = [
+                proxy.fault(*markers(step, careful), on=on, action=action, seconds=k)
+                for step, on, action, k in plans
+            ]
+
+            async def kill_redis() -> None:
+                async with asyncio.timeout(5):
+                    await faults[-1].struck.wait()
+                await asyncio.to_thread(server.kill)
+                if restart != "never":
+                    await asyncio.to_thread(server.start)
+
+            killing = asyncio.create_task(kill_redis())
+            answers = await asyncio.gather(*(status(store.add(r)) for r in requests))
+            await killing
+            assert answers == expected
+            if restart == "never":  # for a look at what it kept
+                await asyncio.to_thread(server.start)
+            got = await counted(direct)
+            survived = restart != "empty"
+            for i, answer in enumerate(answers):
+                assert got.get(f"r{i}", 0) in {200: (1,), 504: (0, 1)}.get(answer, (0,))
+                # What happened: the write ran unless it was stopped on its way
+                # (a refused request aside), and survived unless Redis came back empty.
+                ran = plans[0][1] == "reply" and not (careful and i == 1)
+                assert got.get(f"r{i}", 0) == (ran and survived)
+            assert got.get("before", 0) == survived
+            assert got.get("big", 0) == (MAX_COUNT - 1 if careful and survived else 0)
+        finally:
+            await store.close()
+            await direct.close()
+            await proxy.stop()
+
+    try:
+        run(check())
+    finally:
+        server.stop()
+
+
+def test_the_writes_hash_stays_small_however_many_writes_are_settled(
+    redis_url: str, rclient: redis.Redis
+) -> None:
+    clock = FakeClock()
+    load_scripts(rclient)
+
+    async def check() -> None:
+        proxy = ReplyProxy(int(redis_url.rsplit(":", 1)[1].split("/")[0]))
+        await proxy.start()
+        store = RedisStore(proxy.url, clock=clock, timeout=T, prefix="small")
+        try:
+            for i in range(4):
+                proxy.fault(f"w{i}".encode(), action="cut")
+                assert await status(store.add([(PAST_MINUTE, {f"w{i}": 1})])) == 200
+            # Each settled token's field goes once its requests are answered,
+            # without waiting for close().
+            deadline = time.monotonic() + 5
+            while rclient.hlen("small:writes"):
+                assert time.monotonic() < deadline, rclient.hgetall("small:writes")
+                await asyncio.sleep(0.01)
+            assert await counted(store) == {f"w{i}": 1 for i in range(4)}
+        finally:
+            await store.close()
+            await proxy.stop()
 
     run(check())

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import NamedTuple
 
 import httpx
 import pytest
+import redis
 
 from tests.support.servers import SERVE, RedisServer, Server, free_port
 
@@ -113,33 +116,59 @@ def test_more_than_one_worker_on_the_memory_store_is_refused() -> None:
     assert "--store redis://" in proc.stderr
 
 
+class Answer(NamedTuple):
+    started: float
+    ended: float
+    host: str  # this request's own host, besides a.com and b.com
+    status: int
+    text: str
+    retry_after: str | None
+
+
 class Load:
-    """Threads posting two-host events as fast as they get answers, recording each one."""
+    """Threads posting events as fast as they get answers, recording each one.
+
+    Each event counts a.com, b.com and a host of its own, so that the check can
+    tell which requests were applied, not only how many.
+    """
 
     def __init__(self, url: str, threads: int = 4) -> None:
         self.url = url
         self.ts = past_hour_ts()
-        self.done: list[tuple[float, float, int, str, str | None]] = []
+        self.done: list[Answer] = []
         self.stopping = threading.Event()
-        self.threads = [threading.Thread(target=self.post) for _ in range(threads)]
+        self.threads = [threading.Thread(target=self.post, args=(n,)) for n in range(threads)]
         for thread in self.threads:
             thread.start()
 
-    def post(self) -> None:
-        event = {"timestamp": self.ts, "a.com": 1, "b.com": 1}
+    def post(self, thread: int) -> None:
         with httpx.Client(base_url=self.url, timeout=10) as client:
-            while not self.stopping.is_set():
+            for n in itertools.count():
+                if self.stopping.is_set():
+                    return
+                host = f"r{thread}-{n}.com"
+                event = {"timestamp": self.ts, "a.com": 1, "b.com": 1, host: 1}
                 started = time.monotonic()
                 response = client.post("/counter", json=event)
                 self.done.append(
-                    (
+                    Answer(
                         started,
                         time.monotonic(),
+                        host,
                         response.status_code,
                         response.text,
                         response.headers.get("retry-after"),
                     )
                 )
+
+    def wait(
+        self, what: str, condition: Callable[[list[Answer]], bool], timeout: float = 15
+    ) -> None:
+        """Let the load run until ``condition(answers so far)`` holds."""
+        deadline = time.monotonic() + timeout
+        while not condition(list(self.done)):
+            assert time.monotonic() < deadline, f"no {what} within {timeout} s: {self.statuses()}"
+            time.sleep(0.01)
 
     def stop(self) -> None:
         self.stopping.set()
@@ -147,7 +176,11 @@ class Load:
             thread.join()
 
     def statuses(self) -> Counter[int]:
-        return Counter(status for _, _, status, _, _ in self.done)
+        return Counter(answer.status for answer in self.done)
+
+
+def count(answers: list[Answer], status: int, since: float = 0.0) -> int:
+    return sum(1 for a in answers if a.status == status and a.started > since)
 
 
 def wait_healthy(server: Server, healthy: bool, timeout: float = 10) -> None:
@@ -160,16 +193,39 @@ def wait_healthy(server: Server, healthy: bool, timeout: float = 10) -> None:
 
 
 def check_failures(load: Load) -> None:
-    for started, ended, status, text, retry_after in load.done:
-        assert status in (200, 503, 504), text
+    for answer in load.done:
+        assert answer.status in (200, 503, 504), answer.text
         # The timeout, and as long again to settle a write sent without reply.
-        assert ended - started < 3, "a request hung"
-        if status == 503:
-            assert retry_after == "1"
-            assert "nothing was applied" in text
-        if status == 504:
-            assert retry_after is None
-            assert "may or may not have been counted" in text
+        assert answer.ended - answer.started < 3, "a request hung"
+        if answer.status == 503:
+            assert answer.retry_after == "1"
+            assert "nothing was applied" in answer.text
+        if answer.status == 504:
+            assert answer.retry_after is None
+            assert "may or may not have been counted" in answer.text
+
+
+def check_counted(redis_url: str, load: Load, since: float = 0.0) -> Counter[int]:
+    """Every request started after ``since`` and answered 200 is counted exactly once,
+    none answered 503 is, and one answered 504 once or not at all. Returns how many
+    of each status were counted."""
+    hour = load.ts - load.ts % 3600
+    with redis.Redis.from_url(redis_url) as client:
+        stored = {
+            host.decode(): int(score)
+            for host, score in client.zrange(f"tophosts:h:{hour}", 0, -1, withscores=True)
+        }
+    counted: Counter[int] = Counter()
+    for answer in load.done:
+        n = stored.pop(answer.host, 0)
+        if answer.started > since:
+            allowed = {200: (1,), 504: (0, 1)}.get(answer.status, (0,))
+            assert n in allowed, f"{answer.host} answered {answer.status} and counted {n} times"
+        counted[answer.status] += n
+    # Whole events only: a.com and b.com once for each request counted.
+    applied = sum(counted.values())
+    assert stored == {"a.com": applied, "b.com": applied}
+    return counted
 
 
 def test_killing_redis_mid_load_gives_503s_then_service_resumes(
@@ -179,24 +235,23 @@ def test_killing_redis_mid_load_gives_503s_then_service_resumes(
     server = servers[0]
     load = Load(server.url)
     try:
-        time.sleep(0.5)
+        load.wait("200 before the kill", lambda done: count(done, 200) >= 20)
         own_redis.kill()
         killed = time.monotonic()
         wait_healthy(server, False)
-        time.sleep(1.5)
+        load.wait("503 after the kill", lambda done: count(done, 503, killed) >= 20)
         assert httpx.get(server.url + "/stats").status_code == 503
         own_redis.start()  # empty: what it held died with it
         wait_healthy(server, True)
-        time.sleep(0.5)
+        back = time.monotonic()
+        load.wait("200 once Redis is back", lambda done: count(done, 200, back) >= 20)
     finally:
         load.stop()
     check_failures(load)
-    statuses = load.statuses()
-    assert statuses[503] > 0
-    after = [s for started, _, s, _, _ in load.done if started > killed and s == 200]
-    assert after, "no event was accepted once Redis was back"
-    # Whole events only, and exactly those answered 200 since Redis came back.
-    assert hour_stats(server) == {"a.com": len(after), "b.com": len(after)}
+    # What Redis held died with it: only the requests sent since are checked.
+    counted = check_counted(own_redis.url, load, since=killed)
+    assert counted[200] == count(load.done, 200, killed) > 0
+    assert counted[503] == 0
 
 
 def test_a_hung_redis_gives_503s_and_504s_and_none_of_them_is_applied_later(
@@ -208,27 +263,33 @@ def test_a_hung_redis_gives_503s_and_504s_and_none_of_them_is_applied_later(
     server = servers[0]
     load = Load(server.url)
     try:
-        time.sleep(0.5)
+        load.wait("200 before the pause", lambda done: count(done, 200) >= 20)
         own_redis.pause()
+        paused = time.monotonic()
         try:
             wait_healthy(server, False)
-            # Long enough for the writes in flight to end in 504 (two
-            # timeouts), and for the next ones to fail to connect (503).
-            time.sleep(3)
+            # The writes in flight end in 504 (two timeouts); the next ones
+            # fail to connect, or queue behind them (503).
+            load.wait(
+                "504 and 503 while Redis hangs",
+                lambda done: count(done, 504, paused - 3) > 0 and count(done, 503, paused) > 0,
+            )
         finally:
             own_redis.resume()
         wait_healthy(server, True)
-        time.sleep(0.5)
+        back = time.monotonic()
+        load.wait("200 once Redis is back", lambda done: count(done, 200, back) >= 20)
     finally:
         load.stop()
     check_failures(load)
-    statuses = load.statuses()
-    assert statuses[503] > 0
-    assert statuses[200] > 0
-    # The writes in flight when Redis stopped could not be settled: 504. Redis
-    # ran them, and those queued behind them, once resumed: all too late.
-    assert statuses[504] > 0
-    assert hour_stats(server) == {"a.com": statuses[200], "b.com": statuses[200]}
+    # Redis, resumed, runs the writes it was sent while hung: past their start
+    # deadlines, they change nothing. But a write it ran just before the pause,
+    # whose reply it never sent, did apply: that is what a 504 means.
+    counted = check_counted(own_redis.url, load)
+    assert counted[200] == load.statuses()[200]
+    assert counted[503] == 0
+    stats = hour_stats(server)  # and /stats says the same
+    assert stats["a.com"] == stats["b.com"] == sum(counted.values())
 
 
 def test_an_instance_starts_while_redis_is_down_and_serves_once_it_is_up(

@@ -20,6 +20,8 @@ from typing import Any
 
 import httpx
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 
 def free_port() -> int:
@@ -29,24 +31,34 @@ def free_port() -> int:
 
 
 class RedisServer:
-    """A throwaway ``redis-server`` on a free port, without persistence.
+    """A throwaway ``redis-server`` on a free port, its files in a temporary folder.
 
-    It can be killed, paused (SIGSTOP, to play a hung server) and started again
-    on the same port, for the fault tests.
+    Without persistence by default; ``appendonly=True`` logs every write to an
+    AOF fsynced before the reply (``appendfsync always``), so that a restart
+    after ``kill()`` brings back everything Redis acknowledged, or was about to.
+    It can be killed, paused (SIGSTOP, to play a hung server), started again
+    on the same port, and restarted into a long load (``restart_loading``).
     """
 
-    def __init__(self, binary: str) -> None:
+    def __init__(self, binary: str, *, appendonly: bool = False) -> None:
         self.binary = binary
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.appendonly = appendonly
+        self._dir = tempfile.TemporaryDirectory(prefix="tophosts-redis-")
         self.proc: subprocess.Popen[bytes] | None = None
         self.start()
 
-    def start(self, timeout: float = 10.0) -> None:
+    def start(self, *args: str, timeout: float = 10.0, loading: bool = False) -> None:
+        """Start on the same port and folder; return once it answers PING (with
+        ``loading``: once it answers at all, LOADING included)."""
+        persistence = ("--appendonly", "yes", "--appendfsync", "always")
         self.proc = subprocess.Popen(
             [
                 *(self.binary, "--port", str(self.port), "--bind", "127.0.0.1"),
-                *("--save", "", "--appendonly", "no"),
+                *("--dir", self._dir.name, "--save", ""),
+                *(persistence if self.appendonly else ("--appendonly", "no")),
+                *args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -57,14 +69,47 @@ class RedisServer:
                 with self.client() as client:
                     client.ping()
                 return
+            except redis.BusyLoadingError:
+                if loading:
+                    return
+                time.sleep(0.02)
             except redis.ConnectionError:
                 if self.proc.poll() is not None:
                     raise RuntimeError(f"redis-server exited with {self.proc.returncode}") from None
                 time.sleep(0.02)
         raise RuntimeError("redis-server did not start")
 
+    def restart_loading(self, seconds: float) -> None:
+        """Save what Redis holds plus filler, and restart it into loading all that for
+        about ``seconds`` (Redis's ``key-load-delay``), during which it answers
+        commands with ``-LOADING``. Returns once it does."""
+        keys = 200
+        with self.client() as client:
+            # 1 KiB a key, uncompressed: Redis answers clients between keys (it does
+            # every 1 KiB it reads).
+            client.config_set("rdbcompression", "no")
+            client.eval(
+                "for i = 1, tonumber(ARGV[1]) do redis.call('SET', 'filler:' .. i, ARGV[2]) end",
+                0,
+                keys,
+                "x" * 1024,
+            )
+            client.save()
+        self.kill()
+        delay = int(seconds / keys * 1e6)
+        self.start(
+            *("--appendonly", "no", "--dbfilename", "dump.rdb"),
+            *("--key-load-delay", str(delay), "--loading-process-events-interval-bytes", "1024"),
+            loading=True,
+        )
+
+    def loading(self) -> bool:
+        with self.client() as client:
+            return bool(client.info("persistence")["loading"])
+
     def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, socket_timeout=5)
+        # No retries: redis-py's would wait out a LOADING Redis instead of saying so.
+        return redis.Redis(port=self.port, socket_timeout=5, retry=Retry(NoBackoff(), 0))
 
     def kill(self) -> None:
         """SIGKILL: the server and all it held are gone at once."""
@@ -85,26 +130,82 @@ class RedisServer:
             self.resume()
             self.proc.terminate()
             self.proc.wait(10)
+        self._dir.cleanup()
+
+
+class Fault:
+    """One planned fault of a :class:`ReplyProxy` (see :meth:`ReplyProxy.fault`).
+
+    Events, to wait on instead of sleeping:
+    ``struck``: the fault happened (a request held, cut or answered in Redis's
+    place; a reply from Redis held, or cut off). For a reply fault, this means
+    Redis has run the request.
+    ``answered``: Redis answered the faulted request (for a reply fault, the same
+    as ``struck``; for a held request, once it was let through and run).
+    """
+
+    def __init__(
+        self,
+        markers: tuple[bytes, ...],
+        on: str,
+        action: str,
+        seconds: float,
+        nth: int,
+        reply: bytes,
+    ) -> None:
+        assert on in ("request", "reply"), on
+        assert action in ("delay", "drop", "cut", "answer"), action
+        assert action != "answer" or on == "request", "only a request can be answered"
+        self.markers = markers
+        self.on = on
+        self.action = action
+        self.seconds = seconds
+        self.nth = nth
+        self.reply = reply
+        self.struck = asyncio.Event()
+        self.answered = asyncio.Event()
+        self._released = asyncio.Event()
+
+    def matches(self, data: bytes) -> bool:
+        return all(marker in data for marker in self.markers)
+
+    def release(self) -> None:
+        """Let a dropped request or reply through after all (late)."""
+        self._released.set()
+
+    async def hold(self) -> None:
+        """Wait as the action says: ``seconds``, or, for a drop, until released."""
+        if self.action == "drop":
+            await self._released.wait()
+        else:
+            await asyncio.sleep(self.seconds)
 
 
 class ReplyProxy:
-    """A TCP proxy in front of Redis that holds back, or cuts off, chosen replies.
+    """A TCP proxy in front of Redis that plays the network failing on chosen messages.
 
-    ``hold(marker, ...)``: the reply to the ``nth`` request (from now on) whose
-    bytes contain ``marker`` (a host name, say) reaches the client ``seconds``
-    late, or, with ``cut``, never: the connection is closed once Redis has
-    answered (``cut_after`` seconds later). Everything else passes untouched.
-    It runs in the test's own loop.
+    ``fault(marker, ...)`` plans what happens to the ``nth`` request from now on
+    whose bytes contain every marker (a host name, a script's SHA, ...; a
+    request counts for the first planned fault it matches), or to Redis's
+    reply to it: it is delayed by ``seconds``, dropped (held until
+    released, the connection left open), cut (the connection closed: before the
+    request reaches Redis, or once Redis has answered it), or, for a request,
+    answered in Redis's place with ``reply`` (``-LOADING ...``, say) without
+    Redis seeing it. Faults apply in the order planned; everything else passes
+    untouched. When either side closes, so does the other. It runs in the
+    test's own loop.
     """
 
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
         self.url = ""
         self._server: asyncio.Server | None = None
-        self._rule: tuple[bytes, float, bool, int, float] | None = None
+        self._faults: list[Fault] = []  # planned, not struck yet
+        self._planned: list[Fault] = []  # all ever planned
         self._open: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self.held = 0  # replies held back or cut so far
+        self._stopping = False
+        self.struck = 0  # faults that struck so far
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -114,22 +215,43 @@ class ReplyProxy:
     async def stop(self) -> None:
         """Close every connection, and let each end on its own (a cancelled one is
         logged as an error by asyncio)."""
+        self._stopping = True
         if self._server is not None:
             self._server.close()
+        for planned in self._planned:
+            planned.release()
         for writer in self._open:
             writer.close()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=2)
 
-    def hold(
+    def fault(
         self,
-        marker: bytes,
+        *markers: bytes,
+        on: str = "reply",
+        action: str = "delay",
         seconds: float = 0.0,
-        cut: bool = False,
         nth: int = 1,
-        cut_after: float = 0.0,
-    ) -> None:
-        self._rule = (marker, seconds, cut, nth, cut_after)
+        reply: bytes = b"",
+    ) -> Fault:
+        """Plan a fault (see the class); ``on`` is ``"request"`` or ``"reply"``, ``action``
+        one of ``"delay"``, ``"drop"``, ``"cut"`` and ``"answer"``."""
+        planned = Fault(markers, on, action, seconds, nth, reply)
+        self._faults.append(planned)
+        self._planned.append(planned)
+        return planned
+
+    def _match(self, data: bytes) -> Fault | None:
+        """The planned fault that strikes the request ``data`` (taken off the plan), if
+        any: a request counts for the first planned fault it matches."""
+        for planned in self._faults:
+            if planned.matches(data):
+                planned.nth -= 1
+                if planned.nth > 0:
+                    return None
+                self._faults.remove(planned)
+                return planned
+        return None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -137,44 +259,69 @@ class ReplyProxy:
         self._tasks.add(task)
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
-        except OSError:  # the server is down: so is the connection, as without a proxy
+        except OSError:  # Redis is down: as if it refused the connection
             writer.close()
             self._tasks.discard(task)
             return
         self._open.update((writer, up_writer))
-        marked = asyncio.Queue[tuple[float, bool, float]]()
+        # Faults on the replies to come, and requests let through late that await
+        # their answer. A client sends one request at a time on a connection (the
+        # store's calls do), so what Redis sends next answers the last request.
+        replies = asyncio.Queue[Fault]()
 
         async def upstream() -> None:
-            while data := await reader.read(65536):
-                rule = self._rule
-                if rule is not None and rule[0] in data:
-                    marker, seconds, cut, nth, cut_after = rule
-                    if nth == 1:
-                        self._rule = None
-                        marked.put_nowait((seconds, cut, cut_after))
-                    else:
-                        self._rule = (marker, seconds, cut, nth - 1, cut_after)
-                up_writer.write(data)
-                await up_writer.drain()
+            # The client closing is passed on as such (a half close): Redis still
+            # answers what reached it before, and then closes its end.
+            cut = True
+            try:
+                while data := await reader.read(65536):
+                    hit = self._match(data) if self._faults else None
+                    if hit is not None and hit.on == "request":
+                        hit.struck.set()
+                        self.struck += 1
+                        if hit.action == "cut":
+                            return
+                        if hit.action == "answer":
+                            writer.write(hit.reply)
+                            await writer.drain()
+                            continue
+                        await hit.hold()
+                        if self._stopping:
+                            return
+                    if hit is not None:
+                        # A reply fault, or a late request whose answer sets ``answered``.
+                        replies.put_nowait(hit)
+                    up_writer.write(data)
+                    await up_writer.drain()
+                cut = False
+            finally:
+                if cut or up_writer.is_closing():
+                    up_writer.close()
+                else:
+                    up_writer.write_eof()
 
         async def downstream() -> None:
-            while data := await up_reader.read(65536):
-                if not marked.empty():
-                    seconds, cut, cut_after = marked.get_nowait()
-                    self.held += 1
-                    if cut:
-                        await asyncio.sleep(cut_after)
-                        writer.close()
-                        up_writer.close()
-                        return
-                    await asyncio.sleep(seconds)
-                writer.write(data)
-                await writer.drain()
+            try:
+                while data := await up_reader.read(65536):
+                    hit = None if replies.empty() else replies.get_nowait()
+                    if hit is not None and hit.on == "request":
+                        hit.answered.set()
+                    elif hit is not None:
+                        hit.struck.set()
+                        hit.answered.set()
+                        self.struck += 1
+                        if hit.action == "cut":
+                            return
+                        await hit.hold()
+                        if self._stopping:
+                            return
+                    writer.write(data)
+                    await writer.drain()
+            finally:
+                writer.close()
 
         with contextlib.suppress(OSError):
             await asyncio.gather(upstream(), downstream())
-        writer.close()
-        up_writer.close()
         self._open.difference_update((writer, up_writer))
         self._tasks.discard(task)
 
@@ -183,11 +330,11 @@ class HttpReplyProxy(ReplyProxy):
     """:class:`ReplyProxy` in front of an HTTP server (a tophosts ``Server``), in a thread
     of its own, for tests whose client is another process (``tophosts tail``).
 
-    ``hold(b"POST /counters", cut=True)``: the next ``POST /counters`` reaches the
-    server, which applies it and answers, and the answer is dropped on the way
-    back (the connection is closed, ``cut_after`` seconds later).
-    ``hold(..., seconds=s)`` delays the answer instead. ``held`` counts the
-    answers so treated.
+    ``fault(b"POST /counters", action="cut")``: the next ``POST /counters`` reaches
+    the server, which applies it and answers, and the answer is lost on the way
+    back (the connection is closed). ``action="drop"`` holds the answer back
+    instead, until :meth:`close`; :meth:`cut_connections` then loses it (and
+    every other connection in flight), as a network failure would.
     """
 
     def __init__(self, upstream_port: int) -> None:
@@ -200,15 +347,17 @@ class HttpReplyProxy(ReplyProxy):
         self.port = int(self._server.sockets[0].getsockname()[1])
         self.url = f"http://127.0.0.1:{self.port}"
 
-    async def _shutdown(self) -> None:
-        await self.stop()
-        # An answer still held back (its client gone) is not waited for.
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+    def cut_connections(self) -> None:
+        """Close every connection open now, both ways; new ones are served as before."""
+
+        async def cut() -> None:
+            for writer in list(self._open):
+                writer.close()
+
+        asyncio.run_coroutine_threadsafe(cut(), self._loop).result(10)
 
     def close(self) -> None:
-        asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(10)
+        asyncio.run_coroutine_threadsafe(self.stop(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
         self._loop.close()

@@ -244,8 +244,8 @@ def test_kill_9_of_the_shipper_mid_batch_then_a_restart(
         wait_for(lambda: sum(stats(server).values()) >= 300)
         # The worst moment: the server has counted a batch, and its answer has not
         # reached the shipper, which has not recorded it.
-        proxy.hold(b"POST /counters", seconds=20)
-        wait_for(lambda: proxy.held == 1)
+        proxy.fault(b"POST /counters", action="drop")
+        wait_for(lambda: proxy.struck == 1)
         shipper.kill()
         assert '"pending":{' in state.read_text()
         shipper = tail(nginx, proxy.url, state)
@@ -268,10 +268,11 @@ def test_the_server_stopped_for_10_s_with_snapshot_mid_batch(nginx: Nginx, tmp_p
         wait_for(lambda: sum(stats(server).values()) >= 300)
         # A batch the server counts, then stops (its snapshot holds the batch's key)
         # before the answer gets back: the shipper retries across the restart.
-        proxy.hold(b"POST /counters", cut=True, cut_after=2)
-        wait_for(lambda: proxy.held == 1)
+        proxy.fault(b"POST /counters", action="drop")
+        wait_for(lambda: proxy.struck == 1)
         port = server.port
         assert server.stop()[0] == 0
+        proxy.cut_connections()  # the answer is lost
         time.sleep(10)  # the outage itself
         server = Server("--clock-offset", "3600", "--snapshot", str(snapshot), port=port)
         sent = load.join()
@@ -291,8 +292,8 @@ def test_a_reply_dropped_on_the_way_back_is_replayed(
     try:
         load = Load(nginx, 900)
         wait_for(lambda: sum(stats(server).values()) >= 150)
-        proxy.hold(b"POST /counters", cut=True)
-        wait_for(lambda: proxy.held == 1)
+        proxy.fault(b"POST /counters", action="cut")
+        wait_for(lambda: proxy.struck == 1)
         sent = load.join()
         assert_exactly(server, sent, shipper)
         finish(shipper, server, sent)

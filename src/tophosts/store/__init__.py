@@ -131,14 +131,17 @@ def by_window(
     """Sum a batch per window: ``{(window size, start): counts}`` and how many events are
     expired (before ``hour_floor``). An event counts in its hour, and in its minute from
     ``minute_floor`` on. Windows come in the order the events first name them, an
-    event's hour before its minute: both stores check them in that order, so that they
-    refuse a batch naming the same window, host and event."""
+    event's hour before its minute, and in each its hosts in the order they first
+    appear with a count above 0 (a count of 0 is as if absent): both stores check them
+    in that order, so that they refuse a batch naming the same window, host and event."""
     merged: dict[tuple[int, int], Counts] = {}
     expired = 0
     for ts, counts in events:
         if ts < hour_floor:
             expired += 1
             continue
+        if 0 in counts.values():
+            counts = {host: n for host, n in counts.items() if n}
         keys = [(HOUR, hour_of(ts))]
         if ts >= minute_floor:
             keys.append((MINUTE, minute_of(ts)))

@@ -1,0 +1,162 @@
+"""The Redis store: the :class:`~tophosts.store.Store` protocol over one sorted
+set per window (:mod:`tophosts.store.redis.keys`)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+
+from tophosts.events import Event, too_far_ahead
+from tophosts.store import Added, Clock, Sizes, StoreUnavailable, TopHosts, by_window
+from tophosts.store.redis.clock import RedisClock
+from tophosts.store.redis.commit import Add, GroupCommit, count
+from tophosts.store.redis.connection import Failures, Link, open_link
+from tophosts.store.redis.keys import Keys
+from tophosts.store.redis.settle import Settler
+from tophosts.windows import HOUR, MINUTE, Window, floors, hour_of, minute_of, past, starts
+
+
+class RedisStore:
+    kind = "redis"
+    # Redis keeps its own data and answers over the network: neither capability.
+    sync = None
+    snapshots = None
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        clock: Clock = time.time,
+        max_skew: int = 300,
+        prefix: str = "tophosts",
+        timeout: float = 1.0,
+        max_tracked_hosts: int = 1_000_000,
+    ) -> None:
+        self._url = url
+        self._clock = clock
+        self._max_skew = max_skew
+        self._timeout = timeout
+        self.keys = Keys(prefix)
+        self._failures = Failures(url, timeout)
+        # Created in the event loop that first uses the store: the app's
+        # lifespan loop under uvicorn, the portal thread's under TestClient.
+        self._link: Link | None = None
+        self._redis_clock = RedisClock()
+        self._settler = Settler(
+            self.keys, self._failures, self._redis_clock, max_tracked_hosts, self._connect
+        )
+        self._commit = GroupCommit(
+            self.keys,
+            self._failures,
+            clock,
+            self._redis_clock,
+            max_tracked_hosts,
+            self._connect,
+            self._settler.prepare,
+            self._settler.start,
+        )
+
+    # -- the protocol ---------------------------------------------------------
+
+    async def add(self, events: Sequence[Event]) -> Added:
+        now = self._clock()
+        horizon = now + self._max_skew
+        for i, (ts, _) in enumerate(events):
+            if ts > horizon:
+                raise too_far_ahead(ts, now, self._max_skew, i)
+        minute_floor, hour_floor = floors(now)
+
+        adds: list[Add]
+        if len(events) == 1:
+            ts, counts = events[0]
+            if ts < hour_floor:
+                return Added(0, 1)
+            expired = 0
+            if 0 in counts.values():
+                counts = {host: n for host, n in counts.items() if n}
+                if not counts:
+                    return Added(1, 0)
+            host_counts = sum(counts.values())
+            adds = [(HOUR, hour_of(ts), counts)]
+            if ts >= minute_floor:
+                adds.append((MINUTE, minute_of(ts), counts))
+        else:
+            # Pre-aggregated per window (without zero counts), in the order
+            # both stores check them, so that a refusal names the same window,
+            # host and event as the memory store's.
+            merged, expired = by_window(events, hour_floor, minute_floor)
+            adds = [(size, start, acc) for (size, start), acc in merged.items() if acc]
+            host_counts = sum(sum(acc.values()) for size, _, acc in adds if size == HOUR)
+        if adds:
+            await self._commit.commit(adds, events)
+        return Added(len(events) - expired, expired, host_counts)
+
+    async def top(self, window: Window, limit: int, now: float | None = None) -> TopHosts:
+        link = self._connect()
+        start = past(self._clock() if now is None else now, window).start
+        key = self.keys.window(window.value, start)
+        reply = await self._failures.call(link.top(keys=[key], args=[limit], client=link.client))
+        above = reply[0]
+        ranked = [(above[i].decode(), count(above[i + 1])) for i in range(0, len(above), 2)]
+        ranked.sort(key=_rank)
+        if len(reply) > 2:
+            cutoff = count(reply[2])
+            ranked.extend((host.decode(), cutoff) for host in reply[1])
+        return ranked
+
+    async def sizes(self) -> Sizes:
+        client = self._connect().client
+        now = self._clock()
+        horizon = now + self._max_skew
+        minute_floor, hour_floor = floors(now)
+        minutes = starts(MINUTE, minute_floor, horizon)
+        hours = starts(HOUR, hour_floor, horizon)
+        pipe = client.pipeline(transaction=False)
+        for start in minutes:
+            pipe.zcard(self.keys.window(MINUTE, start))
+        for start in hours:
+            pipe.zcard(self.keys.window(HOUR, start))
+        cards: list[int] = await self._failures.call(pipe.execute())
+        return Sizes(
+            minute_hosts=sum(cards[: len(minutes)]),
+            hour_hosts=sum(cards[len(minutes) :]),
+            windows=sum(1 for n in cards if n),
+        )
+
+    async def ping(self) -> None:
+        await self._failures.call(self._connect().client.ping())
+
+    async def close(self) -> None:
+        link = self._link
+        if link is None:
+            return
+        if link.loop is asyncio.get_running_loop():
+            # Let the calls in flight finish or settle (they are bounded by the timeout).
+            pending = {*self._commit.flushers, *self._settler.tasks}
+            if pending:
+                await asyncio.wait(pending, timeout=self._timeout * 3)
+            self._commit.fail_queue(StoreUnavailable("the store is closing"))
+            # This instance's write tokens: nothing will settle on them any more.
+            await self._settler.forget_retired(link, list(self._commit.tokens.values()))
+            await link.client.aclose()
+        # else: nothing of another loop can be awaited here.
+        self._link = None
+        self._commit.reset()
+        self._settler.reset()
+
+    # -- connection -----------------------------------------------------------
+
+    def _connect(self) -> Link:
+        """The link of the running event loop (a new one, and fresh state, for a new loop)."""
+        link = self._link
+        if link is None or link.loop is not asyncio.get_running_loop():
+            link = self._link = open_link(self._url, self._timeout)
+            self._commit.reset()
+            self._settler.reset()
+            self._redis_clock.reset()
+        return link
+
+
+def _rank(item: tuple[str, int]) -> tuple[int, str]:
+    return -item[1], item[0]

@@ -1,0 +1,136 @@
+"""Differential: the memory store and the Redis store, through the HTTP app, agree.
+
+Both apps get the same random sequence of requests on one fake clock: single
+events and batches, zero counts, counts near 2^53 - 1, expired and future
+events, a --max-tracked-hosts cap, and clock moves across minute and hour
+boundaries. Every answer must be identical: status, body (error texts and
+"index" included), and the window headers of /stats; and so must /stats for
+both windows at the end.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+from collections.abc import Iterator
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from starlette.testclient import TestClient
+
+from tests.support.clock import FakeClock
+from tophosts.app import create_app
+from tophosts.config import Settings
+from tophosts.events import MAX_COUNT
+from tophosts.windows import HOUR, MINUTE
+
+SKEW = 300
+SIZES = re.compile(r'^(tophosts_tracked_hosts\{window="\w+"\}|tophosts_windows_live) (\S+)$', re.M)
+_prefixes = itertools.count()
+
+HOSTS = ["a", "b", "c", "A", "a.com", "é.com", "日本.jp", "x,y", 'q"t']
+counts = st.dictionaries(
+    st.sampled_from(HOSTS),
+    st.one_of(
+        st.just(0),
+        st.integers(1, 5),
+        st.integers(MAX_COUNT - 4, MAX_COUNT),
+        st.integers(MAX_COUNT // 2 - 2, MAX_COUNT // 2 + 2),
+    ),
+    min_size=1,
+    max_size=4,
+)
+# Seconds from the clock's reading at the time of the request: some expired
+# (before the past hour), some in the past minute or hour, some ahead, some
+# too far ahead.
+offsets = st.one_of(
+    st.integers(-7300, -3500),
+    st.integers(-130, 5),
+    st.integers(-3600, 0),
+    st.integers(SKEW - 5, SKEW + 5),
+)
+events = st.tuples(offsets, counts)
+steps = st.lists(
+    st.one_of(
+        st.tuples(st.just("counter"), events),
+        st.tuples(st.just("counters"), st.lists(events, min_size=1, max_size=5)),
+        # A move of the clock; "minute"/"hour" go to just before, on, or just
+        # after the next boundary.
+        st.tuples(st.just("advance"), st.sampled_from([1, 7, 59, 60, 61, 600, 3599, 3600])),
+        st.tuples(
+            st.just("boundary"), st.sampled_from([MINUTE, HOUR]), st.sampled_from([-1, 0, 0.5])
+        ),
+        st.tuples(st.just("stats"), st.sampled_from(["minute", "hour"]), st.integers(1, 6)),
+    ),
+    max_size=25,
+)
+
+
+def body(event: tuple[int, dict[str, int]], now: float) -> dict[str, Any]:
+    offset, hosts = event
+    return {"timestamp": int(now) + offset, **hosts}
+
+
+def answer(response: Any, stats: bool = False) -> tuple[Any, ...]:
+    got: tuple[Any, ...] = (response.status_code, response.headers["content-type"])
+    got += (response.json(),)
+    if stats:
+        got += (response.headers.get("x-window-start"), response.headers.get("x-window-end"))
+    return got
+
+
+@settings(
+    max_examples=int(os.environ.get("TOPHOSTS_DIFFERENTIAL_EXAMPLES", "150")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(steps=steps, cap=st.sampled_from([1, 2, 3, 1_000_000]))
+def test_memory_and_redis_answer_every_request_identically(
+    redis_url: str, steps: list[Any], cap: int
+) -> None:
+    clock = FakeClock()
+    memory = Settings(store="memory", max_skew=SKEW, max_tracked_hosts=cap)
+    shared = Settings(
+        store=redis_url,
+        redis_prefix=f"diff{next(_prefixes)}",
+        max_skew=SKEW,
+        max_tracked_hosts=cap,
+    )
+    with (
+        TestClient(create_app(memory, clock=clock), raise_server_exceptions=False) as mem,
+        TestClient(create_app(shared, clock=clock), raise_server_exceptions=False) as red,
+    ):
+
+        def both(method: str, path: str, **kwargs: Any) -> Iterator[Any]:
+            for client in (mem, red):
+                yield client.request(method, path, **kwargs)
+
+        for step in steps:
+            kind = step[0]
+            if kind == "counter":
+                sent = body(step[1], clock.now)
+                got = [answer(r) for r in both("POST", "/counter", json=sent)]
+                assert got[1] == got[0], (kind, sent)
+            elif kind == "counters":
+                sent_batch = [body(event, clock.now) for event in step[1]]
+                got = [answer(r) for r in both("POST", "/counters", json=sent_batch)]
+                assert got[1] == got[0], (kind, sent_batch)
+            elif kind == "advance":
+                clock.advance(step[1])
+            elif kind == "boundary":
+                size, delta = step[1], step[2]
+                clock.set(max(clock.now, (clock.now // size + 1) * size + delta))
+            else:
+                query = {"stats_type": step[1], "limit": step[2]}
+                got = [answer(r, True) for r in both("GET", "/stats", params=query)]
+                assert got[1] == got[0], (kind, query, clock.now)
+        for window in ("minute", "hour"):
+            query = {"stats_type": window, "limit": 1000}
+            got = [answer(r, True) for r in both("GET", "/stats", params=query)]
+            assert got[1] == got[0], ("final", window, clock.now)
+        # And what they hold: the tracked (host, window) pairs and live windows.
+        sizes = [sorted(re.findall(SIZES, r.text)) for r in both("GET", "/metrics")]
+        assert len(sizes[0]) == 3
+        assert sizes[1] == sizes[0], ("sizes", clock.now)
