@@ -246,6 +246,11 @@ class Watcher:
             resumed.extend(self._resume(f, everywhere))
         self.files = resumed
         followed = {f.key for f in self.files}
+        for pattern in self.patterns:
+            if not any(seen.pattern == pattern for seen in matched.values()):
+                log.info(
+                    "nothing matches %s yet; what appears there is read from its start", pattern
+                )
         gone = {fs.first_line for fs in saved if fs.first_line} - {f.first_line for f in self.files}
         for key, seen in matched.items():
             if key in followed:
