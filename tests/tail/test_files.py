@@ -85,7 +85,14 @@ def test_rename_and_create(logs: Path, clock: FakeClock) -> None:
     assert watcher.poll() == []
     assert followed(watcher) == [("access.log.1", len(lines(5))), ("access.log", 0)]
     assert watcher.files[0] is old
-    assert watcher.readable() == watcher.files  # the rest of the old one first
+    new = watcher.files[1]
+    assert watcher.readable() == [old]  # the rest of the old one first
+    old.position = old.size
+    assert watcher.readable() == [new]
+    old.position = 0
+    old.waiting = old.size  # a partial last line holds nothing back
+    assert watcher.readable() == [new]
+    old.waiting = -1
     # Read to its end and idle for --rotate-wait: closed, but still known.
     read_all(watcher)
     old.open()
@@ -126,6 +133,34 @@ def test_a_new_file_with_the_same_first_line_is_no_copy_if_it_differs_after(
     write(logs / "b.log", "1700000000.000 a.com\n1700000005.000 b.com\n")
     watcher.poll()
     assert sorted(followed(watcher)) == [("a.log", 0), ("b.log", 0)]
+
+
+def test_a_second_copytruncate_reads_from_the_new_copy_not_the_old(
+    logs: Path, clock: FakeClock
+) -> None:
+    log = logs / "access.log"
+    write(log, lines(5, "first"))
+    watcher = Watcher([str(log)], clock)
+    watcher.start(None, from_start=True)
+    for generation, tag in ((1, "second"), (2, "third")):
+        read_all(watcher)
+        f = watcher.files[-1]
+        f.identity()
+        if (logs / "access.log.1").exists():
+            os.rename(logs / "access.log.1", logs / "access.log.2")
+        shutil.copy(log, logs / "access.log.1")
+        os.truncate(log, 0)
+        write(log, lines(3, tag))
+        assert watcher.poll() == [f]
+        watcher.replaced(f)
+        assert f.generation == generation
+    names = [os.path.basename(f.path) for f in watcher.files]
+    assert names == ["access.log.2", "access.log.1", "access.log"]
+    assert [f.position for f in watcher.files] == [
+        len(lines(5, "first")),
+        len(lines(3, "second")),
+        0,
+    ]
 
 
 def test_a_copy_matched_by_the_glob_is_not_read_twice(logs: Path, clock: FakeClock) -> None:

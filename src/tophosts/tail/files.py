@@ -309,7 +309,7 @@ class Watcher:
                 "%s was replaced while stopped; reading its new content from the start", f.path
             )
             files.append(replaced)
-        copy = self._find_copy(f, everywhere, exclude=f.key)
+        copy = self._find_copy(f, everywhere)
         if copy is not None:
             files.insert(0, copy)
         elif f.first_line is not None and (f.pending is not None or f.size > f.offset):
@@ -318,14 +318,16 @@ class Watcher:
             log.info("%s (inode %d) is gone; forgetting it", f.path, f.ino)
         return files
 
-    def _find_copy(self, f: LogFile, everywhere: dict[Key, _Seen], exclude: Key) -> LogFile | None:
-        """A file with ``f``'s first line holding at least what ``f`` read, to read on from."""
+    def _find_copy(self, f: LogFile, everywhere: dict[Key, _Seen]) -> LogFile | None:
+        """A file with ``f``'s first line holding at least what ``f`` read, to read on from;
+        never one followed already (an older copy, renamed on by the next rotation)."""
         if f.first_line is None:
             return None
+        exclude = {g.key for g in self.files} | {f.key}
         need = max(f.position, f.pending.end if f.pending else 0)
         directory = os.path.dirname(f.origin)
         for key, seen in sorted(everywhere.items(), key=lambda kv: kv[1].path):
-            if key == exclude or os.path.dirname(seen.path) != directory:
+            if key in exclude or os.path.dirname(seen.path) != directory:
                 continue
             if seen.st.st_size < need or self._checksum_of(seen.path) != f.first_line:
                 continue
@@ -467,7 +469,7 @@ class Watcher:
         assert f.batch is None
         assert f.pending is None
         matched, siblings = self._scan()
-        copy = self._find_copy(f, {**siblings, **matched}, exclude=f.key)
+        copy = self._find_copy(f, {**siblings, **matched})
         if copy is not None:
             self.files.insert(self.files.index(f), copy)
         elif f.first_line is not None:
@@ -485,8 +487,16 @@ class Watcher:
         self.changed = True
 
     def readable(self) -> list[LogFile]:
-        """Files with bytes not read yet, old (rotated) content first."""
-        return [f for f in self.files if f.size > f.position and f.size != f.waiting]
+        """Files with complete lines not read yet. Of the files found at one path (a log
+        and its rotated predecessors), only the oldest of them: the rest of an old file
+        is read before the next one. A partial last line does not hold the next back."""
+        ready: list[LogFile] = []
+        busy: set[str] = set()
+        for f in self.files:
+            if f.size > f.position and f.size != f.waiting and f.origin not in busy:
+                ready.append(f)
+                busy.add(f.origin)
+        return ready
 
     def state(self) -> State:
         return State(patterns=list(self.patterns), files=[f.saved() for f in self.files])
