@@ -40,8 +40,13 @@ bench: $(VENV)/.dev-installed
 bench-quick: $(VENV)/.dev-installed
 	$(BIN)/python -m tophosts bench --quick
 
-# Many more generated bodies and schemathesis examples than `make test` runs.
+# Coverage-guided fuzzing (tests/fuzz/README.md): every atheris harness for
+# FUZZ_SECONDS (3 minutes) each, one after another, crashers written into
+# tests/fuzz/regressions/; then many more generated bodies and schemathesis
+# examples than `make test` runs. `make test` fuzzes for 20 s in all.
+FUZZ_SECONDS ?= 180
 fuzz: $(VENV)/.dev-installed
+	$(BIN)/python -m tests.fuzz all --seconds $(FUZZ_SECONDS)
 	TOPHOSTS_FUZZ_EXAMPLES=5000 TOPHOSTS_SCHEMATHESIS_EXAMPLES=1000 \
 		$(BIN)/pytest -q tests/test_fuzz.py tests/test_openapi.py
 
@@ -58,4 +63,4 @@ format: $(VENV)/.dev-installed
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .fuzz

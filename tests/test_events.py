@@ -187,3 +187,203 @@ def test_a_repeated_key_is_always_found(event: dict[str, int], data: st.DataObje
     with pytest.raises(EventError, match="duplicate key") as info:
         decoder.many(b"[" + msgspec.json.encode(event) + b"," + body + b"]")
     assert info.value.index == 1
+
+
+# -- issue 11: the NDJSON reading, out-of-range numbers, and the guard --------
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        # One event across two lines, a comma in its host name (defect 1).
+        (b'{"timestamp": 1,\n"a,b": 1}\n', [(1, {"a,b": 1})]),
+        # Two events on one line, either with a comma in a host name.
+        (
+            b'{"timestamp": 1, "a,b": 1} {"timestamp": 2, "c": 2}\n',
+            [(1, {"a,b": 1}), (2, {"c": 2})],
+        ),
+        (b'{"timestamp": 1, "a": 1}{"timestamp": 2, "c,d": 2}', [(1, {"a": 1}), (2, {"c,d": 2})]),
+        # A CR inside an event, and CRLF line ends.
+        (
+            b'{"timestamp": 1,\r"a,b": 1}\r\n{"timestamp": 2, "c": 2}\r\n',
+            [(1, {"a,b": 1}), (2, {"c": 2})],
+        ),
+    ],
+)
+def test_ndjson_events_are_read_the_same_way_by_every_check(
+    body: bytes, expected: list[tuple[int, dict[str, int]]]
+) -> None:
+    assert decoder.many(body, ndjson=True) == expected
+
+
+@pytest.mark.parametrize(
+    ("body", "index", "line"),
+    [
+        (b'{"timestamp": 1, "a": 1} {"timestamp": 1, "b,": 1, "b,": 2}\n', 1, 1),
+        (b'{"timestamp": 1, "a": 1}\n{"timestamp": 1,\n"b": 1,\n"b": 2}\n', 1, 2),
+        (b'{"timestamp": 1, "a": 1}\r\n\r\n{"timestamp": 1, "b": 1, "b": 2}\r\n', 1, 3),
+        (b'{"timestamp": 1, "a": 1}\n{"timestamp": 1, "b\\u0000": 1}', 1, 2),
+    ],
+)
+def test_ndjson_duplicates_and_nul_name_the_event_and_its_line(
+    body: bytes, index: int, line: int
+) -> None:
+    with pytest.raises(EventError) as info:
+        decoder.many(body, ndjson=True)
+    assert info.value.index == index
+    assert info.value.message.startswith(f"line {line}: ")
+    assert "duplicate key" in info.value.message or "NUL" in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("body", "index", "line", "words"),
+    [
+        # Blank lines count: the bad event is on the third physical line (defect 11).
+        (b'{"timestamp": 1, "a": 1}\n\n{"timestamp": 1, "a": "x"}\n', 1, 3, 'a string ("x")'),
+        (b'\n\n\n{"timestamp": 1}\n', 0, 4, "at least one host"),
+        (b'{"timestamp": 1, "a": 1}\r\n   \r\n\t\n{"timestamp": 1, "a": -1}', 1, 4, "got -1"),
+        # An event spanning lines is named by the line it starts on.
+        (b'{"timestamp": 1, "a": 1}\n{"timestamp": 1,\n"a": true}', 1, 2, "a boolean"),
+        # Two events on one line share it; the index tells them apart.
+        (b'{"timestamp": 1, "a": 1}\n{"timestamp": 1, "a": 1} {"a": 1}', 2, 2, '"timestamp"'),
+        # A syntax error: the line of the event, the byte counted from the body's start.
+        (b'{"timestamp": 1, "a": 1}\n\n{"timestamp": 1, "a": x}', 1, 3, "(byte 48)"),
+        (b'{"timestamp": 1, "a": 1}\n{"timestamp": 1, "a": 1} x', 2, 2, "(byte 50)"),
+        (b'{"timestamp": 1, "a": 1}\n{"timestamp": 1, "\xff": 1}', 1, 2, "UTF-8"),
+        (b'{"timestamp": 1, "a": 1}\n{"timestamp": 1, "a": 1', 1, 2, "ends early"),
+    ],
+)
+def test_ndjson_errors_name_the_physical_line(
+    body: bytes, index: int, line: int, words: str
+) -> None:
+    with pytest.raises(EventError) as info:
+        decoder.many(body, ndjson=True)
+    assert (info.value.index, info.value.message.split(":")[0]) == (index, f"line {line}")
+    assert words in info.value.message
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"timestamp": 1, "a": 1e400',
+        b'{"timestamp": 1, "a": 1e400, "b": }',
+        b'{"timestamp": 1e400, "a": 1e400 x',
+        b'{"timestamp": 1, "a": -1e400, "b": "\\ud800"}',
+        b'{"timestamp": 1, "a": 1' + b"0" * 5000 + b', "b": [}',
+    ],
+)
+def test_malformed_json_holding_an_out_of_range_number_is_malformed(body: bytes) -> None:
+    message = one_error(body).message
+    assert "not valid UTF-8 JSON" in message
+    for batch, ndjson in [(b"[" + body, False), (b"[1e400, " + body + b"]", False), (body, True)]:
+        with pytest.raises(EventError) as info:
+            decoder.many(batch, ndjson=ndjson)
+        assert "not valid UTF-8 JSON" in info.value.message
+
+
+def test_invalid_utf8_after_an_out_of_range_number_is_still_invalid_utf8() -> None:
+    message = one_error(b'{"timestamp": 1, "a": 1e400, "\xff": 1}').message
+    assert "not valid UTF-8" in message
+
+
+def test_a_well_formed_out_of_range_float_is_named() -> None:
+    message = one_error(b'{"timestamp": 1, "a": 1e400}').message
+    assert message.startswith('count for host "a" must be an integer')
+    assert "1e400" in message
+
+
+def test_an_unexpected_failure_in_a_check_is_still_an_event_error(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The boundary: whatever goes wrong while explaining a refusal, the caller
+    # sees an EventError (a 400), the cause is kept and logged, never a 500.
+    import tophosts.events
+
+    def broken(obj: object) -> str | None:
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(tophosts.events, "_check_generic", broken)
+    for call in (
+        lambda: decoder.one(b'{"timestamp": 1, "a": true}'),
+        lambda: decoder.many(b'[{"timestamp": 1, "a": true}]'),
+        lambda: decoder.many(b'{"timestamp": 1, "a": true}', ndjson=True),
+    ):
+        with pytest.raises(EventError) as info:
+            call()
+        assert info.value.status == 400
+        assert "could not say why" in info.value.message
+        assert isinstance(info.value.__cause__, ZeroDivisionError)
+    assert "ZeroDivisionError" in caplog.text
+
+
+@pytest.mark.parametrize("ndjson", [False, True])
+def test_an_event_before_a_duplicate_key_is_named_first(ndjson: bool) -> None:
+    events = [b'{"timestamp": 1, "a": 1}', b'{"a": 1}', b'{"timestamp": 1, "b": 1, "b": 2}']
+    body = b"\n".join(events) if ndjson else b"[" + b",".join(events) + b"]"
+    with pytest.raises(EventError) as info:
+        decoder.many(body, ndjson=ndjson)
+    assert info.value.index == 1
+    assert 'missing "timestamp"' in info.value.message
+
+
+# -- found by the fuzzers (tests/fuzz/regressions/) ---------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # A repeated key whose first value is out of range and whose last is fine:
+        # the generic reading kept the last, and found nothing to explain.
+        b'{"timestamp": 16991e4000, "a": 1, "timestamp": 1699999920}',
+        b'{"timestamp": 169.999920, "a": 1, "timestamp": 1699999920}',
+        b'{"timestamp": 1, "a": 1' + b"0" * 5000 + b', "a": 1}',
+    ],
+)
+def test_a_repeated_key_hiding_a_bad_value_is_named(body: bytes) -> None:
+    error = one_error(body)
+    assert error.__cause__ is None
+    assert "duplicate key" in error.message
+
+
+@pytest.mark.parametrize(
+    ("body", "index", "line", "words"),
+    [
+        # A syntax error late in the body; an earlier event is the first bad one.
+        (b'{"timestamp": 1, "a": 1, "a": 2}\n{"timestamp": 1, "a": 1}\n{x', 0, 1, "duplicate"),
+        (
+            b'{"timestamp": 1, "a": 1}\n{"timestamp": 1}\n\n{"timestamp": 1, "a": 1}\n{x',
+            1,
+            2,
+            "host",
+        ),
+        # The last line end before the error is inside an event.
+        (b'{"timestamp": 1,\n"a": 1}\n{"timestamp": 1,\n"a": x}', 1, 3, "(byte 47)"),
+        (b'{"timestamp": 1, "a": 1}\n\n{"timestamp": 1,\n\n"a": 1e400', 1, 3, "ends early"),
+    ],
+)
+def test_ndjson_syntax_errors_after_valid_lines(
+    body: bytes, index: int, line: int, words: str
+) -> None:
+    with pytest.raises(EventError) as info:
+        decoder.many(body, ndjson=True)
+    assert (info.value.index, info.value.message.split(":")[0]) == (index, f"line {line}")
+    assert words in info.value.message
+    assert info.value.__cause__ is None
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        (b"[" * 900 + b"1e400" + b"]" * 900, "got an array"),
+        (b'{"timestamp": 1, "a": ' + b"[" * 900 + b"1e400" + b"]" * 900 + b"}", "got an array"),
+        (b'{"timestamp": 1, "a": {"b": ' + b"[" * 900 + b"-1e400" + b"]" * 900 + b"}}", "object"),
+    ],
+)
+def test_an_out_of_range_number_deep_inside_is_explained_without_recursion(
+    body: bytes, words: str
+) -> None:
+    # The generic re-reading of a body holding 1e400 recursed once per level
+    # (twice the frames), past Python's limit long before msgspec's.
+    error = one_error(body)
+    assert error.__cause__ is None
+    assert words in error.message

@@ -79,6 +79,24 @@ def test_hostile_events_fail_the_batch_they_are_in(client: TestClient, case: str
     assert client.get("/stats").json() == {"top_hosts": {}}
 
 
+@pytest.mark.parametrize("case", [case for case in HOSTILE if HOSTILE[case][0].strip()])
+def test_hostile_events_fail_the_ndjson_batch_they_are_in(client: TestClient, case: str) -> None:
+    body, status, _ = HOSTILE[case]
+    good = b'{"timestamp": ' + TS + b', "keep.com": 2}'
+    response = client.post(
+        "/counters",
+        content=good + b"\n" + body + b"\n",
+        headers={"content-type": "application/x-ndjson"},
+    )
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    answer = response.json()
+    # The hostile event starts on line 2; trailing garbage is a third event on it.
+    assert answer["error"].startswith("line 2: ")
+    assert answer["index"] == (2 if case == "trailing garbage" else 1)
+    assert client.get("/stats").json() == {"top_hosts": {}}
+
+
 def test_duplicates_in_ndjson_name_the_line(client: TestClient) -> None:
     body = b'{"timestamp": ' + TS + b', "a": 1}\n{"timestamp": ' + TS + b', "b": 1, "b": 1}\n'
     response = client.post(
@@ -93,3 +111,49 @@ def test_hosts_with_commas_quotes_and_escapes_are_still_fine(client: TestClient)
     body = b'{"timestamp": ' + TS + b', "a,b": 1, "c\\":d": 2, "e\\\\": 3, "f, ": 4}'
     assert client.post("/counter", content=body).json() == {"status": "ok"}
     assert client.get("/stats").json() == {"top_hosts": {"f, ": 4, "e\\": 3, 'c":d': 2, "a,b": 1}}
+
+
+NDJSON = {"content-type": "application/x-ndjson"}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"timestamp": ' + TS + b',\n"a,b": 1}\n',
+        b'{"timestamp": ' + TS + b', "a,b": 1} {"timestamp": ' + TS + b', "keep.com": 2}',
+        b'{"timestamp": ' + TS + b',\r"a,b": 1}\r\n',
+    ],
+)
+def test_ndjson_read_across_lines_is_counted_not_a_500(client: TestClient, body: bytes) -> None:
+    # Issue 11, defect 1: the key check read lines one way, the decoder another.
+    response = client.post("/counters", content=body, headers=NDJSON)
+    assert response.status_code == 200, response.text
+    assert client.get("/stats").json()["top_hosts"]["a,b"] == 1
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "headers"),
+    [
+        ("/counter", b'{"timestamp": 1, "a": 1e400', {}),
+        ("/counters", b"[1e400,", {}),
+        ("/counters", b'[{"timestamp": 1, "a": 1e400', {}),
+        ("/counters", b'{"timestamp": 1, "a": 1}\n{"timestamp": 1, "a": 1e400', NDJSON),
+    ],
+)
+def test_malformed_json_with_an_out_of_range_number_gets_400_json(
+    client: TestClient, path: str, body: bytes, headers: dict[str, str]
+) -> None:
+    # Issue 11, defect 2: these were 500 text/plain.
+    response = client.post(path, content=body, headers=headers)
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"] == "application/json"
+    assert "not valid UTF-8 JSON" in response.json()["error"]
+
+
+def test_ndjson_line_numbers_count_blank_lines(client: TestClient) -> None:
+    # Issue 11, defect 11: the line an editor shows, blank lines included.
+    body = b'{"timestamp": ' + TS + b', "a": 1}\n\n\n{"timestamp": ' + TS + b', "a": -1}\n'
+    response = client.post("/counters", content=body, headers=NDJSON)
+    assert response.status_code == 400
+    assert response.json()["index"] == 1
+    assert response.json()["error"].startswith("line 4: ")

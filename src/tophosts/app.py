@@ -152,6 +152,15 @@ class TopHosts:
             except StoreUnavailable as exc:
                 # Start anyway: requests get 503 until the store is back.
                 log.warning("%s; answering 503 until it is back", exc)
+            if self.settings.syslog:
+                # Entered last, so it exits first: the receiver stops and flushes
+                # before the final snapshot and before the store closes.
+                from tophosts.syslog.receiver import Receiver
+
+                receiver = Receiver.for_settings(
+                    self.settings, self.store, self.clock, self.metrics
+                )
+                await stack.enter_async_context(receiver)
             yield
 
     async def healthz(self, request: Request) -> Response:

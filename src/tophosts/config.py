@@ -48,6 +48,11 @@ class Settings:
     redis_prefix: str = "tophosts"
     redis_timeout: float = 1.0
     workers: int = 1
+    syslog: str = ""
+    """Syslog listeners, comma-separated URLs (``udp://HOST:PORT``, ``tcp://HOST:PORT``)."""
+    syslog_format: str = "auto"
+    syslog_rcvbuf: int = 8 * 1024 * 1024
+    syslog_idle_timeout: float = 600.0
 
     def environ(self) -> dict[str, str]:
         """These settings as ``TOPHOSTS_*`` variables, e.g. to hand to worker processes."""
@@ -137,6 +142,18 @@ def _store_url(text: str) -> str:
     raise ValueError("'memory', or a Redis URL such as redis://localhost:6379/0")
 
 
+def _syslog_urls(text: str) -> str:
+    from tophosts.syslog.address import parse_all
+
+    return ",".join(map(str, parse_all(text)))
+
+
+def _syslog_format(text: str) -> str:
+    from tophosts.syslog.lines import FORMAT_NAMES
+
+    return _choice(*FORMAT_NAMES)(text)
+
+
 def _seconds(low: float, high: float) -> Callable[[str], float]:
     def parse(text: str) -> float:
         text = text.strip()
@@ -167,6 +184,8 @@ class _Spec:
     metavar: str
     switch: bool = False
     """A flag that takes no value (``--snapshot-ignore-corrupt``)."""
+    repeat: bool = False
+    """A flag that may be given several times; the values are joined with commas."""
 
 
 SPECS: tuple[_Spec, ...] = (
@@ -220,6 +239,26 @@ SPECS: tuple[_Spec, ...] = (
     _Spec("redis_prefix", _key_prefix, "first part of every Redis key", "PREFIX"),
     _Spec("redis_timeout", _seconds(0.01, 60), "seconds to wait for Redis before a 503", "S"),
     _Spec("workers", _integer(1, 64), "worker processes; more than 1 needs a redis:// store", "N"),
+    _Spec(
+        "syslog",
+        _syslog_urls,
+        "receive access-log lines over syslog at udp://HOST:PORT or tcp://HOST:PORT; repeatable",
+        "URL",
+        repeat=True,
+    ),
+    _Spec(
+        "syslog_format",
+        _syslog_format,
+        "auto (by syslog tag, then by body), nginx, haproxy, apache, text or caddy",
+        "FMT",
+    ),
+    _Spec("syslog_rcvbuf", _size, "receive buffer to ask for, per UDP listener", "SIZE"),
+    _Spec(
+        "syslog_idle_timeout",
+        _seconds(0.1, 86400),
+        "seconds before an idle TCP syslog connection is closed",
+        "S",
+    ),
 )
 
 
@@ -244,6 +283,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             metavar=spec.metavar,
             default=None,
             help=help + (f", default {default})" if default != "" else ")"),
+            action="append" if spec.repeat else "store",
         )
 
 
@@ -274,6 +314,8 @@ def resolve(args: argparse.Namespace | None, environ: Mapping[str, str]) -> Sett
             both = " and ".join(source for source, _, _ in chosen)
             raise SettingsError(f"{both} both set {flag(name)}; give only one of them")
         source, raw, spec = chosen[0]
+        if isinstance(raw, list):  # a repeated flag
+            raw = ",".join(raw)
         try:
             value = spec.parse(raw)
         except ValueError as exc:

@@ -7,15 +7,35 @@ is all-or-nothing: a body either yields a list of fully valid events or raises
 The fast path is a typed msgspec decode. Only when that fails do we walk the
 generic JSON again to say precisely what is wrong, so error texts cost nothing
 on valid input.
+
+Whatever happens inside, :meth:`Decoder.one` and :meth:`Decoder.many` raise
+nothing but :class:`EventError`: each is one guarded boundary. An exception
+that escapes a check or an explanation (a bug) becomes a generic 400 whose
+``__cause__`` is that exception, logged on ``tophosts.events``; the fuzzers in
+``tests/fuzz/`` treat such a cause as a crash.
+
+NDJSON is read exactly as msgspec's ``decode_lines`` reads it: one JSON value
+after another, separated by JSON whitespace (space, tab, CR, LF) or by nothing.
+An event may span lines, and a line may hold several events. The duplicate-key
+and NUL check and the explanation of a refusal split the body the same way
+(:func:`_ndjson_events`). "line N" in a message is the physical line, 1-based,
+on which the offending event begins: lines end at LF, as JSON Lines defines
+them (a CR before the LF is whitespace, so CRLF ends one line), and blank lines
+count.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import logging
+import re
+from collections.abc import Callable, Iterator
 from typing import Annotated, Any
 
 import msgspec
+
+from tophosts.windows import label
 
 MAX_COUNT = 2**53 - 1
 """Largest count (and total) we accept: beyond it doubles, and so Redis scores, lose integers."""
@@ -29,6 +49,8 @@ Event = tuple[int, dict[str, int]]
 Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_COUNT)]
 _Host = Annotated[str, msgspec.Meta(min_length=1)]
 _OBJECT = dict[_Host, Count]
+
+_log = logging.getLogger("tophosts.events")
 
 
 class EventError(ValueError):
@@ -60,45 +82,71 @@ class Decoder:
 
     def one(self, body: bytes) -> Event:
         """Decode a single event (``POST /counter``)."""
+        # One boundary: in Python 3.11 a try costs nothing until something raises.
         try:
             obj = self._one.decode(body)
-        except (msgspec.DecodeError, RecursionError):
-            raise EventError(_explain_one(body)) from None
-        # A NUL escape needs a backslash: look for one byte first (memchr).
-        if body.count(b",") != len(obj) - 1 or (b"\\" in body and _NUL in body):
-            _check_keys(body, batch=False)
-        timestamp = obj.pop(TIMESTAMP, None)
-        # A body of at most MAX_HOST_BYTES cannot hold a longer host name: JSON
-        # never spells a name in fewer bytes than its UTF-8.
-        if timestamp is None or not obj or len(obj) > self.max_hosts or len(body) > MAX_HOST_BYTES:
-            self._check(timestamp, obj, None)
-        return timestamp, obj  # type: ignore[return-value]  # _check ruled out None
+            # A NUL escape needs a backslash: look for one byte first (memchr).
+            if body.count(b",") != len(obj) - 1 or (b"\\" in body and _NUL in body):
+                problem = _key_error(body, batch=False)
+                if problem is not None:
+                    raise problem
+            timestamp = obj.pop(TIMESTAMP, None)
+            # A body of at most MAX_HOST_BYTES cannot hold a longer host name: JSON
+            # never spells a name in fewer bytes than its UTF-8.
+            if (
+                timestamp is None
+                or not obj
+                or len(obj) > self.max_hosts
+                or len(body) > MAX_HOST_BYTES
+            ):
+                self._check(timestamp, obj, None)
+            return timestamp, obj  # type: ignore[return-value]  # _check ruled out None
+        except EventError:
+            raise
+        except (msgspec.DecodeError, RecursionError) as exc:
+            refusal = _explained(exc, _explain_one, body)
+            raise refusal from refusal.__cause__  # None, unless the explanation failed
+        except Exception as exc:
+            raise _unexplained(exc) from exc
 
     def many(self, body: bytes, ndjson: bool = False) -> list[Event]:
         """Decode a batch (``POST /counters``): a JSON array, or NDJSON lines."""
         try:
             objs = self._many_ndjson(body) if ndjson else self._many.decode(body)
-        except (msgspec.DecodeError, RecursionError):
-            raise _explain_batch(body, ndjson) from None
-        # In a flat event every comma separates two members, so a body with
-        # more commas than that holds a duplicate key (or a host name with a
-        # comma in it): only then is the exact, slower check needed.
-        members = sum(map(len, objs))
-        separators = len(objs) - 1 if not ndjson else 0
-        if body.count(b",") != members - len(objs) + separators or _NUL in body:
-            _check_keys(body, batch=True, ndjson=ndjson)
-        stamps = [obj.pop(TIMESTAMP, None) for obj in objs]
-        # Check the whole batch at C speed; walk it event by event only to name
-        # the first offending one.
-        if objs and (
-            None in stamps
-            or not all(objs)
-            or max(map(len, objs)) > self.max_hosts
-            or max(map(len, itertools.chain.from_iterable(objs))) * 4 > MAX_HOST_BYTES
-        ):
-            for i, (timestamp, obj) in enumerate(zip(stamps, objs, strict=True)):
-                self._check(timestamp, obj, i)
-        return list(zip(stamps, objs, strict=True))  # type: ignore[arg-type]  # no None left
+            # In a flat event every comma separates two members, so a body with
+            # more commas than that holds a duplicate key (or a host name with a
+            # comma in it): only then is the exact, slower check needed.
+            members = sum(map(len, objs))
+            separators = len(objs) - 1 if not ndjson else 0
+            problem = None
+            if body.count(b",") != members - len(objs) + separators or _NUL in body:
+                problem = _key_error(body, batch=True, ndjson=ndjson)
+            stamps = [obj.pop(TIMESTAMP, None) for obj in objs]
+            # Check the whole batch at C speed; walk it event by event only to name
+            # the first offending one (an event before a key problem's comes first).
+            if objs and (
+                None in stamps
+                or not all(objs)
+                or max(map(len, objs)) > self.max_hosts
+                or max(map(len, itertools.chain.from_iterable(objs))) * 4 > MAX_HOST_BYTES
+            ):
+                last = len(objs) if problem is None else problem.index
+                try:
+                    for i, (timestamp, obj) in enumerate(zip(stamps[:last], objs, strict=False)):
+                        self._check(timestamp, obj, i)
+                except EventError as error:
+                    raise _on_its_line(body, error) if ndjson else error from None
+            if problem is not None:
+                raise problem
+            return list(zip(stamps, objs, strict=True))  # type: ignore[arg-type]  # no None left
+        except EventError:
+            raise
+        except (msgspec.DecodeError, RecursionError) as exc:
+            explain = self._explain_ndjson if ndjson else self._explain_array
+            refusal = _explained(exc, explain, body)
+            raise refusal from refusal.__cause__  # None, unless the explanation failed
+        except Exception as exc:
+            raise _unexplained(exc) from exc
 
     def _many_ndjson(self, body: bytes) -> list[dict[str, int]]:
         objs = self._one.decode_lines(body)
@@ -121,6 +169,74 @@ class Decoder:
                 if len(host.encode()) > MAX_HOST_BYTES:
                     raise EventError(_host_too_long(host), index)
 
+    # -- why a batch was refused (the slow path: only ever for a refused body) --
+
+    def _event_error(self, raw: bytes) -> EventError | None:
+        """The error ``one`` gives for one event of a batch, or ``None`` if it is fine."""
+        try:
+            self.one(raw)
+        except EventError as error:
+            return error
+        return None
+
+    def _explain_array(self, body: bytes) -> EventError | None:
+        reason = _explain_json(body)
+        if reason is not None:
+            return EventError(reason)
+        try:
+            items = _RAW_LIST.decode(body)
+        except msgspec.ValidationError:
+            return EventError(
+                f"a batch must be a JSON array of events, got {_kind(_lenient(body))}"
+            )
+        for i, item in enumerate(items):
+            error = self._event_error(bytes(item))
+            if error is not None:
+                return _placed(error, i)
+        return None
+
+    def _explain_ndjson(self, body: bytes) -> EventError | None:
+        try:
+            _RAW.decode_lines(body)
+        except (msgspec.DecodeError, RecursionError) as exc:
+            # A syntax error: the whole lines before it are read at C speed.
+            try:
+                events, pos = self._lines_before(body, exc)
+            except EventError as before:
+                return before  # an event before the syntax error is the first bad one
+            values = _ndjson_walk(body, pos)
+        else:
+            events, values = 0, _ndjson_events(body)
+        index = events - 1
+        for index, (start, raw) in enumerate(values, events):
+            error = self._event_error(raw)
+            if error is not None:
+                # one() counts bytes from the event's start; the body's are wanted.
+                reason = _explain_json(raw, offset=start)
+                error = error if reason is None else EventError(reason)
+                return _placed(error, index, f"line {_line(body, start)}: ")
+        if index < 0:
+            return EventError(f"the request body has no events; {_ACCEPTED}")
+        return None
+
+    def _lines_before(self, body: bytes, syntax: Exception) -> tuple[int, int]:
+        """How many events the whole lines before a syntax error hold, and where they end.
+
+        Raises the error of the first bad event among them, if any. ``(0, 0)``
+        when that prefix cannot be read alone (an event spans its last line end).
+        """
+        position = _BYTE.search(str(syntax))
+        end = int(position[1]) - 1 if position else len(body)
+        cut = body.rfind(b"\n", 0, max(end, 0)) + 1
+        if cut == 0 or _WS.fullmatch(body, 0, cut):
+            return 0, 0
+        try:
+            _RAW.decode_lines(memoryview(body)[:cut])
+        except (msgspec.DecodeError, RecursionError):
+            return 0, 0
+        # The same values as at the start of the whole body: no token spans a LF.
+        return len(self.many(body[:cut], ndjson=True)), cut
+
 
 # -- duplicate keys and NUL ---------------------------------------------------
 
@@ -138,8 +254,8 @@ def _key_problem(pairs: list[tuple[str, Any]]) -> str | None:
     return None
 
 
-def _check_keys(body: bytes, batch: bool, ndjson: bool = False) -> None:
-    """Raise :class:`EventError` for the first event with a duplicate key or a NUL in a key.
+def _key_error(body: bytes, batch: bool, ndjson: bool = False) -> EventError | None:
+    """The error for the first event with a duplicate key or a NUL in a key, if any.
 
     msgspec keeps the last of duplicate keys silently, so this re-reads the
     (already validated, flat) body with the standard library, which shows every
@@ -156,17 +272,97 @@ def _check_keys(body: bytes, batch: bool, ndjson: bool = False) -> None:
         seen += 1
         return {}
 
+    # Numbers are only read as far as their length: no int() of a 5,000-digit count.
+    reader = json.JSONDecoder(object_pairs_hook=hook, parse_int=len, parse_float=len)
     if ndjson:
-        lines = [line for line in body.splitlines() if line.strip()]
-        for i, line in enumerate(lines):
-            json.loads(line, object_pairs_hook=hook)
+        for i, (start, raw) in enumerate(_ndjson_events(body)):
+            reader.decode(raw.decode())
             if found:
-                raise EventError(f"line {i + 1}: {found[0][1]}", i)
+                return EventError(f"line {_line(body, start)}: {found[0][1]}", i)
+        return None
+    reader.decode(body.decode())
+    if not found:
+        return None
+    index, problem = found[0]
+    return EventError(problem, index if batch else None)
+
+
+# -- reading NDJSON as msgspec does ------------------------------------------
+
+_WS = re.compile(rb"[ \t\r\n]*")
+"""JSON whitespace: what msgspec skips between NDJSON events, and around any token."""
+
+_RAW = msgspec.json.Decoder(msgspec.Raw)
+_RAW_LIST = msgspec.json.Decoder(list[msgspec.Raw])
+_TRAILING = re.compile(r"JSON is malformed: trailing characters \(byte (\d+)\)")
+_BYTE = re.compile(r"\(byte (\d+)\)$")
+
+
+def _line(body: bytes, start: int) -> int:
+    """The 1-based physical line of ``body[start]``: lines end at LF, blank ones count."""
+    return body.count(b"\n", 0, start) + 1
+
+
+def _ndjson_events(body: bytes) -> Iterator[tuple[int, bytes]]:
+    """``(start, bytes)`` of each event of an NDJSON body, split as ``decode_lines`` splits it.
+
+    msgspec checks the syntax (never the UTF-8 or a number's range) of raw
+    values, so a body it reads yields its exact values. If the syntax is broken
+    somewhere, the values are read one at a time up to the broken one, which is
+    yielded with the rest of the body, for its explanation to name the fault.
+    """
+    try:
+        raws = _RAW.decode_lines(body)
+    except (msgspec.DecodeError, RecursionError):
+        yield from _ndjson_walk(body, 0)
         return
-    json.loads(body, object_pairs_hook=hook)
-    if found:
-        index, problem = found[0]
-        raise EventError(problem, index if batch else None)
+    pos = 0
+    for raw in raws:
+        start = _end_of_space(body, pos)
+        value = bytes(raw)
+        pos = start + len(value)
+        if body[start:pos] != value:
+            raise RuntimeError(f"NDJSON value {value[:20]!r} not found at byte {start}")
+        yield start, value
+
+
+def _end_of_space(body: bytes, pos: int) -> int:
+    space = _WS.match(body, pos)
+    assert space is not None  # "*" matches the empty string
+    return space.end()
+
+
+def _on_its_line(body: bytes, error: EventError) -> EventError:
+    """``error``, about NDJSON event ``error.index``, naming the line that event starts on."""
+    assert error.index is not None
+    start, _ = next(itertools.islice(_ndjson_events(body), error.index, None))
+    return _placed(error, error.index, f"line {_line(body, start)}: ")
+
+
+def _ndjson_walk(body: bytes, pos: int) -> Iterator[tuple[int, bytes]]:
+    """The events from ``pos`` on, read one at a time: up to and with a broken one."""
+    view = memoryview(body)
+    pos = _end_of_space(body, pos)
+    while pos < len(body):
+        try:
+            _RAW.decode(view[pos:])
+        except msgspec.DecodeError as exc:
+            trailing = _TRAILING.fullmatch(str(exc))
+            if trailing is None:
+                break  # the value at pos itself is broken
+            # msgspec reports the first trailing character as already read.
+            after = pos + int(trailing[1]) - 1
+            if not pos < after < len(body) or body[after] in b" \t\r\n":
+                raise RuntimeError(f"unexpected trailing position in {exc}") from None
+            _RAW.decode(view[pos:after])  # a DecodeError here is a bug: the guard has it
+            yield pos, body[pos:after]
+            pos = after
+        except RecursionError:
+            break
+        else:
+            break
+    if pos < len(body):
+        yield pos, body[pos:]
 
 
 # -- error texts --------------------------------------------------------------
@@ -212,7 +408,11 @@ def _kind(value: Any) -> str:
     if value is None:
         return "null"
     if isinstance(value, _Huge):
-        return f"a {value.digits}-digit number"
+        digits = value.text.lstrip("-")
+        if digits.isdigit():
+            return f"a {len(digits)}-digit number"
+        text = value.text if len(value.text) <= 40 else value.text[:37] + "..."
+        return f"a number with a fraction or exponent, out of range ({text})"
     if isinstance(value, list):
         return "an array"
     return "an object"
@@ -254,67 +454,128 @@ class _Huge:
     """Stands in for an integer too large for msgspec to decode, so messages can name it."""
 
     def __init__(self, text: bytes) -> None:
-        self.digits = len(text.strip().lstrip(b"-"))
+        self.text = text.strip(b" \t\r\n").decode("ascii", "replace")
 
 
 def _lenient(raw: bytes) -> Any:
-    """Decode valid JSON generically, keeping out-of-range integers as :class:`_Huge`."""
+    """Decode valid JSON generically, keeping out-of-range numbers as :class:`_Huge`.
+
+    Below an out-of-range number's top level, containers are read only as far
+    as their kind: a message names no more, and reading deeper recursed once
+    per level, past Python's limit before msgspec's.
+    """
     try:
         return msgspec.json.decode(raw)
     except msgspec.ValidationError:
-        head = raw.lstrip()[:1]
+        head = raw.lstrip(b" \t\r\n")[:1]
         if head == b"{":
             obj = msgspec.json.decode(raw, type=dict[str, msgspec.Raw])
-            return {key: _lenient(bytes(value)) for key, value in obj.items()}
+            return {key: _kind_of(bytes(value)) for key, value in obj.items()}
         if head == b"[":
-            return [_lenient(bytes(v)) for v in msgspec.json.decode(raw, type=list[msgspec.Raw])]
+            return [_kind_of(bytes(v)) for v in msgspec.json.decode(raw, type=list[msgspec.Raw])]
         return _Huge(raw)
 
 
-def _explain_json(body: bytes) -> str | None:
-    """Why ``body`` is not a JSON document at all, or ``None`` if it is one."""
-    if not body.strip():
+def _kind_of(raw: bytes) -> Any:
+    """A nested value, or for a container an empty one of its kind (see :func:`_kind`)."""
+    head = raw[:1]
+    if head == b"{":
+        return {}
+    if head == b"[":
+        return []
+    try:
+        return msgspec.json.decode(raw)
+    except msgspec.ValidationError:
+        return _Huge(raw)
+
+
+_DEEP = "the request body nests too deeply; events are flat JSON objects"
+_NOT_JSON = "the request body is not valid UTF-8 JSON"
+
+
+def _explain_json(body: bytes, offset: int = 0) -> str | None:
+    """Why ``body`` is not a JSON document at all, or ``None`` if it is one.
+
+    ``offset`` is where ``body`` starts in the request body, for the byte
+    positions in the message.
+    """
+    if _WS.fullmatch(body):
         return f"the request body is empty; {_ACCEPTED}"
     try:
         msgspec.json.decode(body)
+        return None
     except RecursionError:
-        return "the request body nests too deeply; events are flat JSON objects"
+        return _DEEP
     except msgspec.ValidationError:
-        return None  # well-formed, with an integer out of range: _lenient names it
+        pass  # an out-of-range number: the decode stopped there, so read on
     except msgspec.DecodeError as exc:
-        detail = str(exc)
-        if "truncated" in detail:
-            detail = "it ends early, or holds an invalid string escape such as a lone surrogate"
-        return f"the request body is not valid UTF-8 JSON: {detail}"
+        return _malformed(exc, offset)
+    # A raw decode checks the syntax without numbers' ranges, but not UTF-8.
+    try:
+        _RAW.decode(body)
+    except RecursionError:
+        return _DEEP
+    except msgspec.DecodeError as exc:
+        return _malformed(exc, offset)
+    try:
+        body.decode()
+    except UnicodeDecodeError as exc:
+        return f"{_NOT_JSON}: Invalid UTF-8 encoded string (byte {offset + exc.start})"
     return None
 
 
-def _explain_one(body: bytes) -> str:
+def _malformed(exc: msgspec.DecodeError, offset: int) -> str:
+    detail = str(exc)
+    if "truncated" in detail:
+        detail = "it ends early, or holds an invalid string escape such as a lone surrogate"
+    elif offset:
+        detail = _BYTE.sub(lambda m: f"(byte {int(m[1]) + offset})", detail)
+    return f"{_NOT_JSON}: {detail}"
+
+
+def _explain_one(body: bytes) -> EventError | None:
     reason = _explain_json(body) or _check_generic(_lenient(body))
-    return reason or f"the event is invalid; {_ACCEPTED}"
+    if reason is None:
+        # The generic reading keeps the last of repeated keys, and the last may
+        # be valid where an earlier one is not: the repetition is the fault.
+        return _key_error(body, batch=False)
+    return EventError(reason)
 
 
-def _explain_batch(body: bytes, ndjson: bool) -> EventError:
-    if ndjson:
-        lines = [line for line in body.splitlines() if line.strip()]
-        if not lines:
-            return EventError(f"the request body has no events; {_ACCEPTED}")
-        for i, line in enumerate(lines):
-            reason = _explain_json(line) or _check_generic(_lenient(line))
-            if reason is not None:
-                return EventError(f"line {i + 1}: {reason}", i)
-        return EventError(f"the NDJSON body is invalid; {_ACCEPTED}")
-    reason = _explain_json(body)
-    if reason is not None:
-        return EventError(reason)
-    objs = _lenient(body)
-    if not isinstance(objs, list):
-        return EventError(f"a batch must be a JSON array of events, got {_kind(objs)}")
-    for i, obj in enumerate(objs):
-        reason = _check_generic(obj)
-        if reason is not None:
-            return EventError(reason, i)
-    return EventError(f"the batch is invalid; {_ACCEPTED}")
+def _placed(error: EventError, index: int, prefix: str = "") -> EventError:
+    """``error`` as the error of the batch's event ``index``, its cause kept."""
+    placed = EventError(prefix + error.message, index, error.status)
+    placed.__cause__ = error.__cause__
+    return placed
+
+
+_UNEXPLAINED = (
+    "the request body was refused, but tophosts could not say why (an internal error, "
+    f"logged); {_ACCEPTED}"
+)
+
+
+def _unexplained(cause: BaseException) -> EventError:
+    """The generic refusal for a failure no check accounts for: a bug, logged with its cause."""
+    _log.error("could not explain why a request body was refused", exc_info=cause)
+    error = EventError(_UNEXPLAINED)
+    error.__cause__ = cause
+    return error
+
+
+def _explained(
+    refusal: BaseException, explain: Callable[[bytes], EventError | None], body: bytes
+) -> EventError:
+    """What ``explain`` says about a body msgspec refused with ``refusal``; never raises.
+
+    An explanation that raises, or finds nothing wrong with a refused body, is
+    a bug: the caller still gets an :class:`EventError`, with the cause kept.
+    """
+    try:
+        error = explain(body)
+    except Exception as exc:
+        return _unexplained(exc)
+    return _unexplained(refusal) if error is None else error
 
 
 def too_far_ahead(timestamp: int, now: float, max_skew: int, index: int | None) -> EventError:
@@ -328,7 +589,7 @@ def too_far_ahead(timestamp: int, now: float, max_skew: int, index: int | None) 
 
 def too_many_tracked(size: int, host: str, limit: int, index: int | None) -> EventError:
     """The error for an event that would add a host past ``--max-tracked-hosts``."""
-    window = "minute" if size == 60 else "hour"
+    window = label(size)
     return EventError(
         f"the {window} window already tracks {limit} hosts (--max-tracked-hosts); an event "
         f"adding a new host such as {_show(host)} is refused whole, while known hosts keep "

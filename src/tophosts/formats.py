@@ -1,33 +1,39 @@
-"""Access-log line formats: one line in, ``(timestamp, host)`` out.
+"""Access-log line formats: one log line (or syslog message body) in, ``(timestamp, host)`` out.
 
-Pure and I/O-free, and fast: ``tophosts tail`` calls one of these once per line
-of a log file, so each finds its two fields with ``bytes.find``/``split`` (or one
-msgspec decode, for JSON) and converts a time string once per distinct value
-(a small bounded cache), never once per line.
+Pure and I/O-free, for the syslog receiver, ``tophosts tail`` and anything else
+that reads access logs, and fast: each parser finds its two fields with
+``bytes.find``/``split`` (or one msgspec decode, for JSON) and converts a time
+string once per distinct value (a small bounded cache), never once per line. A
+parser takes one line or message body as bytes and returns ``(seconds, host)``:
+the request's time, floored to an integer of Unix seconds, and the host name
+exactly as the server wrote it, still as bytes (decoding and the host rules are
+applied once per distinct host by the caller, see
+:func:`tophosts.events.check_host`). Anything else raises :class:`FormatError`
+with a short, fixed ``reason`` fit for a metric label.
 
-A parser takes one line as bytes (without its newline) and returns ``(seconds,
-host)``: the request's time, floored to an integer of Unix seconds, and the host
-name exactly as the server wrote it, still as bytes (decoding and the host rules
-are applied once per distinct ``(second, host)`` by the caller). Anything else
-raises :class:`FormatError` with a short, fixed ``reason`` fit for a metric label.
-
-The formats, by the name ``tophosts tail --format`` knows them by (the README
-gives the server configuration line that writes each):
-
-``tophosts`` (:func:`text`)
-    ``<unix seconds>[.<fraction>] <host>[ <anything>]``: nginx's ``$msec $host``.
-``nginx-vhost`` (:func:`nginx_vhost`)
+``text``
+    ``<unix seconds>[.<fraction>] <host>[ <anything>]``: what the documented
+    nginx (``$msec $host``), HAProxy (``%Ts.%ms %[capture.req.hdr(0)]``) and
+    Apache (``%{sec}t %V``) configurations write. Fields past the host are
+    ignored, so a format may carry more (``$status``, say).
+``caddy``
+    Caddy's JSON access log: the ``ts`` (float Unix seconds, Caddy's default)
+    and ``request.host`` members of one object.
+``nginx_vhost``
     nginx's ``combined`` with ``$host`` in front:
     ``<host> <addr> - <user> [10/Oct/2000:13:55:36 -0700] "<request>" ...``.
-``combined-vhost`` (:func:`combined_vhost`)
+``combined_vhost``
     Apache's ``vhost_combined``: the same, with ``%v:%p`` (host and port) in front.
-``haproxy`` (:func:`haproxy_httplog`)
+``haproxy_httplog``
     HAProxy's ``option httplog`` line with the Host header as the first request
-    capture: ``... [06/Feb/2009:12:14:14.655] ... {<host>|...} ...``. HAProxy writes
-    that date in its local time without an offset; it is read in this process's
-    local time zone (``TZ``).
-``caddy-json`` (:func:`caddy`)
-    Caddy's JSON access log: the ``ts`` and ``request.host`` members of one object.
+    capture: ``... [06/Feb/2009:12:14:14.655] ... {<host>|...} ...``. HAProxy
+    writes that date in its local time without an offset; it is read in this
+    process's local time zone (``TZ``).
+
+:data:`FORMATS` names the syslog receiver's (``nginx``, ``haproxy`` and
+``apache`` are the ``text`` parser under the name of the server whose snippet
+writes it); :data:`LOG_FILE_FORMATS` those of ``tophosts tail --format``
+(``tophosts`` is ``text``, ``caddy-json`` is ``caddy``).
 """
 
 from __future__ import annotations
@@ -53,7 +59,7 @@ _MAX_DIGITS = len(str(MAX_COUNT))
 
 
 class FormatError(ValueError):
-    """A line that does not match its format; ``reason`` is one short fixed word."""
+    """A body that does not match its format; ``reason`` is one short fixed word."""
 
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(detail)
@@ -66,22 +72,22 @@ class FormatError(ValueError):
 
 
 def _no_host() -> FormatError:
-    return FormatError("no_host", "no host where the format has it (a '-' is no host either)")
+    return FormatError("no_host", "no host after the timestamp (expected '<seconds> <host>')")
 
 
-def _bad_ts() -> FormatError:
+def bad_timestamp() -> FormatError:
+    """The error for a first field that is not Unix seconds."""
     return FormatError(
         "timestamp",
         f"the first field is not Unix seconds (digits, an optional .fraction, at most {MAX_COUNT})",
     )
 
 
-# -- tophosts: "$msec $host" --------------------------------------------------
-
-
-def text(line: bytes) -> Parsed:
+def text(body: bytes) -> Parsed:
     """``b"1796133332.584 shop.example.com 200"`` -> ``(1796133332, b"shop.example.com")``."""
-    parts = line.split(None, 2)
+    # Any run of blanks separates fields (rsyslog's RFC 5424 template puts a space
+    # before the message), so split on whitespace: once, for the first two fields.
+    parts = body.split(None, 2)
     if len(parts) < 2:
         raise _no_host()
     stamp, host = parts[0], parts[1]
@@ -91,14 +97,61 @@ def text(line: bytes) -> Parsed:
         or len(seconds) > _MAX_DIGITS
         or (dot and fraction and not fraction.isdigit())
     ):
-        raise _bad_ts()
+        raise bad_timestamp()
     ts = int(seconds)
     if ts > MAX_COUNT:
-        raise _bad_ts()
-    # "-" is how the servers write a missing value (no Host header).
+        raise bad_timestamp()
+    # "-" is how all three servers write a missing value (no Host header).
     if host == b"-":
         raise _no_host()
     return ts, host
+
+
+class _Request(msgspec.Struct):
+    host: str
+
+
+class _CaddyLine(msgspec.Struct):
+    ts: float
+    request: _Request
+
+
+_caddy_decoder = msgspec.json.Decoder(_CaddyLine)
+
+
+def caddy(body: bytes) -> Parsed:
+    """A Caddy JSON access-log object -> ``(floor(ts), request.host)``."""
+    try:
+        line = _caddy_decoder.decode(body)
+    except (msgspec.DecodeError, RecursionError):
+        raise FormatError(
+            "json",
+            'not a Caddy JSON access log (expected {"ts": <unix seconds>, '
+            '"request": {"host": "..."}, ...})',
+        ) from None
+    ts = line.ts
+    if not math.isfinite(ts) or not 0 <= ts <= MAX_COUNT:
+        raise bad_timestamp()
+    if not line.request.host:
+        raise _no_host()
+    # surrogatepass: a lone surrogate escape survives here and is refused as
+    # invalid UTF-8 with the other host rules, not as a crash.
+    return int(ts), line.request.host.encode("utf-8", "surrogatepass")
+
+
+FORMATS: dict[str, Parser] = {
+    "text": text,
+    "nginx": text,
+    "haproxy": text,
+    "apache": text,
+    "caddy": caddy,
+}
+"""Every format by name."""
+
+
+def guess(body: bytes) -> Parser:
+    """The parser for a body of unknown format: JSON objects are Caddy's, the rest text."""
+    return caddy if body[:1] == b"{" else text
 
 
 # -- the common log format's time: [10/Oct/2000:13:55:36 -0700] -----------------
@@ -134,6 +187,10 @@ class _TimeCache:
                 self._seconds.clear()
             self._seconds[raw] = seconds
         return seconds
+
+
+def _no_host_field() -> FormatError:
+    return FormatError("no_host", "no host where the format has it (a '-' is no host either)")
 
 
 def _bad_time(what: str) -> FormatError:
@@ -208,7 +265,7 @@ def nginx_vhost(line: bytes) -> Parsed:
     if space < 0 or start < 0 or end < 0:
         raise _fields_error("nginx-vhost")
     if space == 0 or (space == 1 and line[0] == 45):  # 45 is "-"
-        raise _no_host()
+        raise _no_host_field()
     return _clf_time(line[start + 2 : end]), line[:space]
 
 
@@ -228,7 +285,7 @@ def combined_vhost(line: bytes) -> Parsed:
     if colon >= 0 and host[colon + 1 :].isdigit():
         host = host[:colon]
     if not host or host == b"-":
-        raise _no_host()
+        raise _no_host_field()
     return _clf_time(line[start + 2 : end]), host
 
 
@@ -261,7 +318,7 @@ def haproxy_httplog(line: bytes) -> Parsed:
     if bar >= 0:
         host = host[:bar]
     if not host or host == b"-":
-        raise _no_host()
+        raise _no_host_field()
     stamp = line[start + 2 : end]
     dot = stamp.find(b".")
     if dot >= 0:
@@ -269,41 +326,6 @@ def haproxy_httplog(line: bytes) -> Parsed:
             raise _bad_time(_HAPROXY)
         stamp = stamp[:dot]
     return _haproxy_time(stamp), host
-
-
-# -- Caddy: its JSON access log -------------------------------------------------
-
-
-class _Request(msgspec.Struct):
-    host: str
-
-
-class _CaddyLine(msgspec.Struct):
-    ts: float
-    request: _Request
-
-
-_caddy_decoder = msgspec.json.Decoder(_CaddyLine)
-
-
-def caddy(line: bytes) -> Parsed:
-    """A Caddy JSON access-log object -> ``(floor(ts), request.host)``."""
-    try:
-        entry = _caddy_decoder.decode(line)
-    except (msgspec.DecodeError, RecursionError):
-        raise FormatError(
-            "json",
-            'not a Caddy JSON access log (expected {"ts": <unix seconds>, '
-            '"request": {"host": "..."}, ...})',
-        ) from None
-    ts = entry.ts
-    if not math.isfinite(ts) or not 0 <= ts <= MAX_COUNT:
-        raise _bad_ts()
-    if not entry.request.host:
-        raise _no_host()
-    # surrogatepass: a lone surrogate escape survives here and is refused as
-    # invalid UTF-8 with the other host rules, not as a crash.
-    return int(ts), entry.request.host.encode("utf-8", "surrogatepass")
 
 
 LOG_FILE_FORMATS: dict[str, Parser] = {

@@ -47,7 +47,7 @@ def room_in_the_hour() -> None:
 
 @pytest.fixture
 def nginx() -> Iterator[Nginx]:
-    server = Nginx("tail-nginx-vhost")
+    server = Nginx(0, tail="tail-nginx-vhost")
     yield server
     server.stop()
 

@@ -28,11 +28,11 @@ def wait_for_lines(server: WebServer, n: int, timeout: float = 10.0) -> list[byt
 @pytest.mark.parametrize(
     ("launcher", "fmt"),
     [
-        (lambda: Nginx("tail-nginx-vhost"), "nginx-vhost"),
-        (lambda: Nginx("tail-nginx-tophosts"), "tophosts"),
-        (lambda: Apache("tail-apache"), "combined-vhost"),
-        (lambda: HAProxy("tail-haproxy"), "haproxy"),
-        (lambda: Caddy("tail-caddy"), "caddy-json"),
+        (lambda: Nginx(0, tail="tail-nginx-vhost"), "nginx-vhost"),
+        (lambda: Nginx(0, tail="tail-nginx-tophosts"), "tophosts"),
+        (lambda: Apache(0, tail="tail-apache"), "combined-vhost"),
+        (lambda: HAProxy(0, tail="tail-haproxy"), "haproxy"),
+        (lambda: Caddy(0, tail="tail-caddy"), "caddy-json"),
     ],
     ids=["nginx-vhost", "tophosts", "combined-vhost", "haproxy", "caddy-json"],
 )

@@ -82,7 +82,7 @@ class Site:
             "interval": 0.05,
             "rotate_wait": 0.3,
             "stop_timeout": 2.0,
-            "timeout": 2.0,
+            "timeout": 10.0,
         }
         values.update(options)
         return TailSettings(**values)
