@@ -163,6 +163,32 @@ def test_a_key_reused_for_another_body_is_a_conflict(
     assert "different request" in outcome.message
 
 
+def test_a_200_that_is_not_tophosts_is_no_acknowledgement(clock: FakeClock) -> None:
+    import http.server
+    import threading
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.send_header("Content-Length", "15")
+            self.end_headers()
+            self.wfile.write(b"<html>hi</html>")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    page = http.server.HTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=page.handle_request, daemon=True).start()
+    send, _, _ = sender(f"http://127.0.0.1:{page.server_address[1]}", clock)
+    try:
+        outcome = send.send(BODY, "k1")
+    finally:
+        page.server_close()
+    assert isinstance(outcome, Fatal)
+    assert "is --url a tophosts server?" in outcome.message
+
+
 def test_a_wrong_url_is_fatal(double: IngestDouble, clock: FakeClock) -> None:
     send, _, _ = sender(double.url + "/nothing-here", clock)
     outcome = send.send(BODY, "k1")
@@ -179,6 +205,27 @@ def test_when_stopping_retries_end_at_the_stop_timeout(clock: FakeClock) -> None
     )
     assert send.send(BODY, "k1") == Unfinished()
     assert 4 <= sum(sleeps.waits) <= 5
+
+
+def test_a_stop_as_an_answer_comes_still_retries_within_the_stop_timeout(
+    double: IngestDouble, clock: FakeClock
+) -> None:
+    stopping = threading.Event()
+    double.faults.extend([("status", 503)] * 6)
+    send, sleeps, answers = sender(double.url, clock, stopping=stopping, stop_timeout=2.0)
+    # The backoff after six 503s is over 3 s, longer than the time left to flush.
+    send.backoff = Backoff(base=1.0, rng=random.Random(3))
+    real_wait = send.wait
+
+    def wait(seconds: float) -> None:
+        if len(sleeps.waits) == 4:
+            stopping.set()  # SIGTERM, as the fifth answer comes
+        real_wait(seconds)
+
+    send.wait = wait
+    assert isinstance(send.send(BODY, "k1"), Acked)
+    assert answers == ["503"] * 6 + ["200"]
+    assert sum(sleeps.waits[5:]) <= 2.0
 
 
 def test_a_stop_cuts_a_backoff_short_to_flush_at_once(

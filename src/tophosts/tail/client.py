@@ -154,6 +154,7 @@ def _error(body: bytes) -> _Error:
 
 
 class _Ok(msgspec.Struct):
+    status: str
     accepted: int = 0
     expired: int = 0
 
@@ -218,9 +219,13 @@ class Sender:
             attempt += 1
             delay = self.backoff.delay(attempt, retry_after)
             deadline = self._deadline()
-            if deadline is not None and self.clock() + delay > deadline:
-                log.error("%s; stopping with the batch unacknowledged", problem)
-                return Unfinished()
+            if deadline is not None:
+                # Stopping: try again while there is time to flush, sooner if need be.
+                left = deadline - self.clock()
+                if left <= 0:
+                    log.error("%s; stopping with the batch unacknowledged", problem)
+                    return Unfinished()
+                delay = min(delay, left)
             log.warning("%s; retry %d in %.1f s with the same key", problem, attempt, delay)
             self._sleep(delay)
 
@@ -242,7 +247,14 @@ class Sender:
             try:
                 ok = msgspec.json.decode(reply.body, type=_Ok)
             except (msgspec.DecodeError, RecursionError):
-                ok = _Ok()
+                ok = _Ok("")
+            if ok.status != "ok":
+                # Something answers 200 that is not tophosts (a proxy's page, another
+                # service): taking it for an acknowledgement would lose the batch.
+                return Fatal(
+                    f"{self.client.url}{self.client.path} answered 200 without tophosts's "
+                    f'{{"status": "ok", ...}} ({reply.body[:80]!r}); is --url a tophosts server?'
+                )
             return Acked(replayed, ok.accepted, ok.expired)
         self.on_answer(str(status))
         if status in RETRIED:
