@@ -135,6 +135,27 @@ def test_a_new_file_with_the_same_first_line_is_no_copy_if_it_differs_after(
     assert sorted(followed(watcher)) == [("a.log", 0), ("b.log", 0)]
 
 
+def test_a_new_log_that_begins_as_an_old_one_did_is_read_once_it_differs(
+    logs: Path, clock: FakeClock
+) -> None:
+    """Two rotations in one second: the new log's first lines are byte for byte the
+    previous one's (same second, same requests), so it looks like a copy, at first."""
+    log = logs / "access.log"
+    same = "1700000000.000 a.com\n1700000000.000 b.com\n"
+    write(log, same + "1700000000.000 c.com\n")
+    watcher = Watcher([str(log)], clock)
+    watcher.start(None, from_start=True)
+    read_all(watcher)
+    watcher.files[0].identity()
+    os.rename(log, logs / "access.log.1")
+    write(log, same)
+    watcher.poll()
+    assert followed(watcher) == [("access.log.1", len(same) + 21)]  # a copy, so far
+    write(log, "1700000001.000 d.com\n")
+    watcher.poll()
+    assert followed(watcher) == [("access.log.1", len(same) + 21), ("access.log", 0)]
+
+
 def test_a_second_copytruncate_reads_from_the_new_copy_not_the_old(
     logs: Path, clock: FakeClock
 ) -> None:
@@ -172,7 +193,7 @@ def test_a_copy_matched_by_the_glob_is_not_read_twice(logs: Path, clock: FakeClo
     shutil.copy(log, logs / "access.log.1")
     watcher.poll()
     assert followed(watcher) == [("access.log", len(lines(5)))]
-    assert list(watcher.copies.values()) == [str(logs / "access.log.1")]
+    assert [path for path, _, _ in watcher.copies.values()] == [str(logs / "access.log.1")]
     os.truncate(log, 0)
     [f] = watcher.poll()
     watcher.replaced(f)

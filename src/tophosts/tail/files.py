@@ -170,8 +170,9 @@ class Watcher:
         self.clock = clock
         self.rotate_wait = rotate_wait
         self.files: list[LogFile] = []
-        self.copies: dict[Key, str] = {}
-        """Files found with the first line of a followed one: copies, not read (yet)."""
+        self.copies: dict[Key, tuple[str, str, int]] = {}
+        """Files that start as a followed one does, taken for its copies and not read (yet):
+        ``(path, first-line checksum, size when last compared)``."""
         self.changed = False
         """Whether the set of files or an identity changed since the state was saved."""
 
@@ -259,7 +260,7 @@ class Watcher:
             if checksum is None:
                 continue  # no complete first line yet: looked at again by the next poll
             if checksum in gone or self._is_copy(seen, checksum):
-                self.copies[key] = seen.path
+                self.copies[key] = (seen.path, checksum, seen.st.st_size)
                 log.info("%s is a copy of a file already followed; not read", seen.path)
                 continue
             if seen.pattern in known_patterns:
@@ -410,9 +411,19 @@ class Watcher:
             kept.append(f)
         self.files = kept
         followed = {f.key for f in self.files}
-        for key in list(self.copies):
-            if key not in matched and key not in siblings:
+        for key, (path, first, size) in list(self.copies.items()):
+            seen = matched.get(key) or siblings.get(key)
+            if seen is None:
                 del self.copies[key]
+            elif seen.st.st_size != size:
+                # Still a copy? A copy stays byte for byte the start of its original;
+                # a new log that merely began with the same lines (two rotations in
+                # one second, say) soon differs, and is then read from its start.
+                if self._is_copy(seen, first):
+                    self.copies[key] = (path, first, seen.st.st_size)
+                else:
+                    log.info("%s is no copy after all (it differs further on)", seen.path)
+                    del self.copies[key]
         for key, seen in matched.items():
             if key in followed or key in self.copies:
                 continue
@@ -423,7 +434,7 @@ class Watcher:
             if checksum is None:
                 continue
             if self._is_copy(seen, checksum):
-                self.copies[key] = seen.path
+                self.copies[key] = (seen.path, checksum, seen.st.st_size)
                 log.info("%s is a copy of a file already followed; not read", seen.path)
                 continue
             log.info("following %s from its start (a new file)", seen.path)
