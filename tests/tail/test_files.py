@@ -156,6 +156,46 @@ def test_a_new_log_that_begins_as_an_old_one_did_is_read_once_it_differs(
     assert followed(watcher) == [("access.log.1", len(same) + 21), ("access.log", 0)]
 
 
+def test_a_new_log_alike_for_more_than_64_kib_is_told_apart_as_it_grows(
+    logs: Path, clock: FakeClock
+) -> None:
+    log = logs / "access.log"
+    alike = "".join(f"1700000000.000 h{i % 3}.com\n" for i in range(5000))  # 105 KB
+    write(log, alike + "1700000000.000 end.com\n")
+    watcher = Watcher([str(log)], clock)
+    watcher.start(None, from_start=True)
+    read_all(watcher)
+    watcher.files[0].identity()
+    os.rename(log, logs / "access.log.1")
+    write(log, alike)
+    watcher.poll()
+    assert len(watcher.files) == 1  # taken for a copy
+    write(log, "1700000001.000 next.com\n")
+    watcher.poll()
+    assert followed(watcher) == [("access.log.1", len(alike) + 23), ("access.log", 0)]
+
+
+def test_a_new_log_that_begins_with_all_of_an_old_one_is_read_once_it_is_longer(
+    logs: Path, clock: FakeClock
+) -> None:
+    log = logs / "access.log"
+    alike = "".join(f"1700000000.000 h{i % 3}.com\n" for i in range(300))
+    write(log, alike)
+    watcher = Watcher([str(log)], clock)
+    watcher.start(None, from_start=True)
+    read_all(watcher)
+    watcher.files[0].identity()
+    os.rename(log, logs / "access.log.1")
+    write(log, alike)  # all of the old one, so far
+    watcher.poll()
+    assert len(watcher.files) == 1
+    write(log, alike)  # and more: longer than what it would be a copy of
+    watcher.poll()
+    assert len(watcher.files) == 1  # once could be a race with a copy being written
+    watcher.poll()
+    assert followed(watcher) == [("access.log.1", len(alike)), ("access.log", 0)]
+
+
 def test_a_second_copytruncate_reads_from_the_new_copy_not_the_old(
     logs: Path, clock: FakeClock
 ) -> None:
@@ -193,7 +233,7 @@ def test_a_copy_matched_by_the_glob_is_not_read_twice(logs: Path, clock: FakeClo
     shutil.copy(log, logs / "access.log.1")
     watcher.poll()
     assert followed(watcher) == [("access.log", len(lines(5)))]
-    assert [path for path, _, _ in watcher.copies.values()] == [str(logs / "access.log.1")]
+    assert [copy.path for copy in watcher.copies.values()] == [str(logs / "access.log.1")]
     os.truncate(log, 0)
     [f] = watcher.poll()
     watcher.replaced(f)

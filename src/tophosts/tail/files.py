@@ -51,6 +51,7 @@ log = logging.getLogger("tophosts.tail")
 
 FIRST_LINE_BYTES = 1024
 COPY_PREFIX = 64 * 1024
+COPY_STEP = 1 << 20
 COMPRESSED = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".lzma", ".zip", ".br", ".Z")
 
 Key = tuple[int, int]
@@ -136,6 +137,18 @@ class LogFile:
         )
 
 
+@dataclasses.dataclass
+class _Copy:
+    """A file taken for a copy of ``original`` (a followed file's key): byte for byte
+    equal to it up to ``verified``."""
+
+    path: str
+    original: Key
+    verified: int
+    larger: int = 0
+    """Polls in a row that found it larger than its original, which a copy never is."""
+
+
 @dataclasses.dataclass(frozen=True)
 class _Seen:
     path: str
@@ -170,9 +183,8 @@ class Watcher:
         self.clock = clock
         self.rotate_wait = rotate_wait
         self.files: list[LogFile] = []
-        self.copies: dict[Key, tuple[str, str, int]] = {}
-        """Files that start as a followed one does, taken for its copies and not read (yet):
-        ``(path, first-line checksum, size when last compared)``."""
+        self.copies: dict[Key, _Copy] = {}
+        """Files that start as a followed one does, taken for its copies and not read (yet)."""
         self.changed = False
         """Whether the set of files or an identity changed since the state was saved."""
 
@@ -252,15 +264,15 @@ class Watcher:
                 log.info(
                     "nothing matches %s yet; what appears there is read from its start", pattern
                 )
-        gone = {fs.first_line for fs in saved if fs.first_line} - {f.first_line for f in self.files}
         for key, seen in matched.items():
             if key in followed:
                 continue
             checksum = self._checksum_of(seen.path)
             if checksum is None:
                 continue  # no complete first line yet: looked at again by the next poll
-            if checksum in gone or self._is_copy(seen, checksum):
-                self.copies[key] = (seen.path, checksum, seen.st.st_size)
+            original = self._original_of(seen, checksum)
+            if original is not None:
+                self.copies[key] = _Copy(seen.path, original.key, 0)
                 log.info("%s is a copy of a file already followed; not read", seen.path)
                 continue
             if seen.pattern in known_patterns:
@@ -411,19 +423,18 @@ class Watcher:
             kept.append(f)
         self.files = kept
         followed = {f.key for f in self.files}
-        for key, (path, first, size) in list(self.copies.items()):
+        for key, copy in list(self.copies.items()):
             seen = matched.get(key) or siblings.get(key)
             if seen is None:
                 del self.copies[key]
-            elif seen.st.st_size != size:
-                # Still a copy? A copy stays byte for byte the start of its original;
-                # a new log that merely began with the same lines (two rotations in
-                # one second, say) soon differs, and is then read from its start.
-                if self._is_copy(seen, first):
-                    self.copies[key] = (path, first, seen.st.st_size)
-                else:
-                    log.info("%s is no copy after all (it differs further on)", seen.path)
-                    del self.copies[key]
+            elif not self._still_a_copy(seen, copy, truncated):
+                # A copy stays byte for byte the start of its original; a new log that
+                # merely began with the same lines (two rotations in one second, say)
+                # differs further on, and is then read from its start.
+                log.info("%s is no copy after all (it differs further on); reading it", seen.path)
+                del self.copies[key]
+                self.files.append(self._new(seen, 0))
+                followed.add(key)
         for key, seen in matched.items():
             if key in followed or key in self.copies:
                 continue
@@ -433,8 +444,9 @@ class Watcher:
             checksum = self._checksum_of(seen.path)
             if checksum is None:
                 continue
-            if self._is_copy(seen, checksum):
-                self.copies[key] = (seen.path, checksum, seen.st.st_size)
+            original = self._original_of(seen, checksum)
+            if original is not None:
+                self.copies[key] = _Copy(seen.path, original.key, 0)
                 log.info("%s is a copy of a file already followed; not read", seen.path)
                 continue
             log.info("following %s from its start (a new file)", seen.path)
@@ -442,27 +454,56 @@ class Watcher:
             self.files.append(self._new(seen, 0, first_line=checksum))
         return truncated
 
-    def _is_copy(self, seen: _Seen, checksum: str) -> bool:
-        """Whether ``seen`` starts as a followed file does: same first line, and the same
-        first bytes, as many as both have (up to 64 KiB). A new log whose first line
-        happens to equal an old one's differs further on."""
+    def _original_of(self, seen: _Seen, checksum: str) -> LogFile | None:
+        """The followed file that ``seen`` starts as, if any: same first line, and the same
+        first bytes, as many as both have (up to 64 KiB)."""
         for f in self.files:
-            if f.first_line != checksum or f.key == (seen.st.st_dev, seen.st.st_ino):
-                continue
-            try:
-                fd = os.open(seen.path, os.O_RDONLY | os.O_CLOEXEC)
-            except OSError:
-                return False
-            try:
-                n = min(COPY_PREFIX, seen.st.st_size, f.size)
-                ours = f.open()
-                if os.pread(fd, n, 0) == os.pread(ours, n, 0):
-                    return True
-            except OSError:
-                continue
-            finally:
-                os.close(fd)
-        return False
+            if (
+                f.first_line == checksum
+                and f.key != (seen.st.st_dev, seen.st.st_ino)
+                and self._same(seen.path, f, 0, min(COPY_PREFIX, seen.st.st_size, f.size))
+            ):
+                return f
+        return None
+
+    def _still_a_copy(self, seen: _Seen, copy: _Copy, truncated: list[LogFile]) -> bool:
+        """Whether ``seen`` is still what a copy of its original would be.
+
+        A copy is byte for byte the start of its original, and never longer than it
+        (the original only grows until copytruncate truncates it, and then the copy
+        is claimed). So what the two have gained since the last poll is compared (at
+        most ``COPY_STEP`` bytes a poll: a real copy is read through once), and a file
+        found longer than its original two polls in a row (one could be a race with
+        the copy's own writing) is no copy.
+        """
+        original = next((f for f in self.files if f.key == copy.original), None)
+        if original is None:
+            return True  # its original is forgotten (gone): it was read, so is this
+        if original in truncated:
+            return True  # claimed as the copy of what was truncated, next
+        copy.larger = copy.larger + 1 if seen.st.st_size > original.size else 0
+        if copy.larger >= 2:
+            return False
+        end = min(seen.st.st_size, original.size, copy.verified + COPY_STEP)
+        if end <= copy.verified:
+            return True
+        if not self._same(seen.path, original, copy.verified, end - copy.verified):
+            return False
+        copy.verified = end
+        return True
+
+    @staticmethod
+    def _same(path: str, f: LogFile, offset: int, n: int) -> bool:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return False
+        try:
+            return os.pread(fd, n, offset) == os.pread(f.open(), n, offset)
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
 
     def _rewritten(self, f: LogFile) -> bool:
         """Whether the first line of ``f`` changed: its content was replaced in place."""
