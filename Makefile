@@ -35,10 +35,10 @@ test: lint
 # bench/results/ (about 12 minutes; `--scenarios 1,2,3,4,5` for the first five,
 # under 10). `bench-quick` is the < 40 s smoke run.
 bench: $(VENV)/.dev-installed
-	$(BIN)/python -m tophosts bench --plot
+	$(BIN)/python -m bench --plot
 
 bench-quick: $(VENV)/.dev-installed
-	$(BIN)/python -m tophosts bench --quick
+	$(BIN)/python -m bench --quick
 
 # Coverage-guided fuzzing (tests/fuzz/README.md): every atheris harness for
 # FUZZ_SECONDS (3 minutes) each, one after another, crashers written into
@@ -53,10 +53,10 @@ fuzz: $(VENV)/.dev-installed
 # Ten minutes of mixed load at 80% of capacity, then a minute of overload
 # (see bench/soak.py and RELIABILITY.md). Not part of `make test`.
 soak: $(VENV)/.dev-installed
-	$(BIN)/python bench/soak.py --store memory
+	$(BIN)/python -m bench.soak --store memory
 
 soak-redis: $(VENV)/.dev-installed
-	$(BIN)/python bench/soak.py --store redis
+	$(BIN)/python -m bench.soak --store redis
 
 format: $(VENV)/.dev-installed
 	$(BIN)/ruff format .

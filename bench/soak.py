@@ -31,13 +31,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
-import os
 import random
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -47,32 +43,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SERVER_CPU, LOAD_CPU = 0, 1
+from bench.servers import LOAD_CPU, SERVER_CPU, RedisServer, Server, rss_mb, set_affinity
+
 HOSTS = [f"h{i:03}.soak" for i in range(300)]
 PROBE_HOST = "probe.soak"  # capacity and overload traffic, checked separately
 RESULTS = Path(__file__).parent / "results"
 
 
 def pin(pid: int, cpu: int) -> None:
-    if hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) > cpu:
-        with contextlib.suppress(OSError):
-            os.sched_setaffinity(pid, {cpu})
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    set_affinity(pid, {cpu})
 
 
 def rss_kib(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
+    mb = rss_mb(pid)
+    return int(mb * 1024) if mb is not None else 0
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -151,11 +135,10 @@ class Minute:
 class Drill:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.port = free_port()
+        self.port = 0
         self.offset = 0.0
-        self.server: subprocess.Popen[bytes] | None = None
-        self.redis: subprocess.Popen[bytes] | None = None
-        self.redis_port = free_port()
+        self.server: Server | None = None
+        self.redis: RedisServer | None = None
         self.tmp = Path(tempfile.mkdtemp(prefix="tophosts-soak-"))
         # (window size, window start) -> host -> count, for events answered "ok"
         self.recount: dict[tuple[int, int], Counter[str]] = defaultdict(Counter)
@@ -175,58 +158,37 @@ class Drill:
         return time.time() + self.offset
 
     def start_redis(self) -> None:
-        cmd = ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1"]
-        cmd += ["--save", "", "--appendonly", "yes", "--appendfsync", "always"]
-        self.redis = subprocess.Popen([*cmd, "--dir", str(self.tmp)], stdout=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", self.redis_port), timeout=0.2) as sock,
-            ):
-                sock.sendall(b"PING\r\n")
-                if sock.recv(16).startswith(b"+PONG"):
-                    return
-            time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
+        """A Redis with ``appendfsync always``, so that a kill loses nothing it acknowledged;
+        the second start (after the outage) is on the same port and folder."""
+        if self.redis is None:
+            self.redis = RedisServer(appendonly=True)
+        else:
+            self.redis.start()
 
     def start_server(self) -> None:
         # Start half the soak before an hour boundary, so the run crosses it.
         now = time.time()
         boundary = now - now % 3600 + 3600
         self.offset = boundary - self.args.duration / 2 - now - 20
-        cmd = [sys.executable, "-m", "tophosts", "serve", "--host", "127.0.0.1"]
-        cmd += ["--port", str(self.port), "--log-level", "warning"]
-        cmd += ["--clock-offset", f"{self.offset:.3f}"]
-        cmd += ["--limit-concurrency", str(self.args.limit_concurrency)]
+        args = ["--log-level", "warning", "--clock-offset", f"{self.offset:.3f}"]
+        args += ["--limit-concurrency", str(self.args.limit_concurrency)]
         if self.args.store == "redis":
-            cmd += ["--store", f"redis://127.0.0.1:{self.redis_port}/0"]
-        self.server = subprocess.Popen(cmd, stderr=open(self.tmp / "server.log", "wb"))  # noqa: SIM115
-        pin(self.server.pid, SERVER_CPU)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2),
-            ):
-                return
-            time.sleep(0.05)
-        raise RuntimeError("server did not start")
+            assert self.redis is not None
+            args += ["--store", self.redis.url]
+        self.server = Server("tophosts", args, cpus={SERVER_CPU})
+        self.port = self.server.port
 
     def stop(self) -> None:
-        for proc in (self.server, self.redis):
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+        out = ""
+        if self.server is not None:
+            _, out = self.server.stop()
+        if self.redis is not None:
+            self.redis.stop()
         # What the server did with writes that got no reply from Redis.
-        log = (self.tmp / "server.log").read_text(errors="replace")
         self.results["writes_without_reply"] = {
-            "settled_applied": log.count("Redis says it was applied"),
-            "settled_not_applied": log.count("Redis says it was not applied"),
-            "unknown_504": log.count("its outcome is unknown"),
+            "settled_applied": out.count("Redis says it was applied"),
+            "settled_not_applied": out.count("Redis says it was not applied"),
+            "unknown_504": out.count("its outcome is unknown"),
         }
         shutil.rmtree(self.tmp, ignore_errors=True)
 
@@ -395,14 +357,13 @@ end
         assert self.server is not None
         started = time.monotonic()
         while time.monotonic() < until:
-            self.rss.append((round(time.monotonic() - started, 1), rss_kib(self.server.pid)))
+            self.rss.append((round(time.monotonic() - started, 1), rss_kib(self.server.proc.pid)))
             await asyncio.sleep(1)
 
     async def redis_outage(self, at: float, down: float) -> None:
         await asyncio.sleep(max(0.0, at - time.monotonic()))
         assert self.redis is not None
         self.redis.kill()
-        self.redis.wait()
         killed = self.now()
         await asyncio.sleep(down)
         await asyncio.to_thread(self.start_redis)
@@ -466,7 +427,7 @@ end
             rate = self.args.load * cap_rate
             self.results["capacity"] = {**capacity, "req_per_s": round(cap_rate)}
             self.results["soak"] = {"target_rate": round(rate), "seconds": self.args.duration}
-            rss_start = rss_kib(self.server.pid)
+            rss_start = rss_kib(self.server.proc.pid)
             asyncio.run(self.soak(rate, self.args.duration))
             asyncio.run(self.final_check())
             probe_ok = capacity["ok"]
@@ -474,7 +435,7 @@ end
                 over = self.wrk(self.args.overload, self.args.overload_connections, threads=2)
                 self.results["overload"] = over
                 probe_ok += over["ok"]
-                rss_after_overload = rss_kib(self.server.pid)
+                rss_after_overload = rss_kib(self.server.proc.pid)
                 self.results["overload"]["rss_kib_after"] = rss_after_overload
                 self.results["recovery"] = asyncio.run(self.recovery())
             self.results["probe_ok_answers"] = probe_ok
@@ -493,11 +454,11 @@ end
                 if answered <= final["probe_in_hour"] <= answered + slack
                 else "MISMATCH"
             )
-            self.results["server_alive"] = self.server.poll() is None
+            self.results["server_alive"] = self.server.proc.poll() is None
             self.results["rss_kib"] = {
                 "start": rss_start,
                 "peak": max(r for _, r in self.rss),
-                "end": rss_kib(self.server.pid),
+                "end": rss_kib(self.server.proc.pid),
             }
         finally:
             self.stop()

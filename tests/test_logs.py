@@ -1,13 +1,22 @@
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 import logging
+import random
+import signal
+import socket
+import time
+from collections.abc import Iterator
 
+import httpx
 import pytest
 from starlette.testclient import TestClient
 
 from tests.support.clock import T0
 from tests.support.servers import Server
+from tophosts import logs
 from tophosts.logs import JsonFormatter
 from tophosts.windows import Window, past
 
@@ -16,6 +25,9 @@ PAST_MINUTE = past(T0, Window.MINUTE).start
 
 def access_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [r for r in caplog.records if r.name == "tophosts.access"]
+
+
+# -- in process, before logs.configure(): records through logging ---------------------
 
 
 def test_one_line_per_request_with_method_path_status_duration_and_sizes(
@@ -62,6 +74,166 @@ def test_json_lines_carry_the_fields() -> None:
     assert line["time"].endswith("+00:00")
 
 
+# -- the server's access lines, queued and written in batches -------------------------
+
+
+class CountingStream(io.StringIO):
+    """A stream that counts its ``write()`` calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+@pytest.fixture
+def configured() -> Iterator[None]:
+    """Leave the root logger and the access lines as they were."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    logs.flush()
+    logs._lines = None
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+Request = tuple[str, str, int, float, int, int, "str | None"]
+
+
+def some_requests(n: int, seed: int = 1) -> list[Request]:
+    rng = random.Random(seed)
+    out: list[Request] = []
+    for i in range(n):
+        status = rng.choice([200, 200, 200, 400, 404, 413, 429])
+        error = None if status == 200 else f'refusal {i}: host "ü\\n,x" and "quotes"'
+        path = rng.choice(["/counter", "/counters", "/stats", "/nope/ü %0A"])
+        seconds = rng.random() * rng.choice([1e-4, 1e-2, 3])
+        out.append(("POST", path, status, seconds, rng.randrange(10**7), rng.randrange(500), error))
+    return out
+
+
+def through_logging(fmt: str, requests: list[Request], created: list[float]) -> list[str]:
+    """The lines the logging handler wrote for ``requests`` before lines were queued."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(logs.TEXT_FORMAT))
+    for at, (method, path, status, seconds, size_in, size_out, error) in zip(
+        created, requests, strict=True
+    ):
+        fields = {
+            "method": method,
+            "path": path,
+            "status": status,
+            "duration_ms": round(seconds * 1000, 3),
+            "bytes_in": size_in,
+            "bytes_out": size_out,
+        }
+        message = "%s %s %d %.2fms in=%dB out=%dB"
+        args: tuple[object, ...] = (method, path, status, seconds * 1000, size_in, size_out)
+        if error is not None:
+            fields["error"] = error
+            message, args = message + " error=%s", (*args, error)
+        record = logging.LogRecord("tophosts.access", logging.INFO, "", 1, message, args, None)
+        record.created, record.msecs = at, int((at - int(at)) * 1000) + 0.0
+        record.__dict__.update(fields)
+        handler.emit(record)
+    return stream.getvalue().splitlines()
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_queued_lines_are_the_text_and_json_the_handler_writes(fmt: str) -> None:
+    requests = some_requests(3000)
+    rng = random.Random(2)
+    # Times across seconds and days, and just short of the next millisecond or second.
+    created = [
+        rng.choice([T0, 1_800_000_000, time.time()])
+        + rng.random() * rng.choice([1, 1e-3, 3600, 86400])
+        + rng.choice([0, 0.0009995, 0.9995, 0.99999996])
+        for _ in requests
+    ]
+    stream = io.StringIO()
+    lines = logs.AccessLines(logs.Handler(stream), fmt)
+    lines.pending = [(at, *r) for at, r in zip(created, requests, strict=True)]
+    lines.flush()
+    assert stream.getvalue().splitlines() == through_logging(fmt, requests, created)
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_a_burst_is_written_whole_and_in_order_in_a_few_writes(fmt: str, configured: None) -> None:
+    # Through logging, each line was a record and a write() of its own.
+    stream = CountingStream()
+    logs.configure("info", fmt, stream)
+    requests = some_requests(5000)
+
+    async def burst() -> None:
+        for i, request in enumerate(requests):
+            logs.request(*request)
+            if i % 100 == 0:
+                await asyncio.sleep(0)  # the loop turns between requests
+        deadline = time.monotonic() + 5
+        while stream.getvalue().count("\n") < len(requests) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+
+    asyncio.run(burst())
+    written = stream.getvalue().splitlines()
+    assert len(written) == len(requests)
+    for line, (method, path, status, _, size_in, size_out, error) in zip(
+        written, requests, strict=True
+    ):
+        if fmt == "json":
+            fields = json.loads(line)
+            got = (fields["path"], fields["status"], fields["bytes_in"], fields.get("error"))
+            assert got == (path, status, size_in, error)
+        else:
+            assert f" INFO tophosts.access: {method} {path} {status} " in line
+            assert line.endswith(f"out={size_out}B" + ("" if error is None else f" error={error}"))
+    assert stream.writes <= 10
+
+
+def test_a_line_is_written_within_a_flush_interval_and_before_any_later_record(
+    configured: None,
+) -> None:
+    stream = CountingStream()
+    logs.configure("info", "text", stream)
+    waited = []
+
+    async def run() -> None:
+        logs.request("POST", "/counter", 200, 0.0001, 45, 15)
+        logs.request("POST", "/counter", 400, 0.0001, 3, 60, "bad body")
+        started = time.monotonic()
+        while "bad body" not in stream.getvalue():
+            assert time.monotonic() - started < 5
+            await asyncio.sleep(0.005)
+        waited.append(time.monotonic() - started)
+        logs.request("POST", "/counters", 429, 0.0001, 10, 80, "too many hosts")
+        logging.getLogger("tophosts").warning("something else")
+
+    asyncio.run(run())
+    assert waited[0] < 1.0  # FLUSH_SECONDS on a quiet machine
+    lines = stream.getvalue().splitlines()
+    assert [line.split(": ", 1)[1] for line in lines] == [
+        "POST /counter 200 0.10ms in=45B out=15B",
+        "POST /counter 400 0.10ms in=3B out=60B error=bad body",
+        "POST /counters 429 0.10ms in=10B out=80B error=too many hosts",
+        "something else",
+    ]
+    assert stream.writes <= 4  # two batches of access lines, then the warning
+
+
+def test_without_a_running_loop_a_line_is_written_at_once(configured: None) -> None:
+    stream = CountingStream()
+    logs.configure("info", "json", stream)
+    logs.request("GET", "/stats", 200, 0.002, 0, 30)
+    assert json.loads(stream.getvalue())["message"] == "GET /stats 200 2.00ms in=0B out=30B"
+
+
+# -- a real server ----------------------------------------------------------------------
+
+
 def test_a_real_server_logs_start_up_and_json_request_lines() -> None:
     srv = Server("--log-format", "json", "--top", "7")
     try:
@@ -83,3 +255,70 @@ def test_a_real_server_logs_start_up_and_json_request_lines() -> None:
     health = [line for line in lines if line.get("path") == "/healthz"]
     assert health
     assert health[-1]["status"] == 200
+
+
+def burst(url: str, n: int) -> list[tuple[str, int, str | None]]:
+    """``n`` requests, one at a time over one connection; (path, status, error) of each."""
+    now = int(time.time())
+    sent: list[tuple[str, int, str | None]] = []
+    with httpx.Client(base_url=url) as client:
+        for i in range(n):
+            kind = i % 5
+            if kind == 0:
+                r = client.post("/counter", json={"timestamp": now - 30, f"h{i}.example": 1})
+            elif kind == 1:
+                r = client.post("/counter", json={"timestamp": now - 30})
+            elif kind == 2:
+                r = client.post("/counters", json=[{"timestamp": now - 30, "a": 1, "b": 2}] * 3)
+            elif kind == 3:
+                r = client.post("/counter", json={"timestamp": now - 30, "x": 1, "y": 1})
+            else:
+                r = client.get(f"/missing/{i}")
+            error = r.json().get("error") if r.status_code >= 400 else None
+            sent.append((r.request.url.path, r.status_code, error))
+    return sent
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_a_real_server_writes_every_line_of_a_burst_in_order_and_the_refusals_reasons(
+    fmt: str,
+) -> None:
+    # --max-tracked-hosts 3: the x/y event gets 429 once a and b are tracked.
+    srv = Server("--log-format", fmt, "--max-tracked-hosts", "3")
+    sent = burst(srv.url, 500)
+    srv.proc.send_signal(signal.SIGTERM)  # the last lines are written at exit
+    code, out = srv.stop()
+    assert code == 0
+    statuses = {status for _, status, _ in sent}
+    assert statuses == {200, 400, 404, 429}
+    access: list[tuple[str, int, str | None]] = []
+    for line in out.splitlines():
+        if fmt == "json":
+            fields = json.loads(line)
+            if fields["logger"] == "tophosts.access" and fields["path"] != "/healthz":
+                access.append((fields["path"], fields["status"], fields.get("error")))
+        elif " INFO tophosts.access: " in line and " /healthz " not in line:
+            message = line.split(" INFO tophosts.access: ", 1)[1]
+            _, path, status, rest = message.split(" ", 3)
+            error = rest.split(" error=", 1)[1] if " error=" in rest else None
+            access.append((path, int(status), error))
+    # The 404's reason is in its body; the access line names the status alone.
+    assert access == [(p, s, e if s != 404 else None) for p, s, e in sent]
+    assert "Finished server process" in out.splitlines()[-1]
+
+
+@pytest.mark.e2e
+def test_the_refusal_of_a_body_over_max_body_is_logged_with_its_reason() -> None:
+    srv = Server("--max-body", "100")
+    with socket.create_connection(("127.0.0.1", srv.port)) as sock:
+        body = b'{"timestamp": 1, "a": 1}'.ljust(200)
+        sock.sendall(
+            b"POST /counter HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        assert sock.recv(4096).startswith(b"HTTP/1.1 413 ")
+    srv.proc.send_signal(signal.SIGTERM)
+    _, out = srv.stop()
+    assert "POST /counter 413 " in out
+    assert "error=the request body is larger than 100 bytes (--max-body)" in out

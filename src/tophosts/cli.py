@@ -1,4 +1,4 @@
-"""``tophosts serve|load|tail|bench``: the command line."""
+"""``tophosts serve|load|tail``: the command line."""
 
 from __future__ import annotations
 
@@ -29,10 +29,6 @@ def build_parser() -> argparse.ArgumentParser:
     from tophosts import tail
 
     tail.add_arguments(tail_parser)
-    bench_parser = commands.add_parser("bench", help="run the benchmark suite (bench extra)")
-    from tophosts import bench
-
-    bench.add_arguments(bench_parser)
     return parser
 
 
@@ -56,8 +52,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         from tophosts import tail
 
         return tail.run(args)
-    if args.command == "bench":
-        from tophosts import bench
-
-        return bench.run(args)
     parser.error(f"unknown command {args.command!r}")  # pragma: no cover - argparse exits first

@@ -3,20 +3,47 @@
 Each request is one line on the ``tophosts.access`` logger at info level:
 method, path, status, duration and body sizes, and for a refused request the
 reason, never the body.
+
+Through :mod:`logging`, that line cost about 17 µs per request, a third of a
+single-event ``POST /counter``. So once :func:`configure` has set up the
+server's logging, :func:`request` only appends a tuple to a list; a timer on the
+event loop formats the pending lines about every 100 ms (:data:`FLUSH_SECONDS`)
+in exactly the text or JSON the handler would give them, the date and time
+prefix computed once per second, and writes them to the same stream with one
+``write()``. They are also written before any other log record (so the order
+holds), when :data:`MAX_PENDING` are waiting, and at exit. A line so reaches the
+log up to ~100 ms after its request; a hard crash (``kill -9``) loses the lines
+of the last ~100 ms.
 """
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import datetime as dt
 import logging
 import sys
-from typing import Any
+import threading
+import time
+from typing import Any, TextIO
 
 import msgspec
 
 access = logging.getLogger("tophosts.access")
 
+FLUSH_SECONDS = 0.1
+"""Most seconds an access line waits before it is written (while the loop runs)."""
+MAX_PENDING = 10_000
+"""Access lines held at most; one more writes them at once."""
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+_MESSAGE = "%s %s %d %.2fms in=%dB out=%dB"
+_TEXT_LINE = "%s,%03d INFO tophosts.access: " + _MESSAGE
+
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+
+# (time.time(), method, path, status, seconds, bytes in, bytes out, error)
+Line = tuple[float, str, str, int, float, int, int, "str | None"]
 
 
 class JsonFormatter(logging.Formatter):
@@ -39,19 +66,164 @@ class JsonFormatter(logging.Formatter):
         return msgspec.json.encode(line).decode()
 
 
-def configure(level: str, fmt: str) -> None:
-    """Route every logger, uvicorn's included, through one stderr handler."""
-    handler = logging.StreamHandler(sys.stderr)
+class _JsonLine(msgspec.Struct, omit_defaults=True):
+    """An access line as :class:`JsonFormatter` writes its record, fields in that order."""
+
+    time: str
+    level: str
+    logger: str
+    message: str
+    method: str
+    path: str
+    status: int
+    duration_ms: float
+    bytes_in: int
+    bytes_out: int
+    error: str | None = None
+
+
+class Handler(logging.StreamHandler[TextIO]):
+    """The one handler of the server: writes the pending access lines before any other
+    record of the thread that serves requests, so that the log stays in order."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        lines = _lines
+        if lines is not None and lines.pending and lines.thread == threading.get_ident():
+            lines.flush()
+        super().emit(record)
+
+
+class AccessLines:
+    """Access lines waiting to be written, and how to write them."""
+
+    def __init__(self, handler: Handler, fmt: str) -> None:
+        self.handler = handler
+        self.json = fmt == "json"
+        self.pending: list[Line] = []
+        self.timer: asyncio.TimerHandle | None = None
+        self.thread = 0  # the thread whose event loop serves the requests
+        self._encoder = msgspec.json.Encoder()
+        self._second = -1
+        self._prefix = ""
+
+    def schedule(self) -> None:
+        """Write the pending lines in :data:`FLUSH_SECONDS`, or now without a running loop."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+            return
+        self.thread = threading.get_ident()
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = loop.call_later(FLUSH_SECONDS, self.flush)
+
+    def flush(self) -> None:
+        """Format every pending line and write them with one ``write()``."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        batch = self.pending
+        if not batch:
+            return
+        self.pending = []
+        text = self.format_json(batch) if self.json else self.format_text(batch)
+        handler = self.handler
+        handler.acquire()
+        try:
+            handler.stream.write(text)
+            handler.flush()
+        except Exception:  # as logging does: a broken stream must not break a request
+            handler.handleError(logging.makeLogRecord({"msg": "access log write failed"}))
+        finally:
+            handler.release()
+
+    def format_text(self, batch: list[Line]) -> str:
+        """``TEXT_FORMAT`` of each line, as :class:`logging.Formatter` writes it."""
+        out: list[str] = []
+        append = out.append
+        prefix, current = self._prefix, self._second
+        for created, method, path, status, seconds, size_in, size_out, error in batch:
+            second = int(created)
+            if second != current:
+                current = second
+                prefix = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(created))
+            # One C-level format per line: a third cheaper than an f-string here.
+            line = _TEXT_LINE % (
+                prefix,
+                (created - second) * 1000,  # %03d truncates, as logging's msecs do
+                method,
+                path,
+                status,
+                seconds * 1000,
+                size_in,
+                size_out,
+            )
+            append(line if error is None else f"{line} error={error}")
+        self._prefix, self._second = prefix, current
+        append("")
+        return "\n".join(out)
+
+    def format_json(self, batch: list[Line]) -> str:
+        """:class:`JsonFormatter` of each line."""
+        objects = []
+        for created, method, path, status, seconds, size_in, size_out, error in batch:
+            # datetime rounds to the microsecond, then isoformat() truncates to ms.
+            second = int(created)
+            micros = round((created - second) * 1e6)
+            if micros >= 1_000_000:
+                second, micros = second + 1, micros - 1_000_000
+            if second != self._second:
+                self._second = second
+                self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            message = _MESSAGE % (method, path, status, seconds * 1000, size_in, size_out)
+            objects.append(
+                _JsonLine(
+                    f"{self._prefix}.{micros // 1000:03d}+00:00",
+                    "info",
+                    "tophosts.access",
+                    message if error is None else f"{message} error={error}",
+                    method,
+                    path,
+                    status,
+                    round(seconds * 1000, 3),
+                    size_in,
+                    size_out,
+                    error,
+                )
+            )
+        return self._encoder.encode_lines(objects).decode()
+
+
+_lines: AccessLines | None = None
+
+
+def flush() -> None:
+    """Write the access lines still pending (at exit, say)."""
+    if _lines is not None:
+        _lines.flush()
+
+
+atexit.register(flush)
+
+
+def configure(level: str, fmt: str, stream: TextIO | None = None) -> None:
+    """Route every logger, uvicorn's included, through one handler on ``stream`` (stderr),
+    and the access lines through :class:`AccessLines` to the same stream."""
+    global _lines
+    flush()
+    handler = Handler(stream or sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(logging.Formatter(TEXT_FORMAT))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
+    _lines = AccessLines(handler, fmt)
 
 
 def request(
@@ -63,7 +235,20 @@ def request(
     bytes_out: int,
     error: str | None = None,
 ) -> None:
-    """Log one answered request; callers check ``access.isEnabledFor(logging.INFO)`` first."""
+    """Log one answered request; callers check ``access.isEnabledFor(logging.INFO)`` first.
+
+    Once :func:`configure` ran, the line is queued (see the module docstring);
+    before, it goes through :mod:`logging` as a record with the fields as extras.
+    """
+    lines = _lines
+    if lines is not None:
+        pending = lines.pending
+        pending.append((time.time(), method, path, status, seconds, bytes_in, bytes_out, error))
+        if len(pending) == 1:
+            lines.schedule()
+        elif len(pending) >= MAX_PENDING:
+            lines.flush()
+        return
     fields = {
         "method": method,
         "path": path,

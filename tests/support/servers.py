@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -16,6 +17,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
@@ -40,8 +42,11 @@ class RedisServer:
     on the same port, and restarted into a long load (``restart_loading``).
     """
 
-    def __init__(self, binary: str, *, appendonly: bool = False) -> None:
-        self.binary = binary
+    def __init__(self, binary: str | None = None, *, appendonly: bool = False) -> None:
+        found = binary or shutil.which("redis-server")
+        if found is None:
+            raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
+        self.binary = found
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.appendonly = appendonly
@@ -131,6 +136,17 @@ class RedisServer:
             self.proc.terminate()
             self.proc.wait(10)
         self._dir.cleanup()
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def __enter__(self) -> RedisServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 class Fault:
@@ -367,48 +383,94 @@ SERVE = (sys.executable, "-m", "tophosts", "serve", "--host", "127.0.0.1")
 
 
 class Server:
-    """A real ``python -m tophosts serve`` process on a free port."""
+    """A real ``python -m tophosts serve`` process on a free port (or ``command``, any
+    server that takes ``--port`` and answers ``GET /healthz``), stopped by :meth:`stop`.
+
+    With ``--workers N`` among ``args`` it is ready only once fresh connections
+    are answered whichever worker the kernel hands them to. ``wrapper`` runs the
+    server under another program (valgrind, say: give it a longer
+    ``ready_timeout``). Subclasses may act on the process as soon as it exists
+    (:meth:`started`), before it is ready: the bench pins it to a CPU there.
+    """
 
     def __init__(
-        self, *args: str, env: dict[str, str] | None = None, port: int | None = None
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+        command: Sequence[str] = SERVE,
+        wrapper: Sequence[str] = (),
+        ready_timeout: float = 15.0,
+        answer_within: float = 1.0,
     ) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.workers = int(args[args.index("--workers") + 1]) if "--workers" in args else 1
         # A file, not a pipe: a pipe nobody reads fills up and blocks the server's logging.
-        self.log = tempfile.TemporaryFile("w+")  # noqa: SIM115 - closed in stop()
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
+        self.out = ""
         self.proc = subprocess.Popen(
-            [*SERVE, "--port", str(self.port), *args],
+            [*wrapper, *command, "--port", str(self.port), *args],
             env={**os.environ, **(env or {})},
             stdout=self.log,
             stderr=subprocess.STDOUT,
-            text=True,
         )
-        self.wait_ready()
+        self.started()
+        self.wait_ready(ready_timeout, answer_within)
+
+    def started(self) -> None:
+        """Called once the process exists, before it is ready."""
 
     def output(self) -> str:
-        self.log.seek(0)
-        return self.log.read()
+        """What the server has written so far (stdout and stderr)."""
+        if self.log.closed:
+            return self.out
+        # pread: the server writes through the same file offset, which must not move.
+        fd = self.log.fileno()
+        return os.pread(fd, os.fstat(fd).st_size, 0).decode(errors="replace")
 
-    def wait_ready(self, timeout: float = 15.0) -> None:
+    def wait_ready(self, timeout: float = 15.0, answer_within: float = 1.0) -> None:
         deadline = time.monotonic() + timeout
+        # One answer per fresh connection; with several workers, enough of them
+        # in a row that each worker has (all but surely) answered one.
+        wanted = 1 if self.workers == 1 else 12 * self.workers
+        answered = 0
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.output()}")
             try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return
+                if httpx.get(self.url + "/healthz", timeout=answer_within).status_code == 200:
+                    answered += 1
+                    if answered >= wanted:
+                        return
+                    continue
             except httpx.TransportError:
-                time.sleep(0.05)
-        raise RuntimeError("server did not become ready")
+                pass
+            answered = 0
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"server did not become ready in {timeout:g} s:\n{self.out}")
 
     def stop(self, timeout: float = 10.0) -> tuple[int, str]:
+        """SIGTERM, then SIGKILL if it has not exited within ``timeout``; the exit code
+        and everything it wrote."""
         if self.proc.poll() is None:
             self.proc.terminate()
-        self.proc.wait(timeout=timeout)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
         if not self.log.closed:
             self.out = self.output()
             self.log.close()
         return self.proc.returncode, self.out
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 TAIL = (sys.executable, "-m", "tophosts", "tail")

@@ -23,6 +23,7 @@ from tophosts.snapshot import SnapshotError
 
 if TYPE_CHECKING:
     from tophosts.app import TopHosts
+    from tophosts.metrics import Metrics
 
 log = logging.getLogger("tophosts")
 
@@ -47,7 +48,9 @@ def uvicorn_options(settings: config.Settings) -> dict[str, Any]:
     }
 
 
-def serve(settings: config.Settings) -> int:
+def serve(settings: config.Settings, metrics: Metrics | None = None) -> int:
+    """Serve until SIGTERM or SIGINT; ``metrics`` replaces the app's own (one worker only:
+    the bench's metrics-cost comparison hands a :class:`tophosts.metrics.NullMetrics`)."""
     import uvicorn
 
     logs.configure(settings.log_level, settings.log_format)
@@ -59,7 +62,7 @@ def serve(settings: config.Settings) -> int:
     options = uvicorn_options(settings)
     app = None
     if settings.workers == 1:
-        app = _build(settings)
+        app = _build(settings, metrics)
     log.info(
         "tophosts %s serving on http://%s:%d store=%s workers=%d top=%d max-skew=%ds snapshot=%s",
         __version__,
@@ -94,12 +97,12 @@ def serve(settings: config.Settings) -> int:
     return 0
 
 
-def _build(settings: config.Settings) -> TopHosts:
+def _build(settings: config.Settings, metrics: Metrics | None = None) -> TopHosts:
     """The app for one server process, with this process's protocol limits set."""
     from tophosts.app import create_app
 
     try:
-        app = create_app(settings)
+        app = create_app(settings, metrics=metrics)
     except (config.SettingsError, SnapshotError) as exc:
         log.critical("%s", exc)
         raise SystemExit(2) from None

@@ -15,11 +15,11 @@ import contextlib
 import ipaddress
 import logging
 import socket
-from collections.abc import AsyncIterator
 from types import TracebackType
 
 from prometheus_client import CollectorRegistry
 
+from tophosts import background
 from tophosts.config import Settings
 from tophosts.metrics import Metrics
 from tophosts.store import Clock, Store
@@ -120,7 +120,8 @@ class Receiver:
         # The stack unwinds in reverse: the final flush, then the last metrics update.
         if self.mirror is not None:
             self._stack.callback(self.mirror.update)
-            await self._stack.enter_async_context(self._mirroring(self.mirror))
+            mirroring = background.every(_MIRROR_EVERY, self.mirror.update, final=False)
+            await self._stack.enter_async_context(mirroring)
         elif self.registry is not None:
             self.registry.register(self.collector)
             self._stack.callback(self.registry.unregister, self.collector)
@@ -147,21 +148,6 @@ class Receiver:
         )
         self._servers.append(server)
         self._connections.append(connections)
-
-    @contextlib.asynccontextmanager
-    async def _mirroring(self, mirror: Mirror) -> AsyncIterator[None]:
-        async def loop() -> None:
-            while True:
-                await asyncio.sleep(_MIRROR_EVERY)
-                mirror.update()
-
-        task = asyncio.create_task(loop())
-        try:
-            yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
     async def __aexit__(
         self,

@@ -9,7 +9,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from tophosts.bench.servers import LABELS, TARGETS
+from bench import limits
+from bench.servers import LABELS, TARGETS
 
 Row = dict[str, Any]
 Results = dict[str, list[Row]]
@@ -25,6 +26,7 @@ CACHED_MS = 2.0
 METRICS_COST_PCT = 5.0
 REDIS_RPS = 8_000
 REDIS_SCALING = 1.3
+ACCESSLOG_SHARE = 0.9
 
 
 def _find(rows: Sequence[Row], **match: Any) -> Row | None:
@@ -102,6 +104,7 @@ def targets(results: Results) -> list[Row]:
             )
         )
     out += _metrics_targets(results) + _instruction_targets(results) + _redis_targets(results)
+    out += _accesslog_targets(results) + limits.summary(results.get("limits", ()))
     card = _find(results.get("cardinality", ()), target="tophosts")
     if card:
         out.append(
@@ -156,9 +159,25 @@ def _metrics_targets(results: Results) -> list[Row]:
 
 
 def _instruction_targets(results: Results) -> list[Row]:
-    """Issue 5 again, in instructions per request: immune to the neighbours."""
+    """Issue 5 again, in instructions per request: immune to the neighbours; and the
+    access log of issue 11 (at most 10% of the instructions: >= 0.9 of the throughput
+    if time followed instructions)."""
     out = []
     for row in results.get("instructions", ()):
+        if row["target"] == "tophosts-accesslog" and row["load"] == "single":
+            before = _find(results["instructions"], target="tophosts-stdlog", load="single")
+            was = (
+                f"; a logging record per line {before['accesslog_cost_pct']:.1f}%" if before else ""
+            )
+            out.append(
+                _target(
+                    "access log cost at --log-level info, instructions per /counter",
+                    f"<= {100 * (1 - ACCESSLOG_SHARE):.0f}% of instructions",
+                    f"{row['accesslog_cost_pct']:.1f}% "
+                    f"({row['accesslog_instructions'] / 1000:+,.1f}k){was}",
+                    row["accesslog_cost_pct"] <= 100 * (1 - ACCESSLOG_SHARE),
+                )
+            )
         if row["target"] != "tophosts":
             continue
         events = row["events_per_request"]
@@ -208,6 +227,24 @@ def _redis_targets(results: Results) -> list[Row]:
                 )
             )
     return out
+
+
+def _accesslog_targets(results: Results) -> list[Row]:
+    """Issue 11, defect 15: throughput at the default log level against no access log."""
+    row = _find(results.get("accesslog", ()), target="tophosts-accesslog")
+    if not row or row.get("share_paired") is None:
+        return []
+    before = _find(results["accesslog"], target="tophosts-stdlog")
+    was = f"; line by line through logging {before['share_paired']:.2f}" if before else ""
+    return [
+        _target(
+            f"access log at --log-level info, single-event ingest, {row['connections']} conns",
+            f">= {ACCESSLOG_SHARE} of --log-level warning",
+            f"{row['share_paired']:.2f} (paired rounds; medians {row['share']:.2f}, per CPU-s "
+            f"{row['share_cpu']:.2f}){was}",
+            row["share_paired"] >= ACCESSLOG_SHARE and row["non2xx"] == 0,
+        )
+    ]
 
 
 def _pct(value: float | None) -> str:
@@ -265,6 +302,9 @@ def headline(results: Results) -> dict[str, float]:
         cost = get("instructions", "metrics_cost_pct", target="tophosts", load=load)
         if cost is not None:
             out[f"metrics_cost_instructions_pct_{load}"] = cost
+    share = get("accesslog", "share_paired", target="tophosts-accesslog")
+    if share is not None:
+        out["accesslog_info_vs_warning"] = share
     for conns in sorted({r["connections"] for r in results.get("redis", ())}):
         one = get("redis", "rps", setup="redis", connections=conns)
         two = get("redis", "rps", setup="redis-2w", connections=conns)
@@ -379,6 +419,49 @@ COLUMNS: dict[str, list[tuple[str, str]]] = {
         ("instructions_rounds", "rounds"),
         ("metrics_instructions", "metrics"),
         ("metrics_cost_pct", "metrics %"),
+        ("accesslog_instructions", "access line"),
+        ("accesslog_cost_pct", "access line %"),
+    ],
+    "accesslog": [
+        ("log_level", "log level"),
+        ("connections", "conns"),
+        ("rps", "req/s"),
+        ("rps_per_cpu_s", "req/CPU-s"),
+        ("server_cpu_util", "srv CPU"),
+        ("p50_ms", "p50 ms"),
+        ("p99_ms", "p99 ms"),
+        ("non2xx", "non-2xx"),
+        ("access_lines", "lines logged"),
+        ("share_paired", "vs warning"),
+        ("share", "vs warning (medians)"),
+        ("share_cpu", "vs warning per CPU-s"),
+    ],
+    "limits": [
+        ("cap", "limit"),
+        ("case", "case"),
+        ("expected_status", "status"),
+        ("rps", "req/s"),
+        ("non2xx", "non-2xx"),
+        ("cpu_us", "CPU µs/req"),
+        ("wall_us", "wall µs/req"),
+        ("cpu_us_per_host", "CPU µs/host"),
+        ("wall_us_per_event", "wall µs/event"),
+        ("ratio", "x reference"),
+    ],
+    "snapshot": [
+        ("pairs", "pairs"),
+        ("case", "case"),
+        ("requests", "requests"),
+        ("p50_ms", "p50 ms"),
+        ("p99_ms", "p99 ms"),
+        ("max_ms", "max ms"),
+        ("snapshots", "snapshots"),
+        ("fork_ms_median", "fork ms"),
+        ("fork_ms_max", "fork ms max"),
+        ("child_s_median", "child s"),
+        ("snapshot_mb", "file MB"),
+        ("copied_mib_median", "copied MiB"),
+        ("rss_mb", "RSS MB"),
     ],
     "redis_query": [
         ("stored_events", "stored/window"),
@@ -402,6 +485,9 @@ TITLES = {
     "redis": "7. Redis store: single-event ingest (POST /counter), memory vs Redis, 1-2 workers",
     "redis_query": "7b. GET /stats on the Redis store (and memory) with events stored",
     "instructions": "8. user-space instructions per request (callgrind, one keep-alive conn)",
+    "accesslog": "9. access log: single-event ingest at --log-level info against warning",
+    "limits": "10. limits: a request at and past each limit against its reference",
+    "snapshot": "10b. POST /counter one at a time while a server snapshots, and without",
 }
 
 
@@ -413,19 +499,29 @@ def _order(rows: Sequence[Row], scenario: str) -> list[Row]:
         return sorted(rows, key=lambda r: (r["connections"], rank[r["target"]]))
     if scenario in ("metrics", "instructions"):
         return sorted(rows, key=lambda r: (r["load"] != "single", rank[r["target"]]))
-    if scenario.startswith("redis"):
-        return list(rows)  # in the order of scenarios.REDIS_SETUPS
+    if scenario.startswith("redis") or scenario in ("limits", "snapshot"):
+        return list(rows)  # in the order they ran
     return sorted(rows, key=lambda r: rank[r["target"]])
 
 
 def _label(row: Row) -> str:
+    if "limit" in row:
+        return str(row["limit"])
     return str(row.get("label") or LABELS[row["target"]])
+
+
+def _rows(results: Results, scenario: str) -> list[Row]:
+    """The rows of a table: the limits scenario's are split in two."""
+    if scenario in ("limits", "snapshot"):
+        every = results.get("limits", [])
+        return [r for r in every if (r["limit"] == "snapshot") == (scenario == "snapshot")]
+    return results.get(scenario) or []
 
 
 def tables(results: Results) -> list[Table]:
     out = []
     for scenario, columns in COLUMNS.items():
-        rows = results.get(scenario)
+        rows = _rows(results, scenario)
         if not rows:
             continue
         table = Table(title=TITLES[scenario], title_justify="left")
@@ -452,7 +548,7 @@ def markdown(results: Results, target_rows: Sequence[Row]) -> str:
     """The tables as GitHub Markdown, for BENCHMARKS.md."""
     parts = []
     for scenario, columns in COLUMNS.items():
-        rows = results.get(scenario)
+        rows = _rows(results, scenario)
         if not rows:
             continue
         parts.append(f"### {TITLES[scenario]}\n")

@@ -58,3 +58,42 @@ def distinct_batches(hosts: int, start: int, end: int, size: int = 1000) -> Iter
             counts = ",".join(f'"d{n}.example.net":1' for n in names)
             parts.append(f'{{"timestamp":{rng.randrange(start, end)},{counts}}}')
         yield ("[" + ",".join(parts) + "]").encode()
+
+
+def junk_batches(
+    first: int, count: int, start: int, end: int, per_event: int = 10_000, per_batch: int = 10
+) -> Iterator[bytes]:
+    """Batches naming the ``count`` junk hosts ``j<first>.junk`` on, ``per_event`` to an
+    event (at most ``--max-hosts``), stamped in ``[start, end)``: what fills a window."""
+    rng = random.Random(first)
+    names = range(first, first + count)
+    events = [names[i : i + per_event] for i in range(0, count, per_event)]
+    for i in range(0, len(events), per_batch):
+        parts = []
+        for chunk in events[i : i + per_batch]:
+            counts = ",".join(f'"j{n}.junk":1' for n in chunk)
+            parts.append(f'{{"timestamp":{rng.randrange(start, end)},{counts}}}')
+        yield ("[" + ",".join(parts) + "]").encode()
+
+
+def wide_event(hosts: int, timestamp: int, prefix: str = "w") -> bytes:
+    """One event of ``hosts`` hosts ``<prefix>0.wide`` on, a count of 1 each."""
+    counts = ",".join(f'"{prefix}{n}.wide":1' for n in range(hosts))
+    return f'{{"timestamp":{timestamp},{counts}}}'.encode()
+
+
+def batch_of_size(size: int, start: int, end: int, hosts: int = 10_000) -> tuple[bytes, int]:
+    """A ``POST /counters`` body of exactly ``size`` bytes (padded with spaces after the
+    array) and the number of events in it."""
+    events = Events(hosts, seed=5)
+    rand = events.rng.randrange
+    parts: list[str] = []
+    length = 2  # the brackets
+    while True:
+        event = events.event(rand(start, end))
+        if length + len(event) + (1 if parts else 0) > size:
+            break
+        length += len(event) + (1 if parts else 0)
+        parts.append(event)
+    body = ("[" + ",".join(parts) + "]").encode()
+    return body + b" " * (size - len(body)), len(parts)

@@ -1,8 +1,9 @@
 """Servers under test as real processes, pinned to one CPU (or not, where asked).
 
-Also :class:`RedisServer`, the throwaway ``redis-server`` of the ``redis``
-scenario, and the /proc readings (CPU time of a process tree, of the whole
-machine) that say where the CPU went during a timed run.
+The processes themselves are started by :mod:`tests.support.servers`, which
+the tests and the drills use too; this adds where they run, and the /proc
+readings (CPU time of a process tree, of the whole machine) that say where the
+CPU went during a timed run.
 """
 
 from __future__ import annotations
@@ -10,28 +11,35 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
-import shutil
-import socket
-import subprocess
 import sys
-import tempfile
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Collection, Iterator, Sequence
 from typing import Literal
 
-Target = Literal["tophosts", "ceiling", "naive", "tophosts-nometrics", "tophosts-again"]
+from tests.support import servers as support
+
+Target = Literal[
+    "tophosts",
+    "ceiling",
+    "naive",
+    "tophosts-nometrics",
+    "tophosts-again",
+    "tophosts-accesslog",
+    "tophosts-stdlog",
+]
 # The three servers that scenarios 1-5 compare side by side.
 TARGETS: tuple[Target, ...] = ("tophosts", "ceiling", "naive")
 LABELS: dict[Target, str] = {
     "tophosts": "tophosts",
     "ceiling": "ceiling",  # a bare ASGI app on the same stack
     "naive": "naive",  # raw events in a SortedList
-    # tophosts with the request-path metrics updates replaced by no-ops (apps.NoMetrics)
+    # tophosts with a NullMetrics: no request-path metrics update (bench.apps)
     "tophosts-nometrics": "tophosts, no metrics",
     # the same command as tophosts, a second process: the metrics scenario's control
     "tophosts-again": "tophosts, again",
+    # tophosts at its default --log-level info: one access line per request
+    "tophosts-accesslog": "tophosts, --log-level info",
+    # the same, each access line a logging record, as before they were queued
+    "tophosts-stdlog": "tophosts, info, line by line",
 }
 
 SERVER_CPU = 0
@@ -157,49 +165,25 @@ def machine_cpu_seconds() -> float:
     return (sum(values[:8]) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def command(target: Target, args: Sequence[str] = ()) -> tuple[list[str], list[str]]:
+    """The server's command (to which ``--port P`` is added) and its arguments; tophosts
+    logs at ``warning`` (no access lines) unless ``args`` say otherwise (a later
+    ``--log-level`` wins), or the target is an ``info`` one."""
+    level = "info" if target in ("tophosts-accesslog", "tophosts-stdlog") else "warning"
+    if target in ("tophosts", "tophosts-again", "tophosts-accesslog"):
+        return list(support.SERVE), ["--log-level", level, *args]
+    levels = ["--log-level", level] * (target == "tophosts-stdlog")
+    return [sys.executable, "-m", "bench.apps", target], [*levels, *args]
 
 
-def command(target: Target, port: int, args: Sequence[str] = ()) -> list[str]:
-    if target in ("tophosts", "tophosts-again"):
-        return [
-            sys.executable,
-            "-m",
-            "tophosts",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-            *args,
-        ]
-    return [sys.executable, "-m", "tophosts.bench.apps", target, "--port", str(port), *args]
+class Server(support.Server):
+    """One server under test (:class:`tests.support.servers.Server`), pinned.
 
-
-def terminate(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, then SIGKILL if it has not exited within 10 s."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-class Server:
-    """One server under test, stopped on exit.
-
-    Pinned to ``cpus`` (default: ``SERVER_CPU``), every process of it once it
-    answers; ``cpus=None`` lets it run on every CPU. ``args`` go to ``tophosts
-    serve`` (``--store``, ``--workers``, ...); with ``--workers N`` it is ready
-    only once fresh connections are answered promptly whichever worker the
-    kernel hands them to.
+    Pinned to ``cpus`` (default: ``SERVER_CPU``), every process of it, at once
+    (so that its start-up stays off the load's CPU) and again once it answers
+    (for the ``--workers`` processes started meanwhile); ``cpus=None`` lets it
+    run on every CPU. ``args`` go to ``tophosts serve`` (``--store``,
+    ``--workers``, ...).
     """
 
     def __init__(
@@ -210,55 +194,24 @@ class Server:
         wrapper: Sequence[str] = (),
     ) -> None:
         self.target = target
-        self.port = free_port()
         self.cpus = set(cpus) if cpus is not None else {SERVER_CPU}
-        self.workers = int(args[list(args).index("--workers") + 1]) if "--workers" in args else 1
-        # A file, not a pipe: a chatty server must never block on a full pipe.
-        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
-        # ``wrapper`` runs the server (valgrind, say: then it is slow to start).
-        self.proc = subprocess.Popen(
-            [*wrapper, *command(target, self.port, args)],
-            stdout=subprocess.DEVNULL,
-            stderr=self._log,
+        self.pinned = False
+        argv, rest = command(target, args)
+        super().__init__(
+            *rest,
+            command=argv,
+            wrapper=wrapper,
+            ready_timeout=120.0 if wrapper else 30.0,
+            answer_within=10.0 if wrapper else 1.0,
         )
-        # Pinned at once (so that start-up stays off the load's CPU), and again
-        # once ready, for the worker processes started meanwhile.
         self.pinned = set_affinity(self.proc.pid, self.cpus)
-        if wrapper:
-            self._wait_ready(timeout=120.0, answer_within=10.0)
-        else:
-            self._wait_ready()
+
+    def started(self) -> None:
         self.pinned = set_affinity(self.proc.pid, self.cpus)
 
     @classmethod
     def unpinned(cls, target: Target, args: Sequence[str] = ()) -> Server:
         return cls(target, args, all_cpus())
-
-    def _wait_ready(self, timeout: float = 30.0, answer_within: float = 1.0) -> None:
-        deadline = time.monotonic() + timeout
-        url = f"http://127.0.0.1:{self.port}/healthz"
-        # One answer per fresh connection; with several workers, enough of them
-        # in a row that each worker has (all but surely) answered one.
-        wanted = 1 if self.workers == 1 else 12 * self.workers
-        answered = 0
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                self._log.seek(0)
-                err = self._log.read().decode(errors="replace")
-                raise RuntimeError(f"{self.target} server exited at start:\n{err}")
-            try:
-                with urllib.request.urlopen(url, timeout=answer_within) as response:
-                    if response.status == 200:
-                        answered += 1
-                        if answered >= wanted:
-                            return
-                        continue
-            except (urllib.error.URLError, OSError):
-                pass
-            answered = 0
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"{self.target} server did not become ready in {timeout:.0f} s")
 
     def cpus_now(self) -> list[int]:
         return cpus_of(self.proc.pid)
@@ -272,14 +225,7 @@ class Server:
 
     def rss_mb(self) -> float | None:
         """Resident set size in MiB, from /proc (None where there is no /proc)."""
-        try:
-            with open(f"/proc/{self.proc.pid}/status") as status:
-                for line in status:
-                    if line.startswith("VmRSS:"):
-                        return int(line.split()[1]) / 1024
-        except OSError:
-            return None
-        return None
+        return rss_mb(self.proc.pid)
 
     def cpu_seconds(self) -> float:
         """User + system CPU time the server (all its workers) has used so far."""
@@ -301,62 +247,25 @@ class Server:
                 pids.append(pid)
         return pids
 
-    def stop(self) -> None:
-        terminate(self.proc)
-        self._log.close()
+    def log_text(self) -> str:
+        """What the server has written so far."""
+        return self.output()
 
     def __enter__(self) -> Server:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+
+def rss_mb(pid: int) -> float | None:
+    """Resident set size of ``pid`` in MiB, from /proc (None where there is no /proc)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
 
 
-class RedisServer:
-    """A throwaway ``redis-server`` on 127.0.0.1 and a free port, without persistence."""
-
-    def __init__(self, binary: str | None = None, timeout: float = 10.0) -> None:
-        found = binary or shutil.which("redis-server")
-        if found is None:
-            raise RuntimeError("redis-server is not installed")
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc = subprocess.Popen(
-            [
-                *(found, "--port", str(self.port), "--bind", "127.0.0.1"),
-                *("--save", "", "--appendonly", "no"),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"redis-server exited at start ({self.proc.returncode})")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
-                    sock.sendall(b"PING\r\n")
-                    if sock.recv(16).startswith(b"+PONG"):
-                        return
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"redis-server did not answer in {timeout:.0f} s")
-
-    def place(self, cpus: Collection[int]) -> bool:
-        return set_affinity(self.proc.pid, cpus)
-
-    def cpus(self) -> list[int]:
-        return cpus_of(self.proc.pid)
-
-    def cpu_seconds(self) -> float:
-        return process_cpu_seconds(self.proc.pid)
-
-    def stop(self) -> None:
-        terminate(self.proc)
-
-    def __enter__(self) -> RedisServer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+RedisServer = support.RedisServer
+"""The throwaway ``redis-server`` of the ``redis`` scenario: the tests' own."""

@@ -243,7 +243,7 @@ class AsyncioLoad:
 
     name = "python-asyncio"
 
-    def run(self, port: int, loads: Sequence[Load], seconds: int) -> list[LoadResult]:
+    def run(self, port: int, loads: Sequence[Load], seconds: float) -> list[LoadResult]:
         try:
             import uvloop
 
@@ -251,7 +251,7 @@ class AsyncioLoad:
         except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
             return asyncio.run(self._run(port, loads, seconds))
 
-    async def _run(self, port: int, loads: Sequence[Load], seconds: int) -> list[LoadResult]:
+    async def _run(self, port: int, loads: Sequence[Load], seconds: float) -> list[LoadResult]:
         loop = asyncio.get_running_loop()
         tallies = [_Tally() for _ in loads]
         clients: list[_Client] = []

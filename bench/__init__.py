@@ -1,4 +1,4 @@
-"""``tophosts bench``: the benchmark suite of issues 3, 4 and 5.
+"""``python -m bench`` (``make bench``): the benchmark suite, beside the product, not in it.
 
 Starts each server under test as a real process pinned to CPU 0, drives it from
 CPU 1 over HTTP keep-alive on 127.0.0.1 (``wrk`` where installed, else an
@@ -6,8 +6,12 @@ asyncio generator), and runs five scenarios side by side against tophosts, the
 ceiling (a bare ASGI app) and a naive raw-event baseline; then ``metrics``
 (tophosts against itself without request-path metrics) and ``redis`` (the memory
 store against Redis with one and two workers, on a throwaway ``redis-server``;
-each of its rows says how it was pinned); and, when asked for, ``instructions``
-(user-space instructions per request under callgrind). Prints tables, writes
+each of its rows says how it was pinned); ``accesslog`` (tophosts at its default
+``--log-level info`` against ``warning``, and against access lines as one logging
+record each); ``limits`` (the cost of an event at and past every limit, and the
+event loop's lag while a snapshot is written); and, when asked for,
+``instructions`` (user-space instructions per request under callgrind). Prints
+tables, writes
 ``<out>/<name>.json`` and ``.md`` and, with ``--plot``, PNG charts. Needs the
 ``bench`` extra.
 """
@@ -21,6 +25,7 @@ import platform
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
 SCENARIO_NUMBERS = {
@@ -32,13 +37,17 @@ SCENARIO_NUMBERS = {
     "6": "metrics",
     "7": "redis",
     "8": "instructions",
+    "9": "accesslog",
+    "10": "limits",
 }
 # 8 (callgrind, a few minutes, needs valgrind) runs only when asked for.
-DEFAULT_SCENARIOS = "1,2,3,4,5,6,7"
+DEFAULT_SCENARIOS = "1,2,3,4,5,6,7,9,10"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--quick", action="store_true", help="a short run (< 40 s) for tests")
+    parser.add_argument(
+        "--quick", action="store_true", help="a short run (about a minute) for tests"
+    )
     parser.add_argument("--plot", action="store_true", help="also render PNG charts")
     parser.add_argument("--name", default=None, help="results name (default: full or quick)")
     parser.add_argument("--out", default="bench/results", help="results folder")
@@ -52,8 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--scenarios",
         default=DEFAULT_SCENARIOS,
         help="comma-separated scenario numbers or names: 1 single, 2 bulk, 3 query, 4 mixed, "
-        "5 cardinality, 6 metrics, 7 redis, 8 instructions (default: 1-7; redis only where "
-        "redis-server is installed; 8 needs valgrind)",
+        "5 cardinality, 6 metrics, 7 redis, 8 instructions, 9 accesslog, 10 limits (default: "
+        "all but 8; redis only where redis-server is installed; 8 needs valgrind)",
     )
     parser.add_argument("--seconds", type=int, default=None, help="seconds per timed load run")
 
@@ -82,7 +91,7 @@ def machine() -> dict[str, Any]:
 
 def command(args: argparse.Namespace) -> str:
     """The command line that reproduces this run."""
-    words = ["python -m tophosts bench"]
+    words = ["python -m bench"]
     words += ["--quick"] * args.quick + ["--plot"] * args.plot
     if args.name:
         words.append(f"--name {args.name}")
@@ -102,14 +111,14 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from tophosts.bench import loadgen, report, scenarios, servers
+    from bench import loadgen, report, scenarios, servers
 
     console = Console(width=max(Console().width, 110))
     try:
         chosen = [SCENARIO_NUMBERS.get(s.strip(), s.strip()) for s in args.scenarios.split(",")]
         unknown = [s for s in chosen if s not in scenarios.SCENARIOS]
         if unknown:
-            raise ValueError(f"unknown scenario {unknown[0]!r}; use 1-8 or a name")
+            raise ValueError(f"unknown scenario {unknown[0]!r}; use 1-10 or a name")
         if "redis" in chosen and shutil.which("redis-server") is None:
             if args.scenarios != DEFAULT_SCENARIOS:
                 raise RuntimeError("the redis scenario needs redis-server, which is not installed")
@@ -121,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
             raise RuntimeError("the instructions scenario needs valgrind, which is not installed")
         generator = loadgen.pick(args.generator)
     except (ValueError, RuntimeError) as exc:
-        print(f"tophosts bench: {exc}", file=sys.stderr)
+        print(f"bench: {exc}", file=sys.stderr)
         return 2
     plan = scenarios.QUICK if args.quick else scenarios.FULL
     if args.seconds:
@@ -129,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
     name = args.name or ("quick" if args.quick else "full")
     pinned = servers.pin(0, servers.LOAD_CPU)
     console.print(
-        f"tophosts bench [bold]{name}[/]: load generator [bold]{generator.name}[/]; "
+        f"bench [bold]{name}[/]: load generator [bold]{generator.name}[/]; "
         + (
             f"server pinned to CPU {servers.SERVER_CPU}, load to CPU {servers.LOAD_CPU}"
             + (" (redis: see each row's pinning)" if "redis" in chosen else "")
@@ -191,3 +200,11 @@ def run(args: argparse.Namespace) -> int:
         for chart in report.plot(results, args.out, name):
             console.print(f"wrote {chart}")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description="The tophosts benchmark suite (make bench)."
+    )
+    add_arguments(parser)
+    return run(parser.parse_args(argv))

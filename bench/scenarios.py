@@ -21,10 +21,19 @@ from typing import Any
 
 import msgspec
 
-from tophosts.bench.data import PER_EVENT, Events, distinct_batches
-from tophosts.bench.loadgen import Conn, Generator, Load, LoadResult, request_bytes, time_queries
-from tophosts.bench.loadgen import percentile as pct
-from tophosts.bench.servers import (
+from bench.data import PER_EVENT, Events, distinct_batches
+from bench.limits import Limits
+from bench.loadgen import (
+    AsyncioLoad,
+    Conn,
+    Generator,
+    Load,
+    LoadResult,
+    request_bytes,
+    time_queries,
+)
+from bench.loadgen import percentile as pct
+from bench.servers import (
     LOAD_CPU,
     SERVER_CPU,
     TARGETS,
@@ -38,7 +47,10 @@ from tophosts.bench.servers import (
     machine_cpu_seconds,
     own_cpu_seconds,
     process_cpu_seconds,
+    set_affinity,
 )
+from tophosts.config import Settings
+from tophosts.logs import FLUSH_SECONDS
 from tophosts.windows import HOUR, MINUTE, Window, past
 
 SCENARIOS = (
@@ -50,6 +62,8 @@ SCENARIOS = (
     "metrics",
     "redis",
     "instructions",
+    "accesslog",
+    "limits",
 )
 # Result lists besides one per scenario: the redis scenario's query timings.
 EXTRA_RESULTS = ("redis_query",)
@@ -82,6 +96,18 @@ class Plan:
     instr_requests: int  # POST /counter requests counted under callgrind, per server
     instr_bulk: int  # POST /counters requests counted, of INSTR_BULK_EVENTS events each
     instr_rounds: int  # callgrind sessions per server (the fewest instructions are kept)
+    # Seconds of each timed run of the accesslog and limits scenarios when under a
+    # second (asyncio generator, for the quick plan); 0: ``seconds`` with the chosen one.
+    short_runs: float
+    accesslog_rounds: int  # rounds of the accesslog scenario, alternating the servers
+    limit_caps: tuple[int, ...]  # --max-tracked-hosts of the limits scenario
+    limit_levels: tuple[int, ...]  # fill levels of an hour, in percent of the cap
+    limit_max_body: int  # --max-body of the limits scenario
+    limit_body_samples: int  # timed bodies at the limit
+    lag_pairs: int  # (host, window) pairs held while the loop lag is measured
+    lag_seconds: float  # of each POST /counter loop round
+    lag_rounds: int  # rounds per server, alternating
+    lag_interval: float  # --snapshot-interval of the server that snapshots
 
 
 FULL = Plan(
@@ -106,6 +132,16 @@ FULL = Plan(
     instr_requests=3000,
     instr_bulk=300,
     instr_rounds=2,
+    short_runs=0.0,
+    accesslog_rounds=5,
+    limit_caps=(1_000_000, 100_000),
+    limit_levels=(0, 50, 99, 100),
+    limit_max_body=Settings().max_body,
+    limit_body_samples=5,
+    lag_pairs=1_000_000,
+    lag_seconds=5.0,
+    lag_rounds=2,
+    lag_interval=1.0,
 )
 QUICK = Plan(
     seconds=1,
@@ -129,12 +165,30 @@ QUICK = Plan(
     instr_requests=100,
     instr_bulk=10,
     instr_rounds=1,
+    short_runs=0.3,
+    accesslog_rounds=1,
+    limit_caps=(20_000,),
+    limit_levels=(0, 100),
+    limit_max_body=1 << 20,
+    limit_body_samples=2,
+    lag_pairs=50_000,
+    lag_seconds=0.5,
+    lag_rounds=1,
+    lag_interval=0.1,
 )
 
 INGEST_HOSTS = 1000  # host pool of scenarios 1, 2 and 4
 INSTR_BULK_EVENTS = 100  # events per POST /counters under callgrind
-INSTR_TARGETS: tuple[Target, ...] = ("tophosts", "tophosts-nometrics", "ceiling")
+INSTR_TARGETS: tuple[Target, ...] = (
+    "tophosts",
+    "tophosts-nometrics",
+    "ceiling",
+    "tophosts-accesslog",
+    "tophosts-stdlog",
+)
 METRICS_TARGETS: tuple[Target, ...] = ("tophosts", "tophosts-nometrics", "tophosts-again")
+# The default --log-level info, against no access log, and access lines as logging records.
+ACCESSLOG_TARGETS: tuple[Target, ...] = ("tophosts-accesslog", "tophosts", "tophosts-stdlog")
 MIXED_CONNECTIONS = 16
 
 Row = dict[str, Any]
@@ -305,6 +359,12 @@ class Bench:
             count += len(REDIS_SETUPS) * levels * rounds + 1  # + the query timings
         if "instructions" in chosen:
             count += len(INSTR_TARGETS) * self.plan.instr_rounds
+        if "accesslog" in chosen:
+            count += len(ACCESSLOG_TARGETS) * self.plan.accesslog_rounds
+        if "limits" in chosen:
+            plan = self.plan
+            per_cap = 2 * len(plan.limit_levels) + 1  # fills, timings, the 429s
+            count += len(plan.limit_caps) * per_cap + 3 + 2 + 2 + 4 * plan.lag_rounds
         return count
 
     def run(self, scenarios: Iterable[str]) -> dict[str, list[Row]]:
@@ -333,6 +393,12 @@ class Bench:
             self.redis()
         if "instructions" in chosen:
             self.instructions()
+        if "accesslog" in chosen:
+            with contextlib.ExitStack() as stack:
+                running = [stack.enter_context(Server(t)) for t in ACCESSLOG_TARGETS]
+                self.accesslog(running)
+        if "limits" in chosen:
+            Limits(self).run()
         return self.results
 
     def _quiet(self) -> float | None:
@@ -349,8 +415,11 @@ class Bench:
         server: Server,
         loads: list[Load],
         others: Mapping[str, Callable[[], float]] | None = None,
+        short: bool = False,
     ) -> tuple[list[LoadResult], Row]:
         """Wait for quiet, warm up, then one timed run; also where the CPU went meanwhile.
+
+        ``short``: a run of ``plan.short_runs`` seconds, where the plan has them.
 
         ``server_cpu_util``: cores the server (all its processes) used; also the
         load generator's (``load_cpu_util``), each of ``others`` (``<name>_cpu_util``)
@@ -367,7 +436,10 @@ class Bench:
             "machine": machine_cpu_seconds,
         }
         before = {name: meter() for name, meter in meters.items()}
-        results = self.gen.run(server.port, loads, self.plan.seconds)
+        if short and self.plan.short_runs:
+            results = AsyncioLoad().run(server.port, loads, self.plan.short_runs)
+        else:
+            results = self.gen.run(server.port, loads, self.plan.seconds)
         used = {name: meter() - before[name] for name, meter in meters.items()}
         seconds = results[0].seconds
         row: Row = {
@@ -395,6 +467,7 @@ class Bench:
         label: str,
         rounds: int | None = None,
         alternate: bool = False,
+        short: bool = False,
     ) -> dict[Target, Row]:
         """``rounds`` timed runs per server, interleaved; each server's median run.
 
@@ -407,7 +480,7 @@ class Bench:
             order = servers[::-1] if alternate and n % 2 else servers
             for server in order:
                 self.step(f"{label}: {server.target}, round {n + 1}/{rounds}")
-                [result], cpu = self._timed(server, [load])
+                [result], cpu = self._timed(server, [load], short=short)
                 runs[server.target].append({**load_row(result), **cpu})
         return {target: median_run(rows) for target, rows in runs.items()}
 
@@ -535,8 +608,8 @@ class Bench:
     # -- 6. metrics: their cost on the ingest hot path ----------------------------
 
     def metrics(self, servers: list[Server]) -> None:
-        """tophosts against itself without request-path metrics (apps.bare_ingest,
-        apps.NoMetrics), and against a second tophosts process: the control.
+        """tophosts against itself without request-path metrics (a NullMetrics handed to
+        the app), and against a second tophosts process: the control.
 
         All serve from ``SERVER_CPU``, driven from ``LOAD_CPU``, in rounds whose
         order reverses every other round. The cost is 1 - with / without, three
@@ -577,6 +650,30 @@ class Bench:
                     {"target": target, "load": kind, "connections": load.connections, **row}
                 )
 
+    # -- 9. accesslog: the default access log's cost -------------------------------
+
+    def accesslog(self, servers: list[Server]) -> None:
+        """Single-event ingest at the default ``--log-level info`` (an access line per
+        request) against ``--log-level warning`` (none), alternating rounds; and the
+        access lines as one :mod:`logging` record each, as before they were queued."""
+        load = Load("POST", "/counter", self.plan.metrics_connections, singles(seed=18))
+        rounds = self.plan.accesslog_rounds
+        rows = self._rounds(servers, load, "accesslog", rounds, alternate=True, short=True)
+        quiet = rows["tophosts"]
+        time.sleep(3 * FLUSH_SECONDS)  # the last run's lines reach the log
+        for target, row in rows.items():
+            server = next(s for s in servers if s.target == target)
+            log = server.log_text()
+            row["access_lines"] = log.count(" INFO tophosts.access: POST /counter ")
+            if target != "tophosts":
+                row["share"] = _share(row["rps"], quiet["rps"])
+                row["share_paired"] = _paired_share(row["rps_rounds"], quiet["rps_rounds"])
+                row["share_cpu"] = _share(row["rps_per_cpu_s"], quiet["rps_per_cpu_s"])
+            level = "warning" if target == "tophosts" else "info"
+            self.results["accesslog"].append(
+                {"target": target, "log_level": level, "connections": load.connections, **row}
+            )
+
     # -- 7. redis: the shared store, one and two workers -----------------------------
 
     def redis(self) -> None:
@@ -616,13 +713,13 @@ class Bench:
                             f"round {n + 1}/{plan.rounds}"
                         )
                         cpus = {LOAD_CPU} if setup.pinned else all_cpus()
-                        redis.place(cpus)
-                        meters = {"redis": redis.cpu_seconds}
+                        set_affinity(redis.pid, cpus)
+                        meters = {"redis": functools.partial(process_cpu_seconds, redis.pid)}
                         for i, pid in enumerate(server.worker_pids(), 1):
                             meters[f"worker{i}"] = functools.partial(process_cpu_seconds, pid)
                         with affinity(cpus):
                             [result], cpu = self._timed(server, [load], meters)
-                        cpu["redis_cpus"] = redis.cpus()
+                        cpu["redis_cpus"] = cpus_of(redis.pid)
                         # Each worker's share: with two, whether the kernel spread the load.
                         cpu["worker_cpu_util"] = [
                             cpu.pop(f"worker{i}_cpu_util") for i in range(1, len(meters))
@@ -658,7 +755,7 @@ class Bench:
             # GET /stats on Redis with data stored, and on memory for reference:
             # the one-worker servers, pinned as above.
             self.step(f"redis: GET /stats with {plan.redis_stored:,} events stored per window")
-            redis.place({LOAD_CPU})
+            set_affinity(redis.pid, {LOAD_CPU})
             for setup, server in running:
                 if setup.workers != 1 or not setup.pinned:
                     continue
@@ -723,6 +820,14 @@ class Bench:
                 100 * (1 - bare["instructions"] / mine["instructions"]), 1
             )
             mine["metrics_instructions"] = mine["instructions"] - bare["instructions"]
+            # The access line at --log-level info, queued and as a logging record:
+            # 1 - without / with, as above.
+            for target in ("tophosts-accesslog", "tophosts-stdlog"):
+                info = rows[target]
+                info["accesslog_cost_pct"] = round(
+                    100 * (1 - mine["instructions"] / info["instructions"]), 1
+                )
+                info["accesslog_instructions"] = info["instructions"] - mine["instructions"]
             self.results["instructions"].extend(rows.values())
 
 
@@ -737,7 +842,7 @@ def _callgrind(target: Target, loads: Iterable[tuple[str, str, list[bytes], int]
             f"--callgrind-out-file={out}",
         ]
         per: list[float] = []
-        with Server(target, wrapper=wrapper) as server, Conn(server.port) as conn:
+        with Server(target, wrapper=wrapper) as server, _Client(server.port) as conn:
 
             def control(*args: str) -> None:
                 subprocess.run(
@@ -761,7 +866,32 @@ def _callgrind(target: Target, loads: Iterable[tuple[str, str, list[bytes], int]
         return per
 
 
-def _post(conn: Conn, raw: bytes) -> None:
+class _Client:
+    """One keep-alive connection, opened again if the server closed it: under callgrind
+    on a busy machine, ``callgrind_control`` can take longer than the server keeps an
+    idle connection (``--timeout-keep-alive``, 5 s). A new connection's few thousand
+    instructions, once in a count, are noise."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.conn = Conn(port)
+
+    def request(self, raw: bytes) -> tuple[int, bytes]:
+        try:
+            return self.conn.request(raw)
+        except ConnectionError:
+            self.conn.close()
+            self.conn = Conn(self.port)
+            return self.conn.request(raw)
+
+    def __enter__(self) -> _Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.conn.close()
+
+
+def _post(conn: Conn | _Client, raw: bytes) -> None:
     status, body = conn.request(raw)
     if status != 200:
         raise RuntimeError(f"answered {status}: {body[:200]!r}")
@@ -830,6 +960,17 @@ def _paired_cost(with_: list[float], without: list[float]) -> float | None:
     """1 - the median of the rounds' with / without ratios, in percent."""
     ratios = [a / b for a, b in zip(with_, without, strict=True) if b]
     return round(100 * (1 - statistics.median(ratios)), 1) if ratios else None
+
+
+def _share(with_: float | None, without: float | None) -> float | None:
+    """with / without (None when either is missing)."""
+    return round(with_ / without, 3) if with_ and without else None
+
+
+def _paired_share(with_: list[float], without: list[float]) -> float | None:
+    """The median of the rounds' with / without ratios."""
+    ratios = [a / b for a, b in zip(with_, without, strict=True) if b]
+    return round(statistics.median(ratios), 3) if ratios else None
 
 
 def _cost(with_: float | None, without: float | None) -> float | None:
