@@ -65,6 +65,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "all but 8; redis only where redis-server is installed; 8 needs valgrind)",
     )
     parser.add_argument("--seconds", type=int, default=None, help="seconds per timed load run")
+    parser.add_argument(
+        "--baseline",
+        metavar="SRC",
+        default=None,
+        help="a tophosts source folder (the src/ of another checkout, e.g. from `git archive`): "
+        "scenarios 1-3 then run tophosts against it, side by side, instead of against the "
+        "ceiling and the naive baseline",
+    )
 
 
 def machine() -> dict[str, Any]:
@@ -101,6 +109,8 @@ def command(args: argparse.Namespace) -> str:
         words.append(f"--scenarios {args.scenarios}")
     if args.seconds:
         words.append(f"--seconds {args.seconds}")
+    if args.baseline:
+        words.append(f"--baseline {args.baseline}")
     return " ".join(words)
 
 
@@ -132,6 +142,11 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, RuntimeError) as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 2
+    if args.baseline:
+        if not os.path.isdir(os.path.join(args.baseline, "tophosts")):
+            print(f"bench: --baseline {args.baseline} holds no tophosts package", file=sys.stderr)
+            return 2
+        servers.BASELINE = os.path.abspath(args.baseline)
     plan = scenarios.QUICK if args.quick else scenarios.FULL
     if args.seconds:
         plan = dataclasses.replace(plan, seconds=args.seconds)
@@ -155,7 +170,8 @@ def run(args: argparse.Namespace) -> int:
         console=console,
         transient=True,
     ) as progress:
-        bench = scenarios.Bench(plan, generator, lambda text: None)
+        compared = ("tophosts", "tophosts-baseline") if args.baseline else servers.TARGETS
+        bench = scenarios.Bench(plan, generator, lambda text: None, compared)
         task = progress.add_task("starting", total=bench.steps(chosen))
 
         def step(text: str) -> None:

@@ -275,7 +275,13 @@ def headline(results: Results) -> dict[str, float]:
             mine,
             get("single", "rps", target="naive", connections=conns),
         )
+        ratio(
+            f"single_{conns}c_vs_baseline",
+            mine,
+            get("single", "rps", target="tophosts-baseline", connections=conns),
+        )
     mine = get("bulk", "events_per_s", target="tophosts")
+    ratio("bulk_vs_baseline", mine, get("bulk", "events_per_s", target="tophosts-baseline"))
     ratio("bulk_vs_ceiling", mine, get("bulk", "events_per_s", target="ceiling"))
     ratio("bulk_vs_naive", mine, get("bulk", "events_per_s", target="naive"))
     query = results.get("query", ())
@@ -285,6 +291,10 @@ def headline(results: Results) -> dict[str, float]:
             naive = get("query", "p99_ms", target="naive", stored_events=top, window=window)
             mine = get("query", "p99_ms", target="tophosts", stored_events=top, window=window)
             ratio(f"query_{window}_p99_naive_over_tophosts", naive, mine)
+            base = get(
+                "query", "p99_ms", target="tophosts-baseline", stored_events=top, window=window
+            )
+            ratio(f"query_{window}_p99_baseline_over_tophosts", base, mine)
         naive = get("query", "rss_mb", target="naive", stored_events=top, window="hour")
         ratio(
             "rss_naive_over_tophosts",

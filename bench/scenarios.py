@@ -333,8 +333,17 @@ def load_row(result: LoadResult) -> Row:
 
 
 class Bench:
-    def __init__(self, plan: Plan, generator: Generator, step: Step) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        generator: Generator,
+        step: Step,
+        compared: Iterable[Target] = TARGETS,
+    ) -> None:
         self.plan = plan
+        # The servers scenarios 1-5 compare: tophosts, the ceiling and the naive
+        # baseline; or tophosts and another version of it (--baseline).
+        self.compared = tuple(compared)
         self.gen = generator
         self.step = step
         self.started_steps = 0
@@ -351,7 +360,7 @@ class Bench:
             "cardinality": 1,
         }
         chosen = list(scenarios)
-        count = len(TARGETS) * sum(per_target.get(s, 0) for s in chosen)
+        count = len(self.compared) * sum(per_target.get(s, 0) for s in chosen)
         if "metrics" in chosen:
             count += len(METRICS_TARGETS) * 2 * self.plan.metrics_rounds  # two loads
         if "redis" in chosen:
@@ -374,7 +383,7 @@ class Bench:
         ingest = [s for s in ("single", "bulk") if s in chosen]
         if ingest:
             with contextlib.ExitStack() as stack:
-                running = [stack.enter_context(Server(t)) for t in TARGETS]
+                running = [stack.enter_context(Server(t)) for t in self.compared]
                 for name in ingest:
                     getattr(self, name)(running)
         if "metrics" in chosen:
@@ -385,7 +394,7 @@ class Bench:
         groups: tuple[tuple[str, ...], ...] = (("query", "mixed"), ("cardinality",))
         for group in groups:
             todo = [s for s in group if s in chosen]
-            for target in TARGETS if todo else ():
+            for target in self.compared if todo else ():
                 with Server(target) as server:
                     for scenario in todo:
                         getattr(self, scenario)(server)

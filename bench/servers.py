@@ -25,6 +25,7 @@ Target = Literal[
     "tophosts-again",
     "tophosts-accesslog",
     "tophosts-stdlog",
+    "tophosts-baseline",
 ]
 # The three servers that scenarios 1-5 compare side by side.
 TARGETS: tuple[Target, ...] = ("tophosts", "ceiling", "naive")
@@ -40,7 +41,12 @@ LABELS: dict[Target, str] = {
     "tophosts-accesslog": "tophosts, --log-level info",
     # the same, each access line a logging record, as before they were queued
     "tophosts-stdlog": "tophosts, info, line by line",
+    # another version of tophosts, from the source folder given as --baseline
+    "tophosts-baseline": "tophosts, baseline",
 }
+# The tophosts source folder (a ``src`` with the ``tophosts`` package in it) the
+# ``tophosts-baseline`` target runs, set from ``--baseline``.
+BASELINE: str | None = None
 
 SERVER_CPU = 0
 LOAD_CPU = 1
@@ -170,7 +176,7 @@ def command(target: Target, args: Sequence[str] = ()) -> tuple[list[str], list[s
     logs at ``warning`` (no access lines) unless ``args`` say otherwise (a later
     ``--log-level`` wins), or the target is an ``info`` one."""
     level = "info" if target in ("tophosts-accesslog", "tophosts-stdlog") else "warning"
-    if target in ("tophosts", "tophosts-again", "tophosts-accesslog"):
+    if target in ("tophosts", "tophosts-again", "tophosts-accesslog", "tophosts-baseline"):
         return list(support.SERVE), ["--log-level", level, *args]
     levels = ["--log-level", level] * (target == "tophosts-stdlog")
     return [sys.executable, "-m", "bench.apps", target], [*levels, *args]
@@ -197,8 +203,15 @@ class Server(support.Server):
         self.cpus = set(cpus) if cpus is not None else {SERVER_CPU}
         self.pinned = False
         argv, rest = command(target, args)
+        env = None
+        if target == "tophosts-baseline":
+            if BASELINE is None:
+                raise RuntimeError("the tophosts-baseline target needs --baseline SRC")
+            # Ahead of the editable install of this checkout on sys.path.
+            env = {"PYTHONPATH": BASELINE}
         super().__init__(
             *rest,
+            env=env,
             command=argv,
             wrapper=wrapper,
             ready_timeout=120.0 if wrapper else 30.0,

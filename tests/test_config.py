@@ -34,6 +34,8 @@ def test_environment_variables_set_every_setting() -> None:
         "TOPHOSTS_REDIS_PREFIX": "th-prod",
         "TOPHOSTS_REDIS_TIMEOUT": "0.25",
         "TOPHOSTS_WORKERS": "4",
+        "TOPHOSTS_IDEMPOTENCY_TTL": "600",
+        "TOPHOSTS_MAX_IDEMPOTENCY_KEYS": "5000",
     }
     assert load([], env) == Settings(
         host="127.0.0.1",
@@ -47,6 +49,8 @@ def test_environment_variables_set_every_setting() -> None:
         redis_prefix="th-prod",
         redis_timeout=0.25,
         workers=4,
+        idempotency_ttl=600,
+        max_idempotency_keys=5000,
     )
 
 
@@ -62,6 +66,10 @@ def test_settings_round_trip_through_the_environment() -> None:
     assert load([], settings.environ()) == settings
     argv = ["--store", "redis://:s3cret@10.0.0.5:6380/2", "--workers", "3", "--redis-timeout", "2"]
     settings = load([*argv, "--redis-prefix", "{th}"], {})
+    assert load([], settings.environ()) == settings
+    # The default TTL (2 h plus --max-skew) stays a default: it follows --max-skew.
+    assert "TOPHOSTS_IDEMPOTENCY_TTL" not in settings.environ()
+    settings = load(["--idempotency-ttl", "90", "--max-idempotency-keys", "7"], {})
     assert load([], settings.environ()) == settings
 
 
@@ -95,6 +103,8 @@ def test_redis_urls_in_the_forms_redis_py_takes(url: str) -> None:
         (["--redis-timeout", "1s"], {}, "--redis-timeout: expected a number of seconds"),
         (["--redis-prefix", "my app"], {}, "--redis-prefix: expected 1 to 64 printable ASCII"),
         (["--workers", "0"], {}, "--workers: expected an integer from 1 to 64"),
+        (["--idempotency-ttl", "0"], {}, "--idempotency-ttl: expected an integer from 1 to"),
+        ([], {"TOPHOSTS_MAX_IDEMPOTENCY_KEYS": "lots"}, "TOPHOSTS_MAX_IDEMPOTENCY_KEYS: expected"),
         (["--workers", "2"], {}, "--workers: 2 workers need a shared store"),
         ([], {"TOPHOSTS_WORKERS": "3"}, "TOPHOSTS_WORKERS: 3 workers need a shared store"),
     ],

@@ -3,9 +3,11 @@
 Both apps get the same random sequence of requests on one fake clock: single
 events and batches, zero counts, counts near 2^53 - 1, expired and future
 events, a --max-tracked-hosts cap, and clock moves across minute and hour
-boundaries. Every answer must be identical: status, body (error texts and
-"index" included), and the window headers of /stats; and so must /stats for
-both windows at the end.
+boundaries; and requests with idempotency keys from a small pool, so that
+replays, conflicts, a full store and expired keys all happen. Every answer
+must be identical: status, body (error texts and "index" included), the
+Idempotent-Replayed header, and the window headers of /stats; and so must
+/stats for both windows at the end, and what the stores hold.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+import msgspec
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
@@ -27,7 +30,11 @@ from tophosts.events import MAX_COUNT
 from tophosts.windows import HOUR, MINUTE
 
 SKEW = 300
-SIZES = re.compile(r'^(tophosts_tracked_hosts\{window="\w+"\}|tophosts_windows_live) (\S+)$', re.M)
+SIZES = re.compile(
+    r'^(tophosts_tracked_hosts\{window="\w+"\}|tophosts_windows_live|tophosts_idempotency_keys)'
+    r" (\S+)$",
+    re.M,
+)
 _prefixes = itertools.count()
 
 HOSTS = ["a", "b", "c", "A", "a.com", "é.com", "日本.jp", "x,y", 'q"t']
@@ -52,10 +59,16 @@ offsets = st.one_of(
     st.integers(SKEW - 5, SKEW + 5),
 )
 events = st.tuples(offsets, counts)
+# A few keys, so that they come back: with the same request (a replay, if the
+# first was applied), or another (422).
+keys = st.sampled_from([None, "k0", "k1", "k2", "k3"])
 steps = st.lists(
     st.one_of(
-        st.tuples(st.just("counter"), events),
-        st.tuples(st.just("counters"), st.lists(events, min_size=1, max_size=5)),
+        st.tuples(st.just("counter"), events, keys),
+        st.tuples(st.just("counters"), st.lists(events, min_size=1, max_size=5), keys),
+        # A retry of the last request, with its key (as likely as a new request).
+        st.tuples(st.just("retry")),
+        st.tuples(st.just("retry")),
         # A move of the clock; "minute"/"hour" go to just before, on, or just
         # after the next boundary.
         st.tuples(st.just("advance"), st.sampled_from([1, 7, 59, 60, 61, 600, 3599, 3600])),
@@ -75,7 +88,8 @@ def body(event: tuple[int, dict[str, int]], now: float) -> dict[str, Any]:
 
 def answer(response: Any, stats: bool = False) -> tuple[Any, ...]:
     got: tuple[Any, ...] = (response.status_code, response.headers["content-type"])
-    got += (response.json(),)
+    got += (response.json(), response.headers.get("idempotent-replayed"))
+    got += (response.headers.get("retry-after"),)
     if stats:
         got += (response.headers.get("x-window-start"), response.headers.get("x-window-end"))
     return got
@@ -86,18 +100,24 @@ def answer(response: Any, stats: bool = False) -> tuple[Any, ...]:
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(steps=steps, cap=st.sampled_from([1, 2, 3, 1_000_000]))
+@given(
+    steps=steps,
+    cap=st.sampled_from([1, 2, 3, 1_000_000]),
+    max_keys=st.sampled_from([1, 2, 1_000_000]),
+    ttl=st.sampled_from([60, 600, None]),
+)
 def test_memory_and_redis_answer_every_request_identically(
-    redis_url: str, steps: list[Any], cap: int
+    redis_url: str, steps: list[Any], cap: int, max_keys: int, ttl: int | None
 ) -> None:
     clock = FakeClock()
-    memory = Settings(store="memory", max_skew=SKEW, max_tracked_hosts=cap)
-    shared = Settings(
-        store=redis_url,
-        redis_prefix=f"diff{next(_prefixes)}",
-        max_skew=SKEW,
-        max_tracked_hosts=cap,
-    )
+    limits = {
+        "max_skew": SKEW,
+        "max_tracked_hosts": cap,
+        "max_idempotency_keys": max_keys,
+        "idempotency_ttl": ttl,
+    }
+    memory = Settings(store="memory", **limits)  # type: ignore[arg-type]
+    shared = Settings(store=redis_url, redis_prefix=f"diff{next(_prefixes)}", **limits)  # type: ignore[arg-type]
     with (
         TestClient(create_app(memory, clock=clock), raise_server_exceptions=False) as mem,
         TestClient(create_app(shared, clock=clock), raise_server_exceptions=False) as red,
@@ -107,16 +127,24 @@ def test_memory_and_redis_answer_every_request_identically(
             for client in (mem, red):
                 yield client.request(method, path, **kwargs)
 
+        last: tuple[str, bytes, dict[str, str]] | None = None
         for step in steps:
             kind = step[0]
-            if kind == "counter":
-                sent = body(step[1], clock.now)
-                got = [answer(r) for r in both("POST", "/counter", json=sent)]
-                assert got[1] == got[0], (kind, sent)
-            elif kind == "counters":
-                sent_batch = [body(event, clock.now) for event in step[1]]
-                got = [answer(r) for r in both("POST", "/counters", json=sent_batch)]
-                assert got[1] == got[0], (kind, sent_batch)
+            if kind in ("counter", "counters", "retry"):
+                if kind == "counter":
+                    sent: Any = body(step[1], clock.now)
+                elif kind == "counters":
+                    sent = [body(event, clock.now) for event in step[1]]
+                if kind != "retry":
+                    headers = {"idempotency-key": step[2]} if step[2] else {}
+                    last = ("/" + kind, msgspec.json.encode(sent), headers)
+                if last is not None:
+                    path, content, headers = last
+                    sent_to = both("POST", path, content=content, headers=headers)
+                    got = [answer(r) for r in sent_to]
+                    assert got[1] == got[0], (kind, path, content, headers)
+                    full = "Idempotency-Keys" in str(got[0][2])
+                    event(f"{path} {got[0][0]}{' replayed' if got[0][3] else ''}{' full' * full}")
             elif kind == "advance":
                 clock.advance(step[1])
             elif kind == "boundary":
@@ -132,5 +160,5 @@ def test_memory_and_redis_answer_every_request_identically(
             assert got[1] == got[0], ("final", window, clock.now)
         # And what they hold: the tracked (host, window) pairs and live windows.
         sizes = [sorted(re.findall(SIZES, r.text)) for r in both("GET", "/metrics")]
-        assert len(sizes[0]) == 3
+        assert len(sizes[0]) == 4
         assert sizes[1] == sizes[0], ("sizes", clock.now)

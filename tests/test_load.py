@@ -47,6 +47,29 @@ def test_load_sends_what_it_says_and_the_server_counts_it_all() -> None:
         server.stop()
 
 
+def test_load_idempotent_sends_a_key_of_its_own_with_every_request() -> None:
+    while time.time() % 3600 > 3590:
+        time.sleep(0.5)
+    server = Server("--clock-offset", "3600")
+    try:
+        args = ("--events", "500", "--batch", "100", "--hosts", "20", "--per-event", "2")
+        for _ in range(2):  # two runs: their keys never meet
+            done = load(server.url, *args, "--idempotent")
+            assert done.returncode == 0, done.stdout + done.stderr
+            assert done.stdout.strip() == (
+                f"sent 500 events to {server.url}, each of the 5 requests with its own "
+                "Idempotency-Key"
+            )
+        query = {"stats_type": "hour", "limit": "1000"}
+        hour = httpx.get(server.url + "/stats", params=query).json()["top_hosts"]
+        assert sum(hour.values()) == 2 * 500 * 2
+        metrics = httpx.get(server.url + "/metrics").text
+        assert "tophosts_idempotency_keys 10.0" in metrics
+        assert "tophosts_idempotent_replays_total 0.0" in metrics
+    finally:
+        server.stop()
+
+
 def test_load_stops_at_the_first_refusal_and_says_why() -> None:
     server = Server("--ingest-token", "ingest-token-0123456789")
     try:

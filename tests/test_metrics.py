@@ -76,3 +76,23 @@ def test_scrapes_accumulate_and_count_themselves(client: TestClient) -> None:
     assert (first[accepted], second[accepted]) == (1, 2)
     scraped = ("tophosts_http_requests_total", (("route", "/metrics"), ("status", "200")))
     assert second[scraped] == 1
+
+
+def test_idempotency_metrics(client: TestClient) -> None:
+    event = {"timestamp": PAST_MINUTE, "a.com": 1}
+    before = scrape(client)
+    assert before[("tophosts_idempotency_keys", ())] == 0
+    for reason in ("fingerprint", "in_flight", "full"):
+        assert before[("tophosts_idempotency_conflicts_total", (("reason", reason),))] == 0
+    assert before[("tophosts_idempotent_replays_total", ())] == 0
+    for _ in range(3):
+        client.post("/counter", json=event, headers={"idempotency-key": "k"})
+    client.post("/counter", json={**event, "a.com": 2}, headers={"idempotency-key": "k"})
+    client.post("/counters", json=[event], headers={"idempotency-key": "k2"})
+    m = scrape(client)
+    assert m[("tophosts_idempotency_keys", ())] == 2
+    assert m[("tophosts_idempotent_replays_total", ())] == 2
+    assert m[("tophosts_idempotency_conflicts_total", (("reason", "fingerprint"),))] == 1
+    # A replay is not counted again as events received.
+    assert m[("tophosts_events_total", (("result", "accepted"),))] == 2
+    assert m[("tophosts_host_counts_total", ())] == 2

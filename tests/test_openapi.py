@@ -21,10 +21,22 @@ def test_every_operation_documents_its_responses(client: TestClient) -> None:
         for method, op in item.items():
             assert "200" in op["responses"], (method, path)
             if method == "post":
-                for status in ("400", "413", "503"):
+                for status in ("400", "409", "413", "422", "429", "503"):
                     assert op["responses"][status]["content"]["application/json"]["schema"] == {
                         "$ref": "#/components/schemas/Error"
                     }
+
+
+def test_the_ingest_routes_document_the_idempotency_key(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    for path in ("/counter", "/counters"):
+        op = spec["paths"][path]["post"]
+        (key,) = [p for p in op["parameters"] if p["name"] == "Idempotency-Key"]
+        assert (key["in"], key["required"]) == ("header", False)
+        assert (key["schema"]["minLength"], key["schema"]["maxLength"]) == (1, 255)
+        assert "Retry-After" in op["responses"]["409"]["headers"]
+        assert "Idempotent-Replayed" in op["responses"]["200"]["headers"]
+        assert "Idempotency-Key" in op["responses"]["504"]["description"]
 
 
 def test_docs_page_renders_from_vendored_assets(client: TestClient) -> None:

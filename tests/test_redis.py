@@ -10,12 +10,14 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import msgspec
 import pytest
 import redis
 from starlette.testclient import TestClient
 
 from tests.support.clock import T0, FakeClock
 from tests.support.servers import RedisServer, ReplyProxy, free_port
+from tophosts import idempotency
 from tophosts.app import create_app
 from tophosts.config import Settings
 from tophosts.events import (
@@ -26,6 +28,7 @@ from tophosts.events import (
     too_many_tracked,
     total_too_large,
 )
+from tophosts.idempotency import Keyed, KeyRefused
 from tophosts.store import StoreUnavailable, WriteUncertain
 from tophosts.store.memory import MemoryStore
 from tophosts.store.redis import RedisStore, commit
@@ -435,6 +438,8 @@ def test_the_api_answers_504_when_a_write_is_uncertain(
             error = response.json()["error"]
             assert "did not confirm the write" in error
             assert "may or may not have been counted" in error
+            assert "a retry without a key may count them twice" in error
+            assert "send each request with an Idempotency-Key" in error
             # That connection is given up; a new one never gets past its
             # handshake, so this write is never sent: a plain 503.
             response = client.post("/counter", json={"timestamp": PAST_MINUTE, "c": 1})
@@ -444,6 +449,34 @@ def test_the_api_answers_504_when_a_write_is_uncertain(
             own_redis.resume()
         # Redis got the uncertain write only past its deadline: nothing applied.
         assert client.get("/stats").json() == {"top_hosts": {"a": 1}}
+
+
+def test_a_504_is_resolved_by_a_retry_with_its_key(
+    own_redis: RedisServer, clock: FakeClock
+) -> None:
+    settings = Settings(store=own_redis.url, redis_timeout=0.2)
+    key = {"idempotency-key": "uncertain"}
+    body = [{"timestamp": PAST_MINUTE, "b": 1}]
+    with TestClient(create_app(settings, clock=clock), raise_server_exceptions=False) as client:
+        assert client.post("/counter", json={"timestamp": PAST_MINUTE, "a": 1}).status_code == 200
+        own_redis.pause()
+        try:
+            response = client.post("/counters", json=body, headers=key)
+            assert response.status_code == 504
+            error = response.json()["error"]
+            assert "retry with the same Idempotency-Key to learn the true outcome" in error
+        finally:
+            own_redis.resume()
+        # Redis got the write past its deadline: not applied, so the retry applies it.
+        retry = client.post("/counters", json=body, headers=key)
+        assert (retry.status_code, retry.json()) == (
+            200,
+            {"status": "ok", "accepted": 1, "expired": 0},
+        )
+        assert "idempotent-replayed" not in retry.headers
+        again = client.post("/counters", json=body, headers=key)
+        assert again.headers["idempotent-replayed"] == "true"
+        assert client.get("/stats").json() == {"top_hosts": {"a": 1, "b": 1}}
 
 
 def test_a_redis_loading_its_data_gets_503_on_every_route_and_nothing_applied(
@@ -790,3 +823,228 @@ def test_the_writes_hash_stays_small_however_many_writes_are_settled(
             await proxy.stop()
 
     run(check())
+
+
+# -- idempotency keys through the proxy --------------------------------------------
+
+
+def keyed(name: str, events: list[Event]) -> Keyed:
+    """The key ``name`` for ``events`` as POST /counters sends them."""
+    body = msgspec.json.encode([{"timestamp": ts, **counts} for ts, counts in events])
+    return idempotency.digest(name.encode()), idempotency.fingerprint(b"/counters", body)
+
+
+async def outcome(call: Any) -> tuple[int, bool]:
+    """The HTTP status a store call maps to, and whether it is a replay."""
+    try:
+        added = await call
+    except KeyRefused as exc:
+        return exc.status, False
+    except EventError as exc:
+        return exc.status, False
+    except StoreUnavailable:
+        return 503, False
+    except WriteUncertain:
+        return 504, False
+    return 200, added.replayed
+
+
+@pytest.mark.parametrize(
+    ("fault", "careful"),
+    [
+        *((name, False) for name in FAULTS if not name.startswith("check")),
+        *((name, True) for name in FAULTS),
+    ],
+    ids=lambda value: {False: "add", True: "add-carefully"}.get(value, value),
+)
+def test_whatever_a_keyed_write_got_a_retry_with_its_key_counts_it_exactly_once(
+    redis_url: str, rclient: redis.Redis, fault: str, careful: bool
+) -> None:
+    plans, strikes, first = FAULTS[fault]
+    prefix = f"keyedfault{next(_prefixes)}"
+    load_scripts(rclient)
+    clock = FakeClock()
+    requests: list[list[Event]] = [[(PAST_MINUTE, {"mark": 1, "r0": 1})]]
+    requests += [[(PAST_MINUTE, {f"r{i}": 1})] for i in range(1, 4)]
+    if careful:
+        requests[1] = [(PAST_MINUTE, {"r1": 1, "big": 2})]  # refused, on its own
+    keys = [keyed(f"k{i}", r) for i, r in enumerate(requests)]
+
+    async def check() -> None:
+        proxy = ReplyProxy(int(redis_url.rsplit(":", 1)[1].split("/")[0]))
+        await proxy.start()
+        store = RedisStore(proxy.url, clock=clock, timeout=T, prefix=prefix)
+        other = RedisStore(redis_url, clock=clock, prefix=prefix)  # another instance
+        try:
+            await store.add([(PAST_MINUTE, {"before": 1})])
+            if careful:
+                await other.add([(PAST_MINUTE, {"big": MAX_COUNT - 1})])
+            faults = [
+                proxy.fault(
+                    *markers(step, careful), on=on, action=action, seconds=k * T, reply=LOADING
+                )
+                for step, on, action, k in plans
+            ]
+            answers = await asyncio.gather(
+                *(outcome(store.add(r, k)) for r, k in zip(requests, keys, strict=True))
+            )
+            assert all(f.struck.is_set() for f in faults[:strikes])
+            for held in faults:
+                if (
+                    held.struck.is_set()
+                    and held.on == "request"
+                    and held.action in ("delay", "drop")
+                ):
+                    held.release()
+                    async with asyncio.timeout(5):
+                        await held.answered.wait()
+            ran = await counted(other)
+            # The client retries every request with its key, on the other instance.
+            retries = await asyncio.gather(
+                *(outcome(other.add(r, k)) for r, k in zip(requests, keys, strict=True))
+            )
+            got = await counted(other)
+            for i, (answer, retry) in enumerate(zip(answers, retries, strict=True)):
+                refused = careful and i == 1
+                assert answer == ((400 if refused and first == 200 else first), False)
+                if refused:
+                    assert retry == (400, False)  # tried afresh, refused afresh
+                    assert got.get("r1", 0) == 0
+                    continue
+                # A write that ran is replayed; one that did not is applied now.
+                assert retry == (200, bool(ran.get(f"r{i}")))
+                assert got[f"r{i}"] == 1
+            assert got["mark"] == 1
+            assert got["before"] == 1
+        finally:
+            await store.close()
+            await other.close()
+            await proxy.stop()
+
+    run(check())
+
+
+def test_a_write_whose_reply_is_lost_is_a_replay_for_a_retry_on_another_instance(
+    redis_url: str, rclient: redis.Redis
+) -> None:
+    load_scripts(rclient)
+    clock = FakeClock()
+    events: list[Event] = [(PAST_MINUTE, {"mark": 1})]
+    key = keyed("lost-reply", events)
+
+    async def check() -> None:
+        proxy = ReplyProxy(int(redis_url.rsplit(":", 1)[1].split("/")[0]))
+        await proxy.start()
+        store = RedisStore(proxy.url, clock=clock, timeout=T, prefix="lost")
+        other = RedisStore(redis_url, clock=clock, prefix="lost")
+        try:
+            await store.add([(PAST_MINUTE, {"before": 1})])
+            fault = proxy.fault(ADD, b"mark", action="drop")  # Redis ran it; no reply
+            first = asyncio.create_task(outcome(store.add(events, key)))
+            async with asyncio.timeout(5):
+                await fault.struck.wait()
+            # The client gives up waiting, and retries elsewhere while the first waits.
+            assert not first.done()
+            assert await outcome(other.add(events, key)) == (200, True)
+            # And the first instance, once it has settled the write, answers as applied.
+            assert await first == (200, False)
+            assert await outcome(store.add(events, key)) == (200, True)
+            assert await counted(other) == {"before": 1, "mark": 1}
+        finally:
+            await store.close()
+            await other.close()
+            await proxy.stop()
+
+    run(check())
+
+
+def test_a_settle_learns_each_keyed_requests_own_outcome(
+    redis_url: str, rclient: redis.Redis
+) -> None:
+    load_scripts(rclient)
+    clock = FakeClock()
+    requests: list[list[Event]] = [
+        [(PAST_MINUTE, {"mark": 1, "again": 1})],  # its key is kept already: a replay
+        [(PAST_MINUTE, {"other": 1})],  # its key is kept for another request: 422
+        [(PAST_MINUTE, {"fresh": 1})],
+        [(PAST_MINUTE, {"full": 1})],  # one new key too many
+    ]
+    keys = [keyed(f"s{i}", r) for i, r in enumerate(requests)]
+    before: list[Event] = [(PAST_MINUTE, {"something": 1})]
+
+    async def check() -> None:
+        proxy = ReplyProxy(int(redis_url.rsplit(":", 1)[1].split("/")[0]))
+        await proxy.start()
+        limits = {"max_idempotency_keys": 3}
+        store = RedisStore(proxy.url, clock=clock, timeout=T, prefix="learn", **limits)
+        other = RedisStore(redis_url, clock=clock, prefix="learn", **limits)
+        try:
+            assert await outcome(other.add(requests[0], keys[0])) == (200, False)
+            assert await outcome(other.add(before, keyed("s1", before))) == (200, False)
+            # The replay sends the call down the careful path; its reply is cut.
+            fault = proxy.fault(CAREFUL, b"mark", action="cut")
+            answers = await asyncio.gather(
+                *(outcome(store.add(r, k)) for r, k in zip(requests, keys, strict=True))
+            )
+            assert fault.struck.is_set()
+            assert answers == [(200, True), (422, False), (200, False), (429, False)]
+            got = await counted(other)
+            assert got == {"mark": 1, "again": 1, "something": 1, "fresh": 1}
+        finally:
+            await store.close()
+            await other.close()
+            await proxy.stop()
+
+    run(check())
+
+
+@pytest.mark.parametrize("kill", list(KILLS))
+def test_redis_killed_mid_keyed_write_then_a_retry_with_its_key_counts_it_once(kill: str) -> None:
+    from tests.conftest import redis_binary
+
+    plans, restart, first = KILLS[kill]
+    server = RedisServer(redis_binary(), appendonly=restart != "empty")
+    clock = FakeClock()
+    events: list[Event] = [(PAST_MINUTE, {"mark": 1})]
+    key = keyed("killed", events)
+
+    async def check() -> None:
+        proxy = ReplyProxy(server.port)
+        await proxy.start()
+        store = RedisStore(proxy.url, clock=clock, timeout=0.5, prefix="kill")
+        other = RedisStore(server.url, clock=clock, prefix="kill")
+        try:
+            await store.add([(PAST_MINUTE, {"before": 1})])
+            with server.client() as client:
+                load_scripts(client)
+            faults = [
+                proxy.fault(*markers(step, False), on=on, action=action, seconds=k)
+                for step, on, action, k in plans
+            ]
+
+            async def kill_redis() -> None:
+                async with asyncio.timeout(5):
+                    await faults[-1].struck.wait()
+                await asyncio.to_thread(server.kill)
+                if restart != "never":
+                    await asyncio.to_thread(server.start)
+
+            killing = asyncio.create_task(kill_redis())
+            answer = await outcome(store.add(events, key))
+            await killing
+            assert answer == (first, False)
+            if restart == "never":
+                await asyncio.to_thread(server.start)
+            # Whatever the answer was, a retry with the key gets the true outcome.
+            kept = (await counted(other)).get("mark", 0)
+            assert await outcome(other.add(events, key)) == (200, bool(kept))
+            assert (await counted(other))["mark"] == 1
+        finally:
+            await store.close()
+            await other.close()
+            await proxy.stop()
+
+    try:
+        run(check())
+    finally:
+        server.stop()

@@ -17,9 +17,10 @@ import pytest
 
 from tests.support.clock import T0, FakeClock
 from tests.support.servers import Server
-from tophosts import snapshot
+from tophosts import idempotency, snapshot
 from tophosts.app import create_app
 from tophosts.config import Settings, SettingsError
+from tophosts.idempotency import KeyConflict
 from tophosts.store import Store
 from tophosts.store.memory import MemoryStore
 from tophosts.windows import Window, past
@@ -51,6 +52,45 @@ def test_windows_that_expired_while_down_are_dropped(tmp_path: Path, clock: Fake
     assert snapshot.restore(fresh, path) == 1
     assert fresh.top_now(Window.HOUR, 10) == [("a.com", 3), ("b.com", 1)]
     assert fresh.top_now(Window.MINUTE, 10) == []
+
+
+def test_a_snapshot_keeps_the_idempotency_keys_until_they_expire(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    path = tmp_path / "snap"
+    store = MemoryStore(clock=clock, idempotency_ttl=600)
+    event = [(PAST_HOUR, {"k.com": 1})]
+    first = (idempotency.digest(b"first"), 123)
+    store.add_now(event, first)
+    clock.advance(300)
+    later = (idempotency.digest(b"later"), 456)
+    store.add_now([(0, {"old.com": 1})], later)  # expired: kept too
+    snapshot.save(store, path)
+    fresh = MemoryStore(clock=clock, idempotency_ttl=600)
+    snapshot.restore(fresh, path)
+    assert asyncio.run(fresh.sizes()).keys == 2
+    assert fresh.add_now(event, first) == (1, 0, 0, True)
+    assert fresh.add_now([(0, {"old.com": 1})], later) == (0, 1, 0, True)
+    with pytest.raises(KeyConflict):
+        fresh.add_now(event, (first[0], 999))
+    # Restored later, the first key (used 300 s before the second) has expired.
+    clock.advance(400)
+    again = MemoryStore(clock=clock, idempotency_ttl=600)
+    snapshot.restore(again, path)
+    assert asyncio.run(again.sizes()).keys == 1
+    assert again.add_now([(0, {"old.com": 1})], later).replayed
+
+
+def test_a_snapshot_written_before_idempotency_keys_still_loads(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    path = tmp_path / "snap"
+    windows = [[3600, PAST_HOUR, {"h.com": 7}]]
+    path.write_bytes(msgspec.msgpack.encode({"version": 1, "taken_at": 0.0, "windows": windows}))
+    store = MemoryStore(clock=clock)
+    assert snapshot.restore(store, path) == 1
+    assert store.top_now(Window.HOUR, 10) == [("h.com", 7)]
+    assert asyncio.run(store.sizes()).keys == 0
 
 
 def test_a_missing_snapshot_starts_empty(tmp_path: Path, clock: FakeClock) -> None:

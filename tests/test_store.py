@@ -185,7 +185,7 @@ async def test_memory_is_released_when_windows_expire(
     sizes = await store.sizes()
     assert (sizes.minute_hosts, sizes.hour_hosts, sizes.windows) == (0, 5_000, 1)
     clock.advance(2 * 3600)
-    assert await store.sizes() == (0, 0, 0)
+    assert await store.sizes() == (0, 0, 0, 0)
 
 
 async def test_many_events_over_few_hosts_keep_few_entries(make_store: MakeStore) -> None:

@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from tests.support.clock import T0, FakeClock
 from tests.support.servers import free_port
 from tophosts.events import Event
+from tophosts.idempotency import Keyed
 from tophosts.store import Added, Sizes, Store, StoreUnavailable, TopHosts, WriteUncertain
 from tophosts.syslog.counts import Tally
 from tophosts.syslog.receiver import Receiver
@@ -255,11 +256,20 @@ class FlakyStore:
         self.failures = failures
         self.events: list[Event] = []
 
-    async def add(self, events: Sequence[Event]) -> Added:
+    async def add(self, events: Sequence[Event], key: Keyed | None = None) -> Added:
         if self.failures:
             raise self.failures.pop(0)
         self.events.extend(events)
         return Added(len(events), 0)
+
+    def begin(self, digest: bytes) -> None:
+        return None
+
+    async def claim(self, digest: bytes) -> None:
+        return None
+
+    def end(self, digest: bytes) -> None:
+        return None
 
     async def top(self, window: Window, limit: int, now: float | None = None) -> TopHosts:
         return []

@@ -239,8 +239,11 @@ def create_app(
             clock=clock,
             max_skew=settings.max_skew,
             max_tracked_hosts=settings.max_tracked_hosts,
+            idempotency_ttl=settings.idempotency_ttl,
+            max_idempotency_keys=settings.max_idempotency_keys,
             redis_prefix=settings.redis_prefix,
             redis_timeout=settings.redis_timeout,
+            body_timeout=settings.body_timeout,
         )
     if settings.snapshot:
         snapshots = store.snapshots

@@ -61,20 +61,41 @@ async def send_json(send: Send, status: int, payload: Any, headers: Headers | No
     return len(body)
 
 
-async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
-    """The whole request body, refusing it as soon as it is known to pass ``limit``.
+class RepeatedHeader(Exception):
+    """A header that may come once came more than once."""
 
-    A declared Content-Length over the limit is refused before reading a byte;
-    a chunked body is refused as soon as what arrived passes it.
-    """
+
+def scan(scope: Scope, limit: int, wanted: bytes) -> bytes | None:
+    """One pass over the headers of a request with a body: refuse a declared
+    Content-Length over ``limit`` before a byte is read (BodyTooLarge), and return
+    the value of the header ``wanted``: None when absent, RepeatedHeader if it
+    comes more than once."""
+    found = None
     for name, value in scope["headers"]:
         if name == b"content-length":
             if not value.isdigit() or int(value) > limit:
                 raise BodyTooLarge
-            break
+        elif name == wanted:
+            if found is not None:
+                raise RepeatedHeader(wanted)
+            found = value
+    return found
+
+
+async def read_body(
+    receive: Receive, limit: int, slow: Callable[[], Awaitable[None]] | None = None
+) -> bytes:
+    """The whole request body (its Content-Length already checked by :func:`scan`),
+    refused as soon as what arrived passes ``limit`` (a chunked body).
+
+    ``slow``, if given, is awaited once before reading on when the body does not
+    come whole with the first message: it is still arriving.
+    """
     message = await receive()
     body: bytes = message.get("body", b"")
     if message.get("more_body", False) or message["type"] != "http.request":
+        if slow is not None and message["type"] == "http.request":
+            await slow()
         return await _read_rest(message, receive, limit)
     if len(body) > limit:
         raise BodyTooLarge

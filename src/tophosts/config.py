@@ -42,6 +42,9 @@ class Settings:
     body_timeout: float = 30.0
     timeout_keep_alive: int = 5
     max_tracked_hosts: int = 1_000_000
+    idempotency_ttl: int | None = None
+    """Seconds an Idempotency-Key is kept; None: 2 h plus --max-skew."""
+    max_idempotency_keys: int = 1_000_000
     clock_offset: float = 0.0
     ingest_token: str = dataclasses.field(default="", repr=False)
     read_token: str = dataclasses.field(default="", repr=False)
@@ -59,7 +62,7 @@ class Settings:
         return {
             ENV_PREFIX + f.name.upper(): str(getattr(self, f.name))
             for f in dataclasses.fields(self)
-            if getattr(self, f.name) != ""
+            if getattr(self, f.name) not in ("", None)
         }
 
 
@@ -215,6 +218,18 @@ SPECS: tuple[_Spec, ...] = (
         "N",
     ),
     _Spec(
+        "idempotency_ttl",
+        _integer(1, 30 * 86400),
+        "seconds an Idempotency-Key is kept (default: 7200 plus --max-skew)",
+        "S",
+    ),
+    _Spec(
+        "max_idempotency_keys",
+        _integer(1, 100_000_000),
+        "Idempotency-Keys kept at once; a request with a new one gets 429 beyond",
+        "N",
+    ),
+    _Spec(
         "clock_offset",
         _seconds(-(10**9), 10**9),
         "shift the server clock by S seconds, for drills and tests only",
@@ -282,7 +297,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             dest=spec.name,
             metavar=spec.metavar,
             default=None,
-            help=help + (f", default {default})" if default != "" else ")"),
+            help=help + (f", default {default})" if default not in ("", None) else ")"),
             action="append" if spec.repeat else "store",
         )
 

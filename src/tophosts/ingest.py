@@ -2,30 +2,36 @@
 
 These two routes carry nearly all the traffic, so they skip Starlette's request
 objects and middleware: read the body under the size limit, decode, apply, and
-answer with prebuilt headers.
+answer with prebuilt headers. A request with an ``Idempotency-Key`` takes
+:meth:`Ingest._keyed` instead, for both routes; one without pays for nothing
+but looking for the header in the scan that checks the Content-Length.
 """
 
 from __future__ import annotations
 
 import logging
+from functools import partial
 from time import perf_counter
 from typing import Any
 
-from tophosts import logs
+from tophosts import idempotency, logs
 from tophosts.asgi import (
     BodyTooLarge,
     ClientGone,
     Headers,
     Message,
     Receive,
+    RepeatedHeader,
     Scope,
     Send,
     header,
     json_start,
     read_body,
+    scan,
     send_json,
 )
 from tophosts.events import Decoder, Event, EventError
+from tophosts.idempotency import KeyInFlight, KeyRefused
 from tophosts.metrics import Metrics
 from tophosts.responses import RETRY_AFTER
 from tophosts.store import Store, StoreUnavailable, WriteUncertain
@@ -38,6 +44,10 @@ _EXPIRED_START = json_start(200, _EXPIRED_BODY)
 _EXPIRED: Message = {"type": "http.response.body", "body": _EXPIRED_BODY}
 _RETRY = [(b"retry-after", RETRY_AFTER.encode())]
 _CLOSE = [(b"connection", b"close")]
+_REPLAYED = [idempotency.REPLAYED]
+_OK_REPLAYED_START = json_start(200, _OK_BODY, _REPLAYED)
+_EXPIRED_REPLAYED_START = json_start(200, _EXPIRED_BODY, _REPLAYED)
+_KEY = idempotency.HEADER
 
 
 def _is_ndjson(scope: Scope) -> bool:
@@ -46,7 +56,15 @@ def _is_ndjson(scope: Scope) -> bool:
 
 
 # Failures answered by the route itself; anything else is a server error.
-_ANSWERED = (EventError, BodyTooLarge, StoreUnavailable, WriteUncertain, ClientGone)
+_ANSWERED = (
+    EventError,
+    BodyTooLarge,
+    StoreUnavailable,
+    WriteUncertain,
+    ClientGone,
+    KeyRefused,
+    RepeatedHeader,
+)
 
 
 class Ingest:
@@ -61,6 +79,7 @@ class Ingest:
         self.batch = batch
         self.metrics = metrics
         self.route = "/counters" if batch else "/counter"
+        self.path = self.route.encode()
         # A store that applies events synchronously (the memory store) is called
         # directly: no coroutine per request on the hot path.
         self.sync = store.sync
@@ -74,7 +93,10 @@ class Ingest:
         started = perf_counter()
         body = b""
         try:
-            body = await read_body(scope, receive, self.max_body)
+            key = scan(scope, self.max_body, _KEY)
+            if key is not None:
+                return await self._keyed(scope, receive, send, started, key)
+            body = await read_body(receive, self.max_body)
             ts, counts = self.decoder.one(body)
             host_counts = sum(counts.values())
             if self.sync is not None:
@@ -107,7 +129,10 @@ class Ingest:
         body = b""
         events: list[Event] = []
         try:
-            body = await read_body(scope, receive, self.max_body)
+            key = scan(scope, self.max_body, _KEY)
+            if key is not None:
+                return await self._keyed(scope, receive, send, started, key)
+            body = await read_body(receive, self.max_body)
             events = self.decoder.many(body, _is_ndjson(scope))
             sync = self.sync
             added = sync.add_now(events) if sync is not None else await self.store.add(events)
@@ -120,11 +145,99 @@ class Ingest:
         payload = {"status": "ok", "accepted": added.accepted, "expired": added.expired}
         return await self._answer(send, started, 200, payload, body)
 
-    async def _fail(
-        self, send: Send, started: float, body: bytes, exc: Exception, events: int = 0
+    async def _keyed(
+        self, scope: Scope, receive: Receive, send: Send, started: float, raw: bytes
     ) -> None:
-        """Answer an ingest failure the client can act on (ClientGone: nobody to answer)."""
-        if isinstance(exc, EventError):
+        """Either route, with an ``Idempotency-Key``: the key is in flight from now until
+        the answer, the body's arrival included, and the store keeps the outcome
+        with the counts (see :mod:`tophosts.idempotency`)."""
+        body = b""
+        events: list[Event] = []
+        key = ""
+        store = self.store
+        try:
+            key = idempotency.check(raw)
+            digest = idempotency.digest(raw)
+            try:
+                store.begin(digest)
+            except KeyInFlight:
+                await read_body(receive, self.max_body)  # keeps the connection in step
+                raise
+            try:
+                body = await read_body(receive, self.max_body, partial(store.claim, digest))
+                keyed = (digest, idempotency.fingerprint(self.path, body))
+                sync = self.sync
+                if self.batch:
+                    events = self.decoder.many(body, _is_ndjson(scope))
+                    if len(events) > idempotency.MAX_EVENTS:
+                        raise idempotency.too_many_events(len(events))
+                    if sync is not None:
+                        added = sync.add_now(events, keyed)
+                    else:
+                        added = await store.add(events, keyed)
+                else:
+                    ts, counts = self.decoder.one(body)
+                    events = [(ts, counts)]
+                    if sync is not None:
+                        # The host counts are summed here, as on the way without a key.
+                        total = sum(counts.values())
+                        added = sync.add_one_now(ts, counts, total, keyed)
+                        if added.accepted and not added.replayed:
+                            self.metrics.host_counts += total
+                    else:
+                        added = await store.add(events, keyed)
+            finally:
+                store.end(digest)
+        except _ANSWERED as exc:
+            return await self._fail(send, started, body, exc, len(events), key)
+        metrics = self.metrics
+        replayed = added.replayed
+        if replayed:
+            metrics.replays += 1
+        else:
+            metrics.accepted += added.accepted
+            metrics.expired += added.expired
+            metrics.host_counts += added.host_counts
+        if self.batch:
+            payload = {"status": "ok", "accepted": added.accepted, "expired": added.expired}
+            headers = _REPLAYED if replayed else None
+            return await self._answer(send, started, 200, payload, body, None, headers)
+        # POST /counter: one of two bodies, as without a key.
+        if added.accepted:
+            await send(_OK_REPLAYED_START if replayed else _OK_START)
+            await send(_OK)
+            out = len(_OK_BODY)
+        else:
+            await send(_EXPIRED_REPLAYED_START if replayed else _EXPIRED_START)
+            await send(_EXPIRED)
+            out = len(_EXPIRED_BODY)
+        seconds = perf_counter() - started
+        metrics.request("/counter", 200, seconds)
+        if logs.access.isEnabledFor(logging.INFO):
+            logs.request("POST", "/counter", 200, seconds, len(body), out)
+        return None
+
+    async def _fail(
+        self,
+        send: Send,
+        started: float,
+        body: bytes,
+        exc: Exception,
+        events: int = 0,
+        key: str = "",
+    ) -> None:
+        """Answer an ingest failure the client can act on (ClientGone: nobody to answer).
+        ``key``: the request's Idempotency-Key, if it has a valid one."""
+        if isinstance(exc, RepeatedHeader):
+            exc = idempotency.repeated()
+        if isinstance(exc, KeyRefused):
+            self.metrics.conflict(exc.reason)
+            message = idempotency.message(exc, key)
+            headers = _RETRY if isinstance(exc, KeyInFlight) else None
+            await self._answer(
+                send, started, exc.status, {"error": message}, body, message, headers
+            )
+        elif isinstance(exc, EventError):
             self.metrics.rejected += events or 1
             payload: dict[str, Any] = {"error": exc.message}
             # A store names the event's place in what it was given; a single
@@ -140,8 +253,18 @@ class Ingest:
             message = f"the store is unavailable, nothing was applied; retry: {exc}"
             await self._answer(send, started, 503, {"error": message}, body, message, _RETRY)
         elif isinstance(exc, WriteUncertain):
-            # Not a 503: a retry could count the events twice. The client decides.
-            message = f"the store did not confirm the write: {exc}"
+            # Not a 503: a retry without a key could count the events twice.
+            if key:
+                advice = (
+                    "; retry with the same Idempotency-Key to learn the true outcome: "
+                    "the first outcome again if they were, a fresh apply if they were not"
+                )
+            else:
+                advice = (
+                    "; a retry without a key may count them twice: send each request with "
+                    "an Idempotency-Key, and retry with the same key to learn the outcome"
+                )
+            message = f"the store did not confirm the write: {exc}{advice}"
             await self._answer(send, started, 504, {"error": message}, body, message)
 
     async def _answer(

@@ -2,13 +2,15 @@
 
 Handy to watch the dashboard move, or to smoke-test a deployment. It is bounded
 by ``--duration`` and ``--events``, keeps one connection alive, and prints what
-it sent so the numbers can be checked against ``/stats``.
+it sent so the numbers can be checked against ``/stats``. With ``--idempotent``
+every request carries an ``Idempotency-Key`` of its own.
 """
 
 from __future__ import annotations
 
 import argparse
 import http.client
+import os
 import random
 import time
 import urllib.parse
@@ -24,6 +26,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--per-event", type=int, default=5, help="hosts per event")
     parser.add_argument("--batch", type=int, default=100, help="events per POST /counters")
     parser.add_argument("--seed", type=int, default=None, help="random seed")
+    parser.add_argument(
+        "--idempotent",
+        action="store_true",
+        help="send an Idempotency-Key (a new one) with every request",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,7 +41,9 @@ def run(args: argparse.Namespace) -> int:
     pool = [f"host{i}.example" for i in range(args.hosts)]
     weights = [1 / (i + 1) for i in range(args.hosts)]
     per_event = min(args.per_event, args.hosts)
-    sent = 0
+    sent = requests = 0
+    # Keys unique to this run, so that two runs never replay each other's requests.
+    run_id = os.urandom(8).hex()
     deadline = time.monotonic() + args.duration
     while sent < args.events and time.monotonic() < deadline:
         now = int(time.time())
@@ -44,9 +53,11 @@ def run(args: argparse.Namespace) -> int:
             for host in rng.choices(pool, weights, k=per_event):
                 event[host] = event.get(host, 0) + 1
             batch.append(event)
-        conn.request(
-            "POST", "/counters", msgspec.json.encode(batch), {"content-type": "application/json"}
-        )
+        headers = {"content-type": "application/json"}
+        if args.idempotent:
+            headers["idempotency-key"] = f"load-{run_id}-{requests}"
+        conn.request("POST", "/counters", msgspec.json.encode(batch), headers)
+        requests += 1
         response = conn.getresponse()
         body = response.read()
         if response.status != 200:
@@ -54,5 +65,8 @@ def run(args: argparse.Namespace) -> int:
             return 1
         sent += len(batch)
     conn.close()
-    print(f"sent {sent} events to {args.url}")
+    said = f"sent {sent} events to {args.url}"
+    if args.idempotent:
+        said += f", each of the {requests} requests with its own Idempotency-Key"
+    print(said)
     return 0

@@ -38,6 +38,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from tophosts import __version__, background
+from tophosts.idempotency import REASONS
 from tophosts.store import Sizes
 
 BUCKETS: Sequence[float] = (
@@ -183,8 +184,25 @@ class Metrics:
             multiprocess_mode=mode,
         )  # fmt: skip
         info.labels(__version__, store_kind).set(1)
+        self._replays = Counter(
+            "tophosts_idempotent_replays",
+            "Requests answered with the outcome kept for their Idempotency-Key.",
+            registry=r,
+        )
+        self._conflicts = Counter(
+            "tophosts_idempotency_conflicts",
+            "Requests with an Idempotency-Key refused for the key's sake, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self._keys = Gauge(
+            "tophosts_idempotency_keys", "Idempotency keys kept by the store.", registry=r,
+            multiprocess_mode=mode,
+        )  # fmt: skip
         for result in ("accepted", "expired", "rejected"):
             self._events.labels(result)
+        for reason in REASONS:
+            self._conflicts.labels(reason)
         if not self.multiprocess:
             ProcessCollector(registry=r)
             r.register(self.requests)
@@ -193,8 +211,15 @@ class Metrics:
         self.expired = 0
         self.rejected = 0
         self.host_counts = 0
+        self.replays = 0
+        self.conflicts = dict.fromkeys(REASONS, 0)
         # The request path calls this directly: one attribute lookup, no wrapper.
         self.request = self.requests.request
+
+    def conflict(self, reason: str) -> None:
+        """Count a request refused for its Idempotency-Key's sake (``reason``: one of
+        :data:`tophosts.idempotency.REASONS`); a plain int, folded in by :meth:`flush`."""
+        self.conflicts[reason] += 1
 
     def flush(self) -> None:
         """Fold the pending increments into the prometheus-client metrics."""
@@ -206,6 +231,13 @@ class Metrics:
         if self.host_counts:
             self._host_counts.inc(self.host_counts)
             self.host_counts = 0
+        if self.replays:
+            self._replays.inc(self.replays)
+            self.replays = 0
+        for reason, n in self.conflicts.items():
+            if n:
+                self._conflicts.labels(reason).inc(n)
+                self.conflicts[reason] = 0
         self.requests.save()
 
     @contextlib.asynccontextmanager
@@ -221,6 +253,7 @@ class Metrics:
         self._tracked.labels("minute").set(sizes.minute_hosts)
         self._tracked.labels("hour").set(sizes.hour_hosts)
         self._windows.set(sizes.windows)
+        self._keys.set(sizes.keys)
 
     def exposition(self, accept: str | None) -> tuple[bytes, str]:
         """The body and content type for a scrape with this ``Accept`` header.

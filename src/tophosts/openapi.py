@@ -31,8 +31,49 @@ _ERRORS = {
 _UNCERTAIN = {
     "504": _json(
         _ref("Error"),
-        "Redis stopped answering mid-write: the events may or may not have been applied.",
+        "Redis stopped answering mid-write: the events may or may not have been applied. "
+        "A retry with the same Idempotency-Key gets the true outcome.",
     )
+}
+
+# Ingest only: see README, "Idempotency keys".
+_IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": (
+        "Makes a retry safe: the outcome of the first request with this key that was "
+        "applied (200) is kept for --idempotency-ttl, and a retry of the same request "
+        "(path and body byte for byte) gets it again, with Idempotent-Replayed: true, "
+        "instead of being applied again. Refusals are not kept."
+    ),
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"},
+}
+_KEYED = {
+    "409": {
+        **_json(
+            _ref("Error"),
+            "A request with this Idempotency-Key is still being handled; nothing was "
+            "applied. Retry after Retry-After.",
+        ),
+        "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+    },
+    "422": _json(
+        _ref("Error"),
+        "This Idempotency-Key was used for a different request; nothing was applied.",
+    ),
+    "429": _json(
+        _ref("Error"),
+        "A new host past --max-tracked-hosts, or a new Idempotency-Key past "
+        "--max-idempotency-keys; nothing was applied.",
+    ),
+}
+_REPLAYED = {
+    "Idempotent-Replayed": {
+        "description": "true when this is the kept outcome of an earlier request with the "
+        "same Idempotency-Key: nothing was applied now.",
+        "schema": {"type": "string", "enum": ["true"]},
+    }
 }
 
 SCHEMAS: dict[str, Any] = {
@@ -106,19 +147,22 @@ COUNTER: dict[str, Any] = {
         "The body is read as JSON whatever the Content-Type says. Events older "
         "than the start of the past round hour answer expired and are not stored."
     ),
+    "parameters": [_IDEMPOTENCY_KEY],
     "requestBody": {
         "required": True,
         "content": {"application/json": {"schema": _ref("Event")}},
     },
     "responses": {
-        "200": _json(_ref("Accepted"), "Stored, or expired."),
+        "200": {**_json(_ref("Accepted"), "Stored, or expired."), "headers": _REPLAYED},
         **_ERRORS,
+        **_KEYED,
         **_UNCERTAIN,
     },
 }
 
 COUNTERS: dict[str, Any] = {
     "summary": "Ingest a batch of events, all or nothing",
+    "parameters": [_IDEMPOTENCY_KEY],
     "requestBody": {
         "required": True,
         "content": {
@@ -129,8 +173,9 @@ COUNTERS: dict[str, Any] = {
         },
     },
     "responses": {
-        "200": _json(_ref("BatchAccepted"), "The whole batch."),
+        "200": {**_json(_ref("BatchAccepted"), "The whole batch."), "headers": _REPLAYED},
         **_ERRORS,
+        **_KEYED,
         **_UNCERTAIN,
     },
 }

@@ -45,7 +45,7 @@ import msgspec
 
 from tophosts import background
 from tophosts.events import Count
-from tophosts.store import Snapshots, WindowDump
+from tophosts.store import KeyDump, Snapshots, WindowDump
 
 VERSION = 1
 CHILD_NICE = 10
@@ -65,6 +65,8 @@ class Snapshot(msgspec.Struct, forbid_unknown_fields=True):
     version: int
     taken_at: float
     windows: list[tuple[int, int, dict[str, Count]]]
+    # Idempotency keys (tophosts.store.KeyDump); absent from files of earlier versions.
+    keys: list[tuple[int, bytes, list[int]]] = msgspec.field(default_factory=list)
 
 
 class _Header(msgspec.Struct):
@@ -84,13 +86,15 @@ _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Snapshot)
 
 
-def encode(windows: list[WindowDump], taken_at: float) -> bytes:
-    return _encoder.encode(Snapshot(VERSION, taken_at, windows))
+def encode(windows: list[WindowDump], taken_at: float, keys: list[KeyDump]) -> bytes:
+    return _encoder.encode(Snapshot(VERSION, taken_at, windows, keys))
 
 
-def write(path: Path, windows: list[WindowDump], taken_at: float) -> None:
+def write(
+    path: Path, windows: list[WindowDump], taken_at: float, keys: list[KeyDump] | None = None
+) -> None:
     """Write a snapshot atomically: temp file, fsync, rename, fsync the directory."""
-    data = encode(windows, taken_at)
+    data = encode(windows, taken_at, keys or [])
     directory = path.parent
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     try:
@@ -149,10 +153,12 @@ def restore(store: Snapshots, path: Path, ignore_corrupt: bool = False) -> int:
         log.info("no snapshot at %s yet; starting empty", path)
         return 0
     kept = store.restore(snapshot.windows)
+    keys = store.restore_keys(snapshot.keys)
     log.info(
-        "restored %d of %d windows from %s (taken %.0f s ago)",
+        "restored %d of %d windows and %d idempotency keys from %s (taken %.0f s ago)",
         kept,
         len(snapshot.windows),
+        keys,
         path,
         time.time() - snapshot.taken_at,
     )
@@ -161,7 +167,7 @@ def restore(store: Snapshots, path: Path, ignore_corrupt: bool = False) -> int:
 
 def save(store: Snapshots, path: Path) -> None:
     """Snapshot ``store`` to ``path`` in this process (at shutdown; it holds the loop)."""
-    write(path, store.dump(), time.time())
+    write(path, store.dump(), time.time(), store.dump_keys())
 
 
 # -- the background writer ------------------------------------------------------
@@ -323,7 +329,7 @@ def _child(store: Snapshots, path: Path, taken_at: float, report: int) -> NoRetu
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(tmp, flags, 0o600)
         try:
-            data = memoryview(encode(store.dump(), taken_at))
+            data = memoryview(encode(store.dump(), taken_at, store.dump_keys()))
             size = len(data)
             while data:
                 data = data[os.write(fd, data) :]

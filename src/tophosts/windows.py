@@ -98,6 +98,13 @@ def ends(size: int, start: int) -> int:
     return start + 2 * size
 
 
+def settled_after(max_skew: int) -> int:
+    """Seconds from now after which no event accepted now can change a window anyone can
+    ask about: an event at most ``max_skew`` ahead lands in an hour that is asked about
+    until 2 h after its start. The default lifetime of an idempotency key."""
+    return ends(HOUR, 0) + max_skew
+
+
 def aligned(size: int, start: int) -> bool:
     """Whether ``start`` is the start of a window of ``size`` (aligned to it)."""
     return start % size == 0

@@ -26,7 +26,6 @@ from tophosts.formats import nginx_vhost
 pytestmark = pytest.mark.e2e
 
 HOSTS = ("shop.example.com", "api.example.com", "www.example.org")
-NEEDS_KEYS = pytest.mark.xfail(strict=True, reason="needs issue 13's Idempotency-Key on the server")
 
 
 def wait_for(condition: Callable[[], object], timeout: float = 30.0, what: str = "") -> None:
@@ -229,10 +228,9 @@ def test_the_server_stopped_for_a_while_is_waited_for(nginx: Nginx, tmp_path: Pa
         server.stop()
 
 
-# -- exactly once: these need the server's Idempotency-Key (issue 13) ---------------
+# -- exactly once: these rely on the server's Idempotency-Key (issue 13) -------------
 
 
-@NEEDS_KEYS
 def test_kill_9_of_the_shipper_mid_batch_then_a_restart(
     nginx: Nginx, server: Server, tmp_path: Path
 ) -> None:
@@ -257,7 +255,6 @@ def test_kill_9_of_the_shipper_mid_batch_then_a_restart(
         proxy.close()
 
 
-@NEEDS_KEYS
 def test_the_server_stopped_for_10_s_with_snapshot_mid_batch(nginx: Nginx, tmp_path: Path) -> None:
     snapshot = tmp_path / "snapshot"
     server = Server("--clock-offset", "3600", "--snapshot", str(snapshot))
@@ -283,7 +280,6 @@ def test_the_server_stopped_for_10_s_with_snapshot_mid_batch(nginx: Nginx, tmp_p
         server.stop()
 
 
-@NEEDS_KEYS
 def test_a_reply_dropped_on_the_way_back_is_replayed(
     nginx: Nginx, server: Server, tmp_path: Path
 ) -> None:

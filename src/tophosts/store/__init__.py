@@ -2,8 +2,9 @@
 
 The app talks to a store through this protocol alone. Every store keeps the
 same semantics to the letter: clock-aligned windows, expired and future events,
-top N with ties broken by host name, zero totals never listed, and batches that
-are applied whole or not at all.
+top N with ties broken by host name, zero totals never listed, batches that
+are applied whole or not at all, and idempotency keys whose outcome is kept
+atomically with the counts (:mod:`tophosts.idempotency`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from collections.abc import Callable, Sequence
 from typing import NamedTuple, Protocol
 
 from tophosts.events import Event
-from tophosts.windows import HOUR, MINUTE, Window, hour_of, minute_of
+from tophosts.idempotency import Keyed
+from tophosts.windows import HOUR, MINUTE, Window, hour_of, minute_of, settled_after
 
 Clock = Callable[[], float]
 TopHosts = list[tuple[str, int]]
@@ -25,18 +27,25 @@ class Added(NamedTuple):
     expired: int
     host_counts: int = 0
     """The sum of the counts of the accepted events."""
+    replayed: bool = False
+    """The outcome kept for the request's idempotency key: nothing was applied now."""
 
 
 class Sizes(NamedTuple):
-    """Size figures for metrics: tracked (host, window) pairs and live windows."""
+    """Size figures for metrics: tracked (host, window) pairs, live windows, live keys."""
 
     minute_hosts: int
     hour_hosts: int
     windows: int
+    keys: int = 0
 
 
 WindowDump = tuple[int, int, Counts]
 """``(size, start, counts)``: one live window, as snapshots hold it."""
+
+KeyDump = tuple[int, bytes, list[int]]
+"""``(minute start, digests, records)``: the idempotency keys used in one minute, as
+snapshots hold them: their digests end to end, and one packed record each."""
 
 
 class SyncStore(Protocol):
@@ -46,10 +55,13 @@ class SyncStore(Protocol):
     They behave exactly as :meth:`Store.add` and :meth:`Store.top`.
     """
 
-    def add_now(self, events: Sequence[Event]) -> Added: ...
+    def add_now(self, events: Sequence[Event], key: Keyed | None = None) -> Added: ...
 
-    def add_one_now(self, ts: int, counts: Counts, total: int | None = None) -> Added:
-        """``add_now([(ts, counts)])``; ``total``, if given, is ``sum(counts.values())``."""
+    def add_one_now(
+        self, ts: int, counts: Counts, total: int | None = None, key: Keyed | None = None
+    ) -> Added:
+        """``add_now([(ts, counts)], key)``; ``total``, if given, is
+        ``sum(counts.values())``, and the answer's ``host_counts`` is then left at 0."""
         ...
 
     def top_now(self, window: Window, limit: int, now: float | None = None) -> TopHosts: ...
@@ -64,6 +76,14 @@ class Snapshots(Protocol):
 
     def restore(self, windows: list[WindowDump]) -> int:
         """Add dumped windows, dropping those no query can reach; returns how many were kept."""
+        ...
+
+    def dump_keys(self) -> list[KeyDump]:
+        """Copies of the live idempotency keys, a minute at a time."""
+        ...
+
+    def restore_keys(self, keys: list[KeyDump]) -> int:
+        """Add dumped keys, dropping those expired; returns how many were kept."""
         ...
 
 
@@ -81,7 +101,7 @@ class Store(Protocol):
         """This store's snapshot support, or None if it keeps its own data."""
         ...
 
-    async def add(self, events: Sequence[Event]) -> Added:
+    async def add(self, events: Sequence[Event], key: Keyed | None = None) -> Added:
         """Apply a validated batch atomically.
 
         Raises :class:`tophosts.events.EventError` (and applies nothing) when an
@@ -92,7 +112,33 @@ class Store(Protocol):
         in the order the events first name them (see :func:`by_window`). Events
         older than the past round hour are counted as expired and not stored;
         zero counts are never stored.
+
+        With ``key``, after the skew check: if the key has a live record, nothing is
+        applied, and the answer is its outcome with ``replayed`` set when the
+        fingerprint matches, else :class:`~tophosts.idempotency.KeyConflict`; if
+        another request with the key is in flight where this one cannot see it
+        (another instance), :class:`~tophosts.idempotency.KeyInFlight`; if the
+        store already keeps ``--max-idempotency-keys`` live keys,
+        :class:`~tophosts.idempotency.KeysFull`. Otherwise the request is
+        applied (or refused) as without a key, and an outcome that applied it is
+        recorded atomically with its counts. Refusals are not recorded.
         """
+        ...
+
+    def begin(self, digest: bytes) -> None:
+        """Mark a key in flight from the moment its request's headers are in, before its
+        body is read; raise :class:`~tophosts.idempotency.KeyInFlight` if it already
+        is. Every :meth:`begin` that returns is followed by one :meth:`end`."""
+        ...
+
+    async def claim(self, digest: bytes) -> None:
+        """The body of the request that began ``digest`` is still arriving: make its mark
+        seen by every process sharing the store (a no-op where there is one), or raise
+        :class:`~tophosts.idempotency.KeyInFlight` if one of them holds it."""
+        ...
+
+    def end(self, digest: bytes) -> None:
+        """The request that began ``digest`` is answered."""
         ...
 
     async def top(self, window: Window, limit: int, now: float | None = None) -> TopHosts:
@@ -160,17 +206,29 @@ def open_store(
     clock: Clock = time.time,
     max_skew: int = 300,
     max_tracked_hosts: int = 1_000_000,
+    idempotency_ttl: int | None = None,
+    max_idempotency_keys: int = 1_000_000,
     redis_prefix: str = "tophosts",
     redis_timeout: float = 1.0,
+    body_timeout: float = 30.0,
 ) -> Store:
     """Open the store named by ``url``: ``memory`` (the default) or ``redis://…``.
 
-    The ``redis_*`` options only apply to a Redis store.
+    ``idempotency_ttl`` defaults to :func:`tophosts.windows.settled_after`. The
+    ``redis_*`` options only apply to a Redis store, and so does ``body_timeout``
+    (how long an in-flight mark in Redis lasts).
     """
+    ttl = settled_after(max_skew) if idempotency_ttl is None else idempotency_ttl
     if url in ("memory", "memory://"):
         from tophosts.store.memory import MemoryStore
 
-        return MemoryStore(clock=clock, max_skew=max_skew, max_tracked_hosts=max_tracked_hosts)
+        return MemoryStore(
+            clock=clock,
+            max_skew=max_skew,
+            max_tracked_hosts=max_tracked_hosts,
+            idempotency_ttl=ttl,
+            max_idempotency_keys=max_idempotency_keys,
+        )
     if url.startswith(("redis://", "rediss://", "unix://")):
         from tophosts.store.redis import RedisStore
 
@@ -181,5 +239,8 @@ def open_store(
             prefix=redis_prefix,
             timeout=redis_timeout,
             max_tracked_hosts=max_tracked_hosts,
+            idempotency_ttl=ttl,
+            max_idempotency_keys=max_idempotency_keys,
+            body_timeout=body_timeout,
         )
     raise ValueError(f"unknown store {url!r}; use 'memory' or a redis:// URL")

@@ -17,6 +17,11 @@ live window) pairs, not the number of events.
   when it passes 2^53 - 1 are the hosts checked one by one.
 * Zero counts are never stored: a host with count 0 is neither listed nor
   tracked.
+* Idempotency keys: one dict ``digest -> packed record`` (a 15-byte bytes and an
+  int below 2^60: about 130 bytes a key, dict slot included), and the digests
+  used in each minute in a list, so that a minute's keys expire together, a
+  slice at a time, with no timestamp per key. A key's record is written in the
+  same synchronous step as its counts.
 """
 
 from __future__ import annotations
@@ -33,7 +38,27 @@ from tophosts.events import (
     too_many_tracked,
     total_too_large,
 )
-from tophosts.store import Added, Clock, Counts, Sizes, TopHosts, WindowDump, by_window, merge
+from tophosts.idempotency import (
+    DIGEST_BYTES,
+    KeyConflict,
+    Keyed,
+    KeyInFlight,
+    KeysFull,
+    kept_for,
+    pack,
+    unpack,
+)
+from tophosts.store import (
+    Added,
+    Clock,
+    Counts,
+    KeyDump,
+    Sizes,
+    TopHosts,
+    WindowDump,
+    by_window,
+    merge,
+)
 from tophosts.windows import (
     HOUR,
     MINUTE,
@@ -44,6 +69,7 @@ from tophosts.windows import (
     minute_number,
     minute_of,
     past,
+    settled_after,
 )
 
 # Dead windows are freed a slice at a time so that dropping a window of a
@@ -58,7 +84,12 @@ class MemoryStore:
     kind = "memory"
 
     def __init__(
-        self, clock: Clock = time.time, max_skew: int = 300, max_tracked_hosts: int = 1_000_000
+        self,
+        clock: Clock = time.time,
+        max_skew: int = 300,
+        max_tracked_hosts: int = 1_000_000,
+        idempotency_ttl: int | None = None,
+        max_idempotency_keys: int = 1_000_000,
     ) -> None:
         self._clock = clock
         self._max_skew = max_skew
@@ -68,10 +99,19 @@ class MemoryStore:
         self._totals: dict[int, int] = {}  # live hour start -> sum of all its counts
         # (size, start) -> (limit it was computed for, result)
         self._cache: dict[tuple[int, int], tuple[int, TopHosts]] = {}
-        self._graveyard: list[Counts] = []
+        # Dead windows, and the digests of expired keys, still to be freed.
+        self._graveyard: list[Counts | list[bytes]] = []
         self._rolled_at = -1
         self._minute_floor = 0
         self._hour_floor = 0
+        # Idempotency keys (see the module docstring).
+        self._ttl = settled_after(max_skew) if idempotency_ttl is None else idempotency_ttl
+        self._kept_for = kept_for(self._ttl)
+        self._max_keys = max_idempotency_keys
+        self._keys: dict[bytes, int] = {}  # digest -> pack(fingerprint, expired)
+        self._key_minutes: dict[int, list[bytes]] = {}  # minute start -> digests used in it
+        self._dying = 0  # digests in the graveyard: expired, still in self._keys
+        self._flight: set[bytes] = set()  # keys whose requests are being handled
 
     # -- the protocol ---------------------------------------------------------
 
@@ -83,8 +123,19 @@ class MemoryStore:
     def snapshots(self) -> MemoryStore:
         return self
 
-    async def add(self, events: Sequence[Event]) -> Added:
-        return self.add_now(events)
+    async def add(self, events: Sequence[Event], key: Keyed | None = None) -> Added:
+        return self.add_now(events, key)
+
+    def begin(self, digest: bytes) -> None:
+        if digest in self._flight:
+            raise KeyInFlight
+        self._flight.add(digest)
+
+    async def claim(self, digest: bytes) -> None:
+        return None  # begin() marked it for the whole store: this process
+
+    def end(self, digest: bytes) -> None:
+        self._flight.discard(digest)
 
     async def top(self, window: Window, limit: int, now: float | None = None) -> TopHosts:
         return self.top_now(window, limit, now)
@@ -95,6 +146,7 @@ class MemoryStore:
             minute_hosts=sum(map(len, self._minutes.values())),
             hour_hosts=sum(map(len, self._hours.values())),
             windows=len(self._minutes) + len(self._hours),
+            keys=len(self._keys) - self._dying,
         )
 
     async def ping(self) -> None:
@@ -106,6 +158,9 @@ class MemoryStore:
         self._totals.clear()
         self._cache.clear()
         self._graveyard.clear()
+        self._keys.clear()
+        self._key_minutes.clear()
+        self._dying = 0
 
     # -- snapshots ------------------------------------------------------------
 
@@ -135,16 +190,92 @@ class MemoryStore:
             self._forget(size, start)
         return kept
 
+    def dump_keys(self) -> list[KeyDump]:
+        """The live keys, a minute at a time: digests end to end, and their records."""
+        self._roll(self._clock())
+        keys = self._keys
+        return [
+            (start, b"".join(used), [keys[digest] for digest in used])
+            for start, used in self._key_minutes.items()
+        ]
+
+    def restore_keys(self, dumps: list[KeyDump]) -> int:
+        """Add dumped keys, dropping the minutes whose keys expired; returns the keys kept.
+
+        A key already known keeps its record. The cap is not applied: a live key is
+        never dropped, and new keys are refused until there is room again.
+        """
+        now = self._clock()
+        self._rolled_at = -1
+        self._roll(now)
+        keys = self._keys
+        kept = 0
+        for start, blob, records in dumps:
+            if (
+                start + MINUTE + self._kept_for <= now
+                or not aligned(MINUTE, start)
+                or len(blob) != len(records) * DIGEST_BYTES
+            ):
+                continue
+            used = self._key_minutes.setdefault(start, [])
+            for i, record in enumerate(records):
+                digest = blob[i * DIGEST_BYTES : (i + 1) * DIGEST_BYTES]
+                if digest not in keys:
+                    keys[digest] = record
+                    used.append(digest)
+                    kept += 1
+        return kept
+
     # -- synchronous core -----------------------------------------------------
     #
     # add_now is the ingest hot path: one call per POST. It checks everything
     # first (future skew, then overflow, then the host cap) and only then
     # touches the windows, so a batch is applied whole or not at all.
 
-    def add_now(self, events: Sequence[Event]) -> Added:
+    def add_now(self, events: Sequence[Event], key: Keyed | None = None) -> Added:
         now = self._clock()
         if self._graveyard or minute_number(now) != self._rolled_at:
             self._roll(now)
+        if key is not None:
+            return self._add_keyed(now, events, key)
+        return self._add(now, events)
+
+    def _add_keyed(
+        self, now: float, events: Sequence[Event], key: Keyed, total: int | None = None
+    ) -> Added:
+        """:meth:`add_now` with a key, in the Redis store's order: the skew first, then
+        the key, then the events; the outcome is recorded in this same step."""
+        digest, fingerprint = key
+        keys = self._keys
+        record = keys.get(digest)
+        if record is not None or len(keys) - self._dying >= self._max_keys:
+            # The key refuses or replays this request, unless an event is too far ahead.
+            horizon = now + self._max_skew
+            for i, (ts, _) in enumerate(events):
+                if ts > horizon:
+                    raise too_far_ahead(ts, now, self._max_skew, i)
+            if record is None:
+                raise KeysFull(self._max_keys, self._ttl)
+            kept, expired = unpack(record)
+            if kept != fingerprint:
+                raise KeyConflict
+            return Added(len(events) - expired, expired, 0, True)
+        # The skew is checked first in there. From add_one_now (``total`` given), the
+        # answer's host_counts is left at 0, as there.
+        if total is not None:
+            ts, counts = events[0]
+            added = self._add_one(now, ts, counts, total)
+        else:
+            added = self._add(now, events)
+        keys[digest] = pack(fingerprint, added.expired)
+        start = minute_of(int(now))
+        used = self._key_minutes.get(start)
+        if used is None:
+            used = self._key_minutes[start] = []
+        used.append(digest)
+        return added
+
+    def _add(self, now: float, events: Sequence[Event]) -> Added:
         if len(events) == 1:
             ts, counts = events[0]
             total = sum(counts.values())
@@ -207,8 +338,11 @@ class MemoryStore:
             self._forget(HOUR, hour)
         return Added(len(events) - expired, expired, sum(added.values()))
 
-    def add_one_now(self, ts: int, counts: Counts, total: int | None = None) -> Added:
-        """``add_now([(ts, counts)])`` for ``POST /counter``, with no tuples on the way.
+    def add_one_now(
+        self, ts: int, counts: Counts, total: int | None = None, key: Keyed | None = None
+    ) -> Added:
+        """``add_now([(ts, counts)], key)`` for ``POST /counter``, with no tuples on the
+        way.
 
         ``total``, if given, is ``sum(counts.values())``, which the caller may
         have for its own counting; the answer's ``host_counts`` is left at 0 for
@@ -217,6 +351,8 @@ class MemoryStore:
         now = self._clock()
         if self._graveyard or minute_number(now) != self._rolled_at:
             self._roll(now)
+        if key is not None:
+            return self._add_keyed(now, ((ts, counts),), key, total)
         return self._add_one(now, ts, counts, total)
 
     def _add_one(self, now: float, ts: int, counts: Counts, total: int | None = None) -> Added:
@@ -329,12 +465,15 @@ class MemoryStore:
         return result
 
     def _roll(self, now: float) -> None:
-        """Drop the windows no query can reach any more; cheap unless the minute turned."""
+        """Drop the windows no query can reach any more, and the expired keys; cheap
+        unless the minute turned."""
         minute = minute_number(now)
+        if minute != self._rolled_at:
+            self._roll_over(now, minute)
         if self._graveyard:
             self._free_some()
-        if minute == self._rolled_at:
-            return
+
+    def _roll_over(self, now: float, minute: int) -> None:
         self._rolled_at = minute
         self._minute_floor, self._hour_floor = minute_floor, hour_floor = floors(now)
         for start in [s for s in self._hours if s < hour_floor]:
@@ -344,12 +483,28 @@ class MemoryStore:
         for start in [s for s in self._minutes if s < minute_floor]:
             self._graveyard.append(self._minutes.pop(start))
             self._cache.pop((MINUTE, start), None)
+        # A key used in the minute ``start`` is kept while the clock reads less than
+        # start + MINUTE + kept_for (see tophosts.idempotency).
+        kept_for = self._kept_for
+        for start in [s for s in self._key_minutes if s + MINUTE + kept_for <= now]:
+            dead = self._key_minutes.pop(start)
+            self._dying += len(dead)
+            self._graveyard.append(dead)
 
     def _free_some(self) -> None:
         budget = _FREE_PER_CALL
         graveyard = self._graveyard
         while graveyard and budget:
             dead = graveyard[-1]
+            if isinstance(dead, list):  # digests of expired keys
+                keys, take = self._keys, min(budget, len(dead))
+                for _ in range(take):
+                    keys.pop(dead.pop(), None)
+                self._dying -= take
+                budget -= take
+                if not dead:
+                    graveyard.pop()
+                continue
             if len(dead) <= budget:
                 budget -= len(dead)
                 graveyard.pop()

@@ -6,26 +6,31 @@ together in the next call (at most :data:`_IN_FLIGHT` calls at once, each of
 at most :data:`_OPS_PER_CALL` increments). The script applies each request's
 events all-or-nothing, in arrival order, so one request's refusal never
 touches another's; each request is answered once its own events are applied.
-A call that was sent and got no reply is handed over to be settled
-(:mod:`tophosts.store.redis.settle`) before its requests are answered.
+A request with an idempotency key is looked up, and its outcome kept, in the
+same call as its counts: a replay, conflict or full store is an outcome of that
+request alone. A call that was sent and got no reply is handed over to be
+settled (:mod:`tophosts.store.redis.settle`) before its requests are answered.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import os
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 from redis import exceptions as rex
 from redis.asyncio.connection import AbstractConnection
 from redis.commands.core import AsyncScript
 
+from tophosts import idempotency
 from tophosts.events import MAX_COUNT, Event, EventError, too_many_tracked, total_too_large
+from tophosts.idempotency import KeyConflict, KeyInFlight, KeysFull
 from tophosts.store import Clock, Counts, StoreUnavailable, merge
 from tophosts.store.redis.clock import RedisClock
 from tophosts.store.redis.connection import Failures, Link, evalsha
@@ -52,16 +57,50 @@ _IN_FLIGHT = 2
 
 _msgpack = msgspec.msgpack.Encoder().encode
 
+Outcome = BaseException | int | None
+"""What became of one request: None, applied as sent; an int, the replay of the outcome
+kept for its idempotency key (that many of its events were expired); or its refusal."""
+
+
+class Limits(NamedTuple):
+    max_tracked: int
+    """--max-tracked-hosts"""
+    max_keys: int
+    """--max-idempotency-keys"""
+    ttl: int
+    """--idempotency-ttl, resolved"""
+
+
+class KeyInfo(NamedTuple):
+    """A request's idempotency key, as the ingest scripts take it (see check_keys.lua)."""
+
+    record: str
+    """Its Redis key (see keys.py)."""
+    digest: str
+    """In hex: its member of the index."""
+    fingerprint: str
+    expired: str
+    """What its outcome keeps: how many of the request's events are expired."""
+    token: str
+    """The token of its in-flight mark in Redis, '' if it has none."""
+
 
 class Request:
     """One request's adds, waiting for (or riding in) a script call."""
 
-    __slots__ = ("adds", "events", "future", "ops")
+    __slots__ = ("adds", "events", "future", "key", "ops")
 
-    def __init__(self, adds: list[Add], events: Sequence[Event], future: asyncio.Future[None]):
+    def __init__(
+        self,
+        adds: list[Add],
+        events: Sequence[Event],
+        future: asyncio.Future[int | None],
+        key: KeyInfo | None = None,
+    ):
         self.adds = adds
         self.events = events
         self.future = future
+        self.key = key
         self.ops = sum(len(counts) for _, _, counts in adds)
 
 
@@ -96,7 +135,7 @@ class GroupCommit:
         failures: Failures,
         clock: Clock,
         redis_clock: RedisClock,
-        max_tracked: int,
+        limits: Limits,
         link: Callable[[], Link],
         prepare: Callable[[Link], Awaitable[None]],
         on_unsettled: OnUnsettled,
@@ -106,15 +145,16 @@ class GroupCommit:
         self._timeout = failures.timeout
         self._clock = clock
         self._redis_clock = redis_clock
-        self._max_tracked = max_tracked
+        self._limits = limits
+        self._max_tracked = limits.max_tracked
         self._link = link
         self._prepare = prepare  # before the first call on a link: clock, sweep
         self._on_unsettled = on_unsettled
         self._queue: list[Request] = []
         self.flushers: set[asyncio.Task[None]] = set()
         # Write tokens: one per connection, until a call on it fails.
-        self._instance = os.urandom(6).hex()
-        self._serial = itertools.count(1)
+        self.instance = os.urandom(6).hex()
+        self.serial = itertools.count(1)
         self.tokens: weakref.WeakKeyDictionary[AbstractConnection, str] = (
             weakref.WeakKeyDictionary()
         )
@@ -124,18 +164,22 @@ class GroupCommit:
         self._queue = []
         self.flushers = set()
 
-    async def commit(self, adds: list[Add], events: Sequence[Event]) -> None:
+    async def commit(
+        self, adds: list[Add], events: Sequence[Event], key: KeyInfo | None = None
+    ) -> int | None:
         """Apply ``adds`` (one request, from ``events``) and return once they are, or raise
-        its refusal (:class:`EventError`), StoreUnavailable, or WriteUncertain."""
+        its refusal (:class:`EventError`, :class:`~tophosts.idempotency.KeyRefused`),
+        StoreUnavailable, or WriteUncertain. With ``key``: None if applied and its
+        outcome kept, or, for a replay, how many events the kept outcome says expired."""
         self._link()
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-        self._queue.append(Request(adds, events, future))
+        future: asyncio.Future[int | None] = loop.create_future()
+        self._queue.append(Request(adds, events, future, key))
         if len(self.flushers) < _IN_FLIGHT:
             task = loop.create_task(self._flush())
             self.flushers.add(task)
             task.add_done_callback(self.flushers.discard)
-        await future
+        return await future
 
     async def _flush(self) -> None:
         link = self._link()
@@ -207,8 +251,8 @@ class GroupCommit:
 
     async def _apply(
         self, batch: list[Request], link: Link, connection: AbstractConnection
-    ) -> list[EventError | None]:
-        """Run one ingest script call for ``batch``; one refusal (or None) per request."""
+    ) -> list[Outcome]:
+        """Run one ingest script call for ``batch``; one outcome per request."""
         if self._redis_clock.offset is None:
             await self._prepare(link)
 
@@ -224,6 +268,17 @@ class GroupCommit:
                     merge(acc, counts)
         keys = [*(self._keys.window(size, start) for size, start in merged), self._keys.writes]
         ttls = [ttl_ms(size, start, now) for size, start in merged]
+        keyed = [(i, request.key) for i, request in enumerate(batch, 1) if request.key]
+        extra: list[bytes] = []
+        if keyed:
+            # See check_keys.lua. Integer seconds: expiries are whole seconds.
+            keys.append(self._keys.index)
+            keys.extend(key.record for _, key in keyed)
+            limits = self._limits
+            expiry = idempotency.expiry(now, limits.ttl)
+            ttl = max(1, math.ceil((expiry - now) * 1000))
+            entries = [(i, k.fingerprint, k.expired, k.token, k.digest) for i, k in keyed]
+            extra.append(_msgpack((int(now), expiry, ttl, limits.max_keys, entries)))
         adding = [str(sum(acc.values())) for acc in merged.values()]
         pairs: list[list[str]] = []
         for acc in merged.values():
@@ -234,7 +289,7 @@ class GroupCommit:
             pairs.append(flat)
         ops = sum(map(len, pairs)) // 2
         data = (ttls, adding, pairs, self._max_tracked)
-        reply = await self._run(link.add, connection, keys, data, ops)
+        reply = await self._run(link.add, connection, keys, data, ops, extra)
         if reply[0] == 1:
             return [None] * len(batch)
 
@@ -253,8 +308,10 @@ class GroupCommit:
         ]
         ops = sum(request.ops for request in batch)
         careful = (ttls, groups, self._max_tracked)
-        reply = await self._run(link.add_carefully, connection, keys, careful, ops * 2, True)
-        return refusals_of(batch, reply[3], self._max_tracked)
+        reply = await self._run(
+            link.add_carefully, connection, keys, careful, ops * 2, extra, careful=True
+        )
+        return refusals_of(batch, reply[3], self._limits)
 
     async def _run(
         self,
@@ -263,6 +320,7 @@ class GroupCommit:
         keys: list[str],
         data: tuple[Any, ...],
         ops: int,
+        extra: list[bytes],
         careful: bool = False,
     ) -> Any:
         """One ingest script call, with the deadline to start by.
@@ -275,8 +333,8 @@ class GroupCommit:
             await self._failures.call(connection.connect())  # type: ignore[no-untyped-call]
         token = self.tokens.get(connection)
         if token is None:
-            token = self.tokens[connection] = f"{self._instance}.{next(self._serial)}"
-        seq = next(self._serial)
+            token = self.tokens[connection] = f"{self.instance}.{next(self.serial)}"
+        seq = next(self.serial)
         payload = _msgpack(data)
         wait = self._timeout + ops * _WAIT_PER_OP
         sent = time.monotonic()
@@ -284,7 +342,7 @@ class GroupCommit:
         try:
             async with asyncio.timeout(wait):
                 reply = await evalsha(
-                    connection, script, [*keys, deadline, payload, token, seq], len(keys)
+                    connection, script, [*keys, deadline, payload, token, seq, *extra], len(keys)
                 )
         except (rex.ResponseError, rex.BusyLoadingError) as exc:
             # An error reply: nothing ran. That includes -LOADING (Redis loading
@@ -304,30 +362,44 @@ class GroupCommit:
         return reply
 
 
-def resolve(future: asyncio.Future[None], error: BaseException | None) -> None:
-    """Answer one request: applied (``None``), or refused with ``error``."""
+def resolve(future: asyncio.Future[int | None], outcome: Outcome) -> None:
+    """Answer one request with its outcome."""
     if future.done():
         return  # its request was cancelled
-    if error is None:
-        future.set_result(None)
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
     else:
-        future.set_exception(error)
+        future.set_result(outcome)
 
 
-def refusals_of(
-    batch: list[Request], flat: Sequence[Any], max_tracked: int
-) -> list[EventError | None]:
-    """The refusal of each request of ``batch``, from add_carefully.lua's list of them."""
-    refusals: list[EventError | None] = [None] * len(batch)
+def refusals_of(batch: list[Request], flat: Sequence[Any], limits: Limits) -> list[Outcome]:
+    """The outcome of each request of ``batch``, from add_carefully.lua's list of the
+    requests not applied."""
+    outcomes: list[Outcome] = [None] * len(batch)
     for i in range(0, len(flat), 4):
         g, e, host, score = (_text(x) for x in flat[i : i + 4])
         request = batch[int(g) - 1]
+        if e == "0":  # for its idempotency key
+            outcomes[int(g) - 1] = _key_outcome(host, score, limits)
+            continue
         size, start, _ = request.adds[int(e) - 1]
         if score == "-1":
-            refusals[int(g) - 1] = _crowded(request.events, size, start, host, max_tracked)
+            outcomes[int(g) - 1] = _crowded(request.events, size, start, host, limits.max_tracked)
         else:
-            refusals[int(g) - 1] = _overflow(request.events, size, start, host, count(score))
-    return refusals
+            outcomes[int(g) - 1] = _overflow(request.events, size, start, host, count(score))
+    return outcomes
+
+
+def _key_outcome(kind: str, value: str, limits: Limits) -> Outcome:
+    if kind == "replay":
+        return int(value)
+    if kind == "conflict":
+        return KeyConflict()
+    if kind == "flight":
+        return KeyInFlight()
+    if kind == "full":
+        return KeysFull(limits.max_keys, limits.ttl)
+    raise AssertionError(f"unknown key outcome {kind!r}")  # pragma: no cover
 
 
 def _text(value: bytes | str | int) -> str:

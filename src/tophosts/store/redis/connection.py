@@ -33,6 +33,8 @@ SOURCES = {
     "top": script("top"),
     "settle": script("settle"),
     "sweep": script("sweep"),
+    "claim": script("claim"),
+    "release": script("release"),
 }
 
 
@@ -47,6 +49,8 @@ class Link(NamedTuple):
     top: AsyncScript
     settle: AsyncScript
     sweep: AsyncScript
+    claim: AsyncScript
+    release: AsyncScript
 
 
 def open_link(url: str, timeout: float) -> Link:

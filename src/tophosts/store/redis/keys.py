@@ -9,6 +9,17 @@
     can reach it.
 ``<prefix>:writes``
     A hash of write records, one field per write token (see settle.lua).
+``<prefix>:key:<digest>``
+    One idempotency key (its digest in hex, never the key itself): while its
+    request's body is still arriving, the in-flight mark ``f:<token>``
+    (claim.lua), which lasts at most ``--body-timeout`` plus
+    ``--redis-timeout``; once its outcome is kept,
+    ``<expiry>:<fingerprint>:<expired>``, written by the ingest script in the
+    same call as the counts, with a PEXPIRE until ``<expiry>`` (the instance
+    clock's Unix seconds; see :func:`tophosts.idempotency.expiry`).
+``<prefix>:keys``
+    A sorted set of the kept keys' digests, scored by their expiry: what
+    ``--max-idempotency-keys`` counts. The ingest scripts trim it as they go.
 """
 
 from __future__ import annotations
@@ -22,6 +33,11 @@ class Keys:
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
         self.writes = f"{prefix}:writes"
+        self.index = f"{prefix}:keys"
+
+    def key(self, digest: bytes) -> str:
+        """The record (or in-flight mark) of the idempotency key of ``digest``."""
+        return f"{self.prefix}:key:{digest.hex()}"
 
     def window(self, size: int, start: int) -> str:
         """The sorted set holding the window of ``size`` seconds that starts at ``start``."""

@@ -19,10 +19,17 @@ from collections.abc import Callable
 
 import msgspec
 
-from tophosts.events import EventError
 from tophosts.store import StoreUnavailable, WriteUncertain
 from tophosts.store.redis.clock import RedisClock
-from tophosts.store.redis.commit import START_SHARE, Request, Unsettled, refusals_of, resolve
+from tophosts.store.redis.commit import (
+    START_SHARE,
+    Limits,
+    Outcome,
+    Request,
+    Unsettled,
+    refusals_of,
+    resolve,
+)
 from tophosts.store.redis.connection import Failures, Link
 from tophosts.store.redis.keys import Keys
 
@@ -44,14 +51,14 @@ class Settler:
         keys: Keys,
         failures: Failures,
         redis_clock: RedisClock,
-        max_tracked: int,
+        limits: Limits,
         link: Callable[[], Link],
     ) -> None:
         self._keys = keys
         self._failures = failures
         self._timeout = failures.timeout
         self._redis_clock = redis_clock
-        self._max_tracked = max_tracked
+        self._limits = limits
         self._link = link
         self.tasks: set[asyncio.Task[None]] = set()
         # Tokens retired after a failed call, whose field is still to be deleted.
@@ -77,7 +84,9 @@ class Settler:
 
     async def _settle(self, batch: list[Request], unsettled: Unsettled) -> None:
         """Answer the requests of a call that got no reply, once Redis says whether it
-        applied: as applied, as refused (503), or, if Redis does not say within the
+        applied: as applied (each with its own outcome: a refusal, or for an
+        idempotency key a replay, conflict or full store, as the call's record in the
+        writes hash says), as refused (503), or, if Redis does not say within the
         timeout, as uncertain (504)."""
         link = self._link()
         # Past the call's deadline it can no longer start, and the settle
@@ -85,7 +94,7 @@ class Settler:
         start_by = unsettled.sent + self._timeout * START_SHARE
         # One timeout from then on (or from now, if later) for Redis to say.
         give_up = max(time.monotonic(), start_by) + self._timeout
-        outcome: list[EventError | None] | BaseException | None = None
+        outcome: list[Outcome] | BaseException | None = None
         args: list[str | int] = [unsettled.token, unsettled.seq, unsettled.deadline]
         while outcome is None and (left := give_up - time.monotonic()) > 0:
             if (early := start_by - time.monotonic()) > 0:
@@ -107,7 +116,7 @@ class Settler:
                 outcome = unsettled.cause
             elif unsettled.careful:
                 packed = bytes(reply[1]).split(b":", 2)[2]
-                outcome = refusals_of(batch, msgspec.msgpack.decode(packed), self._max_tracked)
+                outcome = refusals_of(batch, msgspec.msgpack.decode(packed), self._limits)
             else:
                 outcome = [None] * len(batch)
         if outcome is None:

@@ -4,17 +4,29 @@ set per window (:mod:`tophosts.store.redis.keys`)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Sequence
 
 from tophosts.events import Event, too_far_ahead
+from tophosts.idempotency import Keyed, KeyInFlight
 from tophosts.store import Added, Clock, Sizes, StoreUnavailable, TopHosts, by_window
 from tophosts.store.redis.clock import RedisClock
-from tophosts.store.redis.commit import Add, GroupCommit, count
+from tophosts.store.redis.commit import Add, GroupCommit, KeyInfo, Limits, count
 from tophosts.store.redis.connection import Failures, Link, open_link
 from tophosts.store.redis.keys import Keys
 from tophosts.store.redis.settle import Settler
-from tophosts.windows import HOUR, MINUTE, Window, floors, hour_of, minute_of, past, starts
+from tophosts.windows import (
+    HOUR,
+    MINUTE,
+    Window,
+    floors,
+    hour_of,
+    minute_of,
+    past,
+    settled_after,
+    starts,
+)
 
 
 class RedisStore:
@@ -32,26 +44,34 @@ class RedisStore:
         prefix: str = "tophosts",
         timeout: float = 1.0,
         max_tracked_hosts: int = 1_000_000,
+        idempotency_ttl: int | None = None,
+        max_idempotency_keys: int = 1_000_000,
+        body_timeout: float = 30.0,
     ) -> None:
         self._url = url
         self._clock = clock
         self._max_skew = max_skew
         self._timeout = timeout
         self.keys = Keys(prefix)
+        ttl = settled_after(max_skew) if idempotency_ttl is None else idempotency_ttl
+        limits = Limits(max_tracked_hosts, max_idempotency_keys, ttl)
+        # Idempotency keys whose requests this instance is handling -> the token of
+        # their in-flight mark in Redis, if they have one (claim.lua).
+        self._flight: dict[bytes, str | None] = {}
+        self._claim_ms = int((body_timeout + timeout) * 1000)
+        self._releases: set[asyncio.Task[None]] = set()
         self._failures = Failures(url, timeout)
         # Created in the event loop that first uses the store: the app's
         # lifespan loop under uvicorn, the portal thread's under TestClient.
         self._link: Link | None = None
         self._redis_clock = RedisClock()
-        self._settler = Settler(
-            self.keys, self._failures, self._redis_clock, max_tracked_hosts, self._connect
-        )
+        self._settler = Settler(self.keys, self._failures, self._redis_clock, limits, self._connect)
         self._commit = GroupCommit(
             self.keys,
             self._failures,
             clock,
             self._redis_clock,
-            max_tracked_hosts,
+            limits,
             self._connect,
             self._settler.prepare,
             self._settler.start,
@@ -59,7 +79,7 @@ class RedisStore:
 
     # -- the protocol ---------------------------------------------------------
 
-    async def add(self, events: Sequence[Event]) -> Added:
+    async def add(self, events: Sequence[Event], key: Keyed | None = None) -> Added:
         now = self._clock()
         horizon = now + self._max_skew
         for i, (ts, _) in enumerate(events):
@@ -70,17 +90,22 @@ class RedisStore:
         adds: list[Add]
         if len(events) == 1:
             ts, counts = events[0]
-            if ts < hour_floor:
-                return Added(0, 1)
             expired = 0
-            if 0 in counts.values():
-                counts = {host: n for host, n in counts.items() if n}
-                if not counts:
+            if ts < hour_floor:
+                if key is None:
+                    return Added(0, 1)
+                adds, expired, host_counts = [], 1, 0
+            else:
+                if 0 in counts.values():
+                    counts = {host: n for host, n in counts.items() if n}
+                host_counts = sum(counts.values())
+                adds = []
+                if counts:
+                    adds.append((HOUR, hour_of(ts), counts))
+                    if ts >= minute_floor:
+                        adds.append((MINUTE, minute_of(ts), counts))
+                elif key is None:
                     return Added(1, 0)
-            host_counts = sum(counts.values())
-            adds = [(HOUR, hour_of(ts), counts)]
-            if ts >= minute_floor:
-                adds.append((MINUTE, minute_of(ts), counts))
         else:
             # Pre-aggregated per window (without zero counts), in the order
             # both stores check them, so that a refusal names the same window,
@@ -88,9 +113,50 @@ class RedisStore:
             merged, expired = by_window(events, hour_floor, minute_floor)
             adds = [(size, start, acc) for (size, start), acc in merged.items() if acc]
             host_counts = sum(sum(acc.values()) for size, _, acc in adds if size == HOUR)
-        if adds:
+        if key is not None:
+            # Even with nothing to add: the key's outcome is kept (and looked up) in Redis.
+            digest, fingerprint = key
+            info = KeyInfo(
+                self.keys.key(digest),
+                digest.hex(),
+                str(fingerprint),
+                str(expired),
+                self._flight.get(digest) or "",
+            )
+            kept = await self._commit.commit(adds, events, info)
+            if kept is not None:
+                return Added(len(events) - kept, kept, 0, True)
+        elif adds:
             await self._commit.commit(adds, events)
         return Added(len(events) - expired, expired, host_counts)
+
+    def begin(self, digest: bytes) -> None:
+        if digest in self._flight:
+            raise KeyInFlight
+        self._flight[digest] = None
+
+    async def claim(self, digest: bytes) -> None:
+        link = self._connect()
+        token = f"{self._commit.instance}.f{next(self._commit.serial)}"
+        args: list[str | int] = [token, self._claim_ms, int(self._clock())]
+        call = link.claim(keys=[self.keys.key(digest)], args=args, client=link.client)
+        if await self._failures.call(call) == 0:
+            raise KeyInFlight
+        self._flight[digest] = token
+
+    def end(self, digest: bytes) -> None:
+        token = self._flight.pop(digest, None)
+        if token is not None:
+            # Its mark, unless the write replaced it with the key's record.
+            task = asyncio.get_running_loop().create_task(self._release(digest, token))
+            self._releases.add(task)
+            task.add_done_callback(self._releases.discard)
+
+    async def _release(self, digest: bytes, token: str) -> None:
+        link = self._connect()
+        call = link.release(keys=[self.keys.key(digest)], args=[token], client=link.client)
+        with contextlib.suppress(StoreUnavailable):  # then the mark goes by itself
+            await self._failures.call(call)
 
     async def top(self, window: Window, limit: int, now: float | None = None) -> TopHosts:
         link = self._connect()
@@ -117,11 +183,13 @@ class RedisStore:
             pipe.zcard(self.keys.window(MINUTE, start))
         for start in hours:
             pipe.zcard(self.keys.window(HOUR, start))
-        cards: list[int] = await self._failures.call(pipe.execute())
+        pipe.zcount(self.keys.index, f"({int(now)}", "+inf")
+        *cards, keys = await self._failures.call(pipe.execute())
         return Sizes(
             minute_hosts=sum(cards[: len(minutes)]),
             hour_hosts=sum(cards[len(minutes) :]),
             windows=sum(1 for n in cards if n),
+            keys=keys,
         )
 
     async def ping(self) -> None:
@@ -133,7 +201,7 @@ class RedisStore:
             return
         if link.loop is asyncio.get_running_loop():
             # Let the calls in flight finish or settle (they are bounded by the timeout).
-            pending = {*self._commit.flushers, *self._settler.tasks}
+            pending = {*self._commit.flushers, *self._settler.tasks, *self._releases}
             if pending:
                 await asyncio.wait(pending, timeout=self._timeout * 3)
             self._commit.fail_queue(StoreUnavailable("the store is closing"))
@@ -144,6 +212,7 @@ class RedisStore:
         self._link = None
         self._commit.reset()
         self._settler.reset()
+        self._releases = set()
 
     # -- connection -----------------------------------------------------------
 
