@@ -14,6 +14,9 @@ from tophosts.app import create_app
 from tophosts.config import Settings
 from tophosts.store import Store, open_store
 
+# The Redis timeout of the stores and apps these fixtures make (the default is 1 s).
+WIDE_TIMEOUT = 10.0
+
 
 @pytest.fixture
 def clock() -> FakeClock:
@@ -74,6 +77,9 @@ async def make_store(
     stores: list[Store] = []
 
     def make(**options: Any) -> Store:
+        # A Redis that takes a while on a busy machine is not what these test:
+        # the timeouts are tested where they are set on purpose.
+        options.setdefault("redis_timeout", WIDE_TIMEOUT)
         store = open_store(store_url, clock=clock, **options)
         stores.append(store)
         return store
@@ -92,6 +98,7 @@ def make_client(store_url: str, clock: FakeClock) -> Iterator[MakeClient]:
     clients: list[TestClient] = []
 
     def make(**settings: Any) -> TestClient:
+        settings.setdefault("redis_timeout", WIDE_TIMEOUT)
         app = create_app(Settings(store=store_url, **settings), clock=clock)
         client = TestClient(app, raise_server_exceptions=False)
         client.__enter__()

@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
+from tests.conftest import WIDE_TIMEOUT
 from tests.support.clock import FakeClock
 from tophosts.app import create_app
 from tophosts.config import Settings
@@ -117,7 +118,12 @@ def test_memory_and_redis_answer_every_request_identically(
         "idempotency_ttl": ttl,
     }
     memory = Settings(store="memory", **limits)  # type: ignore[arg-type]
-    shared = Settings(store=redis_url, redis_prefix=f"diff{next(_prefixes)}", **limits)  # type: ignore[arg-type]
+    shared = Settings(
+        store=redis_url,
+        redis_prefix=f"diff{next(_prefixes)}",
+        redis_timeout=WIDE_TIMEOUT,  # a busy machine must not turn a 200 into a 503
+        **limits,  # type: ignore[arg-type]
+    )
     with (
         TestClient(create_app(memory, clock=clock), raise_server_exceptions=False) as mem,
         TestClient(create_app(shared, clock=clock), raise_server_exceptions=False) as red,

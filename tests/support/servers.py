@@ -186,15 +186,17 @@ class Fault:
         return all(marker in data for marker in self.markers)
 
     def release(self) -> None:
-        """Let a dropped request or reply through after all (late)."""
+        """Let a dropped request or reply through after all (late), or a delayed one now."""
         self._released.set()
 
     async def hold(self) -> None:
-        """Wait as the action says: ``seconds``, or, for a drop, until released."""
+        """Wait as the action says: ``seconds`` or until released, or, for a drop, until
+        released."""
         if self.action == "drop":
             await self._released.wait()
         else:
-            await asyncio.sleep(self.seconds)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._released.wait(), self.seconds)
 
 
 class ReplyProxy:
@@ -209,7 +211,8 @@ class ReplyProxy:
     answered in Redis's place with ``reply`` (``-LOADING ...``, say) without
     Redis seeing it. Faults apply in the order planned; everything else passes
     untouched. When either side closes, so does the other. It runs in the
-    test's own loop.
+    test's own loop. ``seen(marker, ...)`` counts the requests so far that
+    carried every marker, to tell which way a client went.
     """
 
     def __init__(self, upstream_port: int) -> None:
@@ -221,6 +224,7 @@ class ReplyProxy:
         self._open: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = False
+        self._requests: list[bytes] = []  # every request, as it arrived
         self.struck = 0  # faults that struck so far
 
     async def start(self) -> None:
@@ -230,7 +234,7 @@ class ReplyProxy:
 
     async def stop(self) -> None:
         """Close every connection, and let each end on its own (a cancelled one is
-        logged as an error by asyncio)."""
+        logged as an error by asyncio); what is held is let go at once."""
         self._stopping = True
         if self._server is not None:
             self._server.close()
@@ -256,6 +260,11 @@ class ReplyProxy:
         self._faults.append(planned)
         self._planned.append(planned)
         return planned
+
+    def seen(self, *markers: bytes) -> int:
+        """How many requests so far carried every one of ``markers``: those a fault
+        held, cut or answered in Redis's place included."""
+        return sum(all(marker in data for marker in markers) for data in self._requests)
 
     def _match(self, data: bytes) -> Fault | None:
         """The planned fault that strikes the request ``data`` (taken off the plan), if
@@ -291,6 +300,7 @@ class ReplyProxy:
             cut = True
             try:
                 while data := await reader.read(65536):
+                    self._requests.append(data)
                     hit = self._match(data) if self._faults else None
                     if hit is not None and hit.on == "request":
                         hit.struck.set()
