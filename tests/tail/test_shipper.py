@@ -353,3 +353,34 @@ def test_a_corrupt_state_stops_start_up(site: Site, caplog: pytest.LogCaptureFix
     assert running.rc == [2]
     assert "corrupt" in caplog.text
     assert site.state.read_text() == "{not json"  # left for the operator
+
+
+def copytruncate(log: Path) -> None:
+    """What logrotate's copytruncate does: rotate the copies, copy, truncate."""
+    for n in (2, 1):
+        older = log.with_name(f"{log.name}.{n}")
+        if older.exists():
+            os.rename(older, log.with_name(f"{log.name}.{n + 1}"))
+    shutil.copy(log, log.with_name(f"{log.name}.1"))
+    os.truncate(log, 0)
+
+
+def test_two_copytruncates_before_a_batch_is_sent_lose_nothing(site: Site) -> None:
+    """Step by step, so that each truncation finds lines read but not sent, and lines
+    not read at all: the rest of each old content is found in its copy (by the first
+    line of the content that was read, not of what replaced it)."""
+    shipper = Shipper(site.settings(interval=3600), poll_every=0)
+    shipper.watcher.start(None, from_start=True)
+    site.write(200)
+    shipper.step()  # read, not sent: not due for an hour
+    for unread in (20, 35):
+        site.write(50)
+        shipper.step()
+        site.write(unread)  # after the last read
+        copytruncate(site.log)
+        site.write(30)  # the server writes on, into the truncated file
+        shipper.step()  # the truncation: what was read is sent, the rest read from the copy
+    shipper.step()  # the new content
+    shipper.flush()
+    assert site.double.totals() == site.written
+    assert sum(site.written.values()) == 200 + 2 * (50 + 30) + 20 + 35

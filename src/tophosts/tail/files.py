@@ -216,13 +216,23 @@ class Watcher:
                     siblings.setdefault((st.st_dev, st.st_ino), _Seen(entry.path, st, None))
         return matched, siblings
 
-    def _checksum_of(self, path: str) -> str | None:
+    def _checksum_of(self, seen: _Seen) -> str | None:
+        """The first-line checksum of the file ``seen`` stat'ed, ``None`` if its path
+        leads to another file by now (renamed meanwhile) or it has no complete line."""
+        return self._look(seen)[1]
+
+    @staticmethod
+    def _look(seen: _Seen) -> tuple[bool, str | None]:
+        """``(still there, first-line checksum)`` of the file ``seen`` stat'ed."""
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(seen.path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
-            return None
+            return False, None
         try:
-            return first_line_checksum(fd)
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) != (seen.st.st_dev, seen.st.st_ino):
+                return False, None
+            return True, first_line_checksum(fd)
         finally:
             os.close(fd)
 
@@ -267,7 +277,7 @@ class Watcher:
         for key, seen in matched.items():
             if key in followed:
                 continue
-            checksum = self._checksum_of(seen.path)
+            checksum = self._checksum_of(seen)
             if checksum is None:
                 continue  # no complete first line yet: looked at again by the next poll
             original = self._original_of(seen, checksum)
@@ -299,8 +309,10 @@ class Watcher:
         files: list[LogFile] = []
         if seen is not None:
             f.path, f.size = seen.path, seen.st.st_size
-            checksum = self._checksum_of(seen.path)
-            same = f.first_line is None or checksum == f.first_line
+            there, checksum = self._look(seen)
+            # Moved since the scan (a rotation right now): the next poll finds it again,
+            # and tells a replaced content by its first line then.
+            same = not there or f.first_line is None or checksum == f.first_line
             if same and seen.st.st_size >= max(f.offset, f.pending.end if f.pending else 0):
                 log.info("resuming %s at offset %d", f.path, f.offset)
                 return [f]
@@ -342,7 +354,7 @@ class Watcher:
         for key, seen in sorted(everywhere.items(), key=lambda kv: kv[1].path):
             if key in exclude or os.path.dirname(seen.path) != directory:
                 continue
-            if seen.st.st_size < need or self._checksum_of(seen.path) != f.first_line:
+            if seen.st.st_size < need or self._checksum_of(seen) != f.first_line:
                 continue
             log.info(
                 "reading the rest of %s's old content from its copy %s, from offset %d",
@@ -441,7 +453,7 @@ class Watcher:
             # A new file is followed once its first line is complete, so that a copy
             # being written (copytruncate's, matched by a glob) is known for one
             # before any of it is read.
-            checksum = self._checksum_of(seen.path)
+            checksum = self._checksum_of(seen)
             if checksum is None:
                 continue
             original = self._original_of(seen, checksum)

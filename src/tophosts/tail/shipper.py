@@ -32,7 +32,7 @@ from tophosts.formats import LOG_FILE_FORMATS
 from tophosts.tail import keys, state
 from tophosts.tail.batch import Aggregator, Batch, Pair, read_into
 from tophosts.tail.client import Acked, Client, Conflict, Fatal, Refused, Sender, Unfinished
-from tophosts.tail.files import LogFile, Watcher
+from tophosts.tail.files import LogFile, Watcher, first_line_checksum
 from tophosts.tail.metrics import Metrics
 from tophosts.tail.progress import Ack, Progress
 from tophosts.tail.settings import TailSettings
@@ -101,7 +101,7 @@ class Shipper:
                 try:
                     self._resend_pending()
                     self._loop()
-                    self._flush()
+                    self.flush()
                 finally:
                     self.progress.stop()
                     self.watcher.close()
@@ -135,24 +135,31 @@ class Shipper:
     def _loop(self) -> None:
         next_poll = 0.0
         while not self.stopping.is_set():
-            now = self.clock()
-            if now >= next_poll:
-                for f in self.watcher.poll():
-                    self._truncated(f)
-                if self.watcher.changed:
-                    self._save()
-                next_poll = now + self.poll_every
-            busy = False
-            for f in self.watcher.readable():
-                if self.stopping.is_set():
-                    break
-                busy = self._read(f) or busy
-            for f in self.watcher.files:
-                if f.batch is not None and self._due(f.batch):
-                    self._deliver(f)
-            self._report()
+            next_poll, busy = self.step(next_poll)
             if not busy:
                 self._idle(next_poll)
+
+    def step(self, next_poll: float = 0.0) -> tuple[float, bool]:
+        """One turn of the loop: poll the files if ``next_poll`` has come, read what there
+        is to read, send what is due. Returns when to poll next, and whether there may
+        be more to read right away."""
+        now = self.clock()
+        if now >= next_poll:
+            for f in self.watcher.poll():
+                self._truncated(f)
+            if self.watcher.changed:
+                self._save()
+            next_poll = now + self.poll_every
+        busy = False
+        for f in self.watcher.readable():
+            if self.stopping.is_set():
+                break
+            busy = self._read(f) or busy
+        for f in self.watcher.files:
+            if f.batch is not None and self._due(f.batch):
+                self._deliver(f)
+        self._report()
+        return next_poll, busy
 
     def _idle(self, next_poll: float) -> None:
         wake = next_poll
@@ -171,6 +178,12 @@ class Shipper:
         except OSError:
             f.waiting = f.size  # moved: the next poll finds it again by its inode
             return False
+        if f.first_line is None:
+            # The identity is taken from the content about to be read, now: taken
+            # later (when the batch is sent) it could be of the content that a
+            # copytruncate has put in its place since, and the rest of this one
+            # could no longer be found in its copy.
+            f.first_line = first_line_checksum(fd)
         if f.batch is None:
             f.batch = Batch(f.position, opened=self.clock())
         self._reading = f
@@ -185,7 +198,8 @@ class Shipper:
             self._deliver(f)
         return more
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
+        """Send every batch read (and wait for it to be acknowledged), then save the state."""
         for f in self.watcher.files:
             if f.batch is not None:
                 self._deliver(f)
