@@ -8,8 +8,15 @@ import pytest
 
 from tests.support.webservers import README, snippet
 
-USED = {"nginx", "haproxy", "haproxy-tcp", "apache", "caddy", "rsyslog"}
-"""The snippets that tests/support/webservers.py reads."""
+USED = {"nginx", "haproxy", "haproxy-tcp", "apache", "caddy", "rsyslog"} | {
+    "tail-nginx-vhost",
+    "tail-nginx-tophosts",
+    "tail-apache",
+    "tail-haproxy",
+    "tail-caddy",
+}
+"""The snippets that tests/support/webservers.py reads (the syslog ones, then the
+``tophosts tail`` ones, tests/tail/test_servers.py)."""
 
 
 def test_every_snippet_in_the_readme_is_run_by_a_test() -> None:

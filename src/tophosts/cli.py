@@ -1,4 +1,4 @@
-"""``tophosts serve|load``: the command line."""
+"""``tophosts serve|load|tail``: the command line."""
 
 from __future__ import annotations
 
@@ -23,6 +23,12 @@ def build_parser() -> argparse.ArgumentParser:
     from tophosts import load
 
     load.add_arguments(load_parser)
+    tail_parser = commands.add_parser(
+        "tail", help="ship access-log files to a tophosts server, every line exactly once"
+    )
+    from tophosts import tail
+
+    tail.add_arguments(tail_parser)
     return parser
 
 
@@ -42,4 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from tophosts import load
 
         return load.run(args)
+    if args.command == "tail":
+        from tophosts import tail
+
+        return tail.run(args)
     parser.error(f"unknown command {args.command!r}")  # pragma: no cover - argparse exits first

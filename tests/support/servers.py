@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -351,6 +352,43 @@ class ReplyProxy:
         self._tasks.discard(task)
 
 
+class HttpReplyProxy(ReplyProxy):
+    """:class:`ReplyProxy` in front of an HTTP server (a tophosts ``Server``), in a thread
+    of its own, for tests whose client is another process (``tophosts tail``).
+
+    ``fault(b"POST /counters", action="cut")``: the next ``POST /counters`` reaches
+    the server, which applies it and answers, and the answer is lost on the way
+    back (the connection is closed). ``action="drop"`` holds the answer back
+    instead, until :meth:`close`; :meth:`cut_connections` then loses it (and
+    every other connection in flight), as a network failure would.
+    """
+
+    def __init__(self, upstream_port: int) -> None:
+        super().__init__(upstream_port)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self.start(), self._loop).result(10)
+        assert self._server is not None
+        self.port = int(self._server.sockets[0].getsockname()[1])
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def cut_connections(self) -> None:
+        """Close every connection open now, both ways; new ones are served as before."""
+
+        async def cut() -> None:
+            for writer in list(self._open):
+                writer.close()
+
+        asyncio.run_coroutine_threadsafe(cut(), self._loop).result(10)
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.stop(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+
 SERVE = (sys.executable, "-m", "tophosts", "serve", "--host", "127.0.0.1")
 
 
@@ -473,3 +511,36 @@ def with_history(
     if code != 0:
         raise RuntimeError(f"the first server exited with {code}:\n{out}")
     return Server("--snapshot", snapshot, *args)
+
+
+TAIL = (sys.executable, "-m", "tophosts", "tail")
+
+
+class Tail:
+    """A real ``python -m tophosts tail`` process; its output goes to a temporary file."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        self.args = args
+        self.log = tempfile.TemporaryFile("w+")  # noqa: SIM115 - read by output() after the process ends
+        self.proc = subprocess.Popen(
+            [*TAIL, *args],
+            env={**os.environ, **(env or {})},
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read()
+
+    def kill(self) -> None:
+        """kill -9: gone at once, with nothing flushed or written."""
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM, and the exit status."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)

@@ -1,5 +1,5 @@
-"""Real web servers (nginx, HAProxy, Apache httpd, Caddy) and an rsyslog relay, for the
-syslog tests.
+"""Real web servers (nginx, HAProxy, Apache httpd, Caddy), an rsyslog relay and
+logrotate, for the syslog and ``tophosts tail`` tests.
 
 Each runs unprivileged-style: on free ports of 127.0.0.1, with its configuration,
 pid file and logs in a temporary folder of its own, in the foreground; it is ready
@@ -7,6 +7,11 @@ once its port is bound (checked, never slept on), and :meth:`WebServer.stop`
 always removes the folder. Its logging configuration is the README's snippet for
 that server, with only the addresses' ports put in (:func:`snippet`), so the
 README shows exactly what the tests run.
+
+With the option ``tail=NAME`` a server logs to a file instead, :attr:`access_log`
+in its folder, with the README's ``tophosts tail`` snippet NAME (only its log
+path replaced), and :class:`Logrotate` rotates that file when a test says so:
+its own configuration and state file in a temporary folder, forced (``-f``).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -33,6 +39,12 @@ TOPHOSTS_PORT = "5514"
 """The port of tophosts' syslog listener in the README's snippets."""
 RELAY_PORT = "514"
 """The port of the local rsyslog relay in the README's snippets."""
+TAIL_LOGS = (
+    "/var/log/nginx/access.log",
+    "/var/log/apache2/access.log",
+    "/var/log/caddy/access.log",
+)
+"""The access logs' paths in the README's ``tophosts tail`` snippets."""
 
 
 def snippet(name: str, port: int, relay_port: int | None = None) -> str:
@@ -90,16 +102,19 @@ class WebServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = (self.dir / "output.log").open("w+")
+        self.access_log = self.dir / "access.log"
+        """The access log, when the server logs to a file (``tail=NAME``)."""
         self.proc: subprocess.Popen[bytes] | None = None
         try:
             command = self.configure(binary(self.binary))
+            stdout = self.stdout()
             self.proc = subprocess.Popen(
                 command,
                 cwd=self.dir,
                 env=self.environ(),
                 stdin=subprocess.DEVNULL,
-                stdout=self.log,
-                stderr=subprocess.STDOUT,
+                stdout=stdout,
+                stderr=self.log if stdout is not self.log else subprocess.STDOUT,
                 start_new_session=True,
             )
             self.wait_ready()
@@ -110,6 +125,25 @@ class WebServer:
     def configure(self, program: str) -> list[str]:
         """Write the configuration into ``self.dir``; return the command line."""
         raise NotImplementedError
+
+    def stdout(self) -> Any:
+        """Where the server's standard output goes: its output log."""
+        return self.log
+
+    @property
+    def tail(self) -> str:
+        """The README's ``tophosts tail`` snippet this server logs to a file with, or ""."""
+        return str(self.options.get("tail", ""))
+
+    def logging(self, name: str, port: int) -> str:
+        """The README's syslog snippet ``name`` with its ports put in; or, with ``tail``,
+        that file snippet writing to :attr:`access_log`."""
+        if not self.tail:
+            return snippet(name, port)
+        text = snippet(self.tail, port)
+        for path in TAIL_LOGS:
+            text = text.replace(path, str(self.access_log))
+        return text
 
     def environ(self) -> dict[str, str]:
         return dict(os.environ)
@@ -136,10 +170,19 @@ class WebServer:
             text += f"\n--- {extra.name}\n" + extra.read_text(errors="replace")
         return text
 
-    def request(self, host: str, n: int) -> None:
-        """``n`` GET requests with ``Host: host``, each on a fresh connection."""
+    def request(self, host: str, n: int, client: httpx.Client | None = None) -> None:
+        """``n`` GET requests with ``Host: host``, each on a fresh connection (or all on
+        ``client``'s)."""
         for _ in range(n):
-            httpx.get(self.url + "/", headers={"Host": host}, timeout=10)
+            if client is None:
+                httpx.get(self.url + "/", headers={"Host": host}, timeout=10)
+            else:
+                response = client.get(self.url + "/", headers={"Host": host})
+                assert response.status_code == 200, response.text
+
+    def reopen(self) -> None:
+        """Make the server reopen its log file, as logrotate's ``postrotate`` does."""
+        raise NotImplementedError
 
     def stop(self) -> None:
         """Stop the server (and its children, such as Apache's logger) and remove its folder."""
@@ -179,10 +222,17 @@ class Nginx(WebServer):
             "daemon off;\n"
             + ("user root;\n" if _as_root() else "")
             + f"pid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\nhttp {{\n{temp}"
-            + snippet("nginx", target)
+            + self.logging("nginx", target)
             + f"  server {{ listen 127.0.0.1:{self.port}; return 200 'ok'; }}\n}}\n"
         )
         return [program, "-p", str(d), "-c", str(d / "nginx.conf")]
+
+    @property
+    def pid_file(self) -> Path:
+        return self.dir / "nginx.pid"
+
+    def reopen(self) -> None:
+        os.kill(int(self.pid_file.read_text()), signal.SIGUSR1)
 
 
 class HAProxy(WebServer):
@@ -190,6 +240,15 @@ class HAProxy(WebServer):
     binary = "haproxy"
 
     def configure(self, program: str) -> list[str]:
+        if self.tail:
+            # The tail snippet is a whole configuration head, logging to stdout.
+            (self.dir / "haproxy.cfg").write_text(
+                self.logging("haproxy", self.syslog_port)
+                + "    timeout client 10s\n"
+                + f"    bind 127.0.0.1:{self.port}\n"
+                + "    http-request return status 200 content-type text/plain string ok\n"
+            )
+            return [program, "-db", "-f", str(self.dir / "haproxy.cfg")]
         config = snippet("haproxy", self.syslog_port)
         if self.options.get("tcp"):
             tcp = snippet("haproxy-tcp", self.syslog_port).strip()
@@ -204,23 +263,40 @@ class HAProxy(WebServer):
         )
         return [program, "-db", "-f", str(self.dir / "haproxy.cfg")]
 
+    def stdout(self) -> Any:
+        # With ``log stdout``, HAProxy's standard output is the access log.
+        return self.access_log.open("ab") if self.tail else self.log
+
 
 class Apache(WebServer):
     name = "apache"
     binary = "apache2"
 
+    hosts = ("a.example", "b.example", "c.example")
+    """With ``tail``: the name-based virtual hosts served (``%v`` is a vhost's ServerName)."""
+
     def configure(self, program: str) -> list[str]:
-        binary("logger")  # the snippet pipes the log through util-linux's logger
+        if not self.tail:
+            binary("logger")  # the snippet pipes the log through util-linux's logger
         d = self.dir
         modules = "/usr/lib/apache2/modules"
         user = "User nobody\nGroup nogroup\n" if _as_root() else ""
+        vhosts = ""
+        if self.tail:
+            (d / "index.html").write_text("ok\n")
+            vhosts = f"LoadModule dir_module {modules}/mod_dir.so\nDirectoryIndex index.html\n"
+            vhosts += "".join(
+                f"<VirtualHost 127.0.0.1:{self.port}>\n  ServerName {name}\n</VirtualHost>\n"
+                for name in self.hosts
+            )
         (d / "httpd.conf").write_text(
             f"ServerRoot {d}\nDefaultRuntimeDir {d}\nPidFile {d}/httpd.pid\n"
             f"ErrorLog {d}/error.log\nServerName localhost\n{user}"
             f"LoadModule mpm_event_module {modules}/mod_mpm_event.so\n"
             f"LoadModule authz_core_module {modules}/mod_authz_core.so\n"
             f"Listen 127.0.0.1:{self.port}\nDocumentRoot {d}\n"
-            + snippet("apache", self.syslog_port)
+            + self.logging("apache", self.syslog_port)
+            + vhosts
         )
         return [program, "-f", str(d / "httpd.conf"), "-DFOREGROUND"]
 
@@ -238,7 +314,7 @@ class Caddy(WebServer):
         (self.dir / "Caddyfile").write_text(
             "{\n\tadmin off\n\tauto_https off\n}\n"
             f"http://:{self.port} {{\n\tbind 127.0.0.1\n"
-            + snippet("caddy", self.syslog_port)
+            + self.logging("caddy", self.syslog_port)
             + '\trespond "ok"\n}\n'
         )
         return [program, "run", "--config", str(self.dir / "Caddyfile"), "--adapter", "caddyfile"]
@@ -263,7 +339,9 @@ class Rsyslog(WebServer):
         )
         return [program, "-n", "-f", str(d / "rsyslog.conf"), "-i", str(d / "rsyslog.pid")]
 
-    def request(self, host: str, n: int) -> None:  # pragma: no cover - not a web server
+    def request(  # pragma: no cover - not a web server
+        self, host: str, n: int, client: httpx.Client | None = None
+    ) -> None:
         raise TypeError("rsyslog relays syslog; send requests to a web server")
 
 
@@ -277,3 +355,29 @@ def syslog_figures(url: str) -> dict[tuple[str, str, str], float]:
         key = (name, transport, label)
         found[key] = found.get(key, 0.0) + float(value)
     return found
+
+
+class Logrotate:
+    """logrotate with its own configuration and state file in a temporary folder."""
+
+    def __init__(self, log: Path, options: str) -> None:
+        self.program = binary("logrotate")
+        self.dir = Path(tempfile.mkdtemp(prefix="tophosts-logrotate-"))
+        self.config = self.dir / "logrotate.conf"
+        self.state = self.dir / "logrotate.state"
+        self.config.write_text(f"{log} {{\n{options}\n}}\n")
+        self.config.chmod(0o644)
+
+    def rotate(self) -> None:
+        """One forced rotation, now."""
+        done = subprocess.run(
+            [self.program, "-f", "-s", str(self.state), str(self.config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"logrotate failed ({done.returncode}): {done.stderr}")
+
+    def stop(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
