@@ -35,7 +35,6 @@ import gc
 import logging
 import os
 import signal
-import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -43,7 +42,7 @@ from typing import NoReturn
 
 import msgspec
 
-from tophosts import background
+from tophosts import background, durable
 from tophosts.events import Count
 from tophosts.store import FrozenDump, KeyDump, Snapshots, WindowDump
 
@@ -104,29 +103,8 @@ def write(
     keys: list[KeyDump] | None = None,
     history: list[FrozenDump] | None = None,
 ) -> None:
-    """Write a snapshot atomically: temp file, fsync, rename, fsync the directory."""
-    data = encode(windows, taken_at, keys, history)
-    directory = path.parent
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(directory)
-
-
-def _fsync_dir(directory: Path) -> None:
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    """Write a snapshot atomically (see :func:`durable.write_atomically`)."""
+    durable.write_atomically(path, encode(windows, taken_at, keys, history))
 
 
 def read(path: Path) -> Snapshot | None:
@@ -355,7 +333,7 @@ def _child(store: Snapshots, path: Path, taken_at: float, report: int) -> NoRetu
         finally:
             os.close(fd)
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        durable.fsync_directory(path.parent)
         message = _Report(
             seconds=time.perf_counter() - started, size=size, copied_kib=_private_kib()
         )

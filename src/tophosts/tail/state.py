@@ -19,13 +19,13 @@ skip what was pending.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
-import tempfile
 from pathlib import Path
 
 import msgspec
+
+from tophosts import durable
 
 FORMAT = "tophosts-tail-state"
 VERSION = 1
@@ -127,25 +127,8 @@ def _check(entry: FileState) -> str:
 
 
 def save(path: Path, state: State) -> None:
-    """Write ``state`` atomically: temporary file, fsync, rename, fsync the directory."""
-    data = _encoder.encode(state) + b"\n"
-    directory = path.parent
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    """Write ``state`` atomically (see :func:`durable.write_atomically`)."""
+    durable.write_atomically(path, _encoder.encode(state) + b"\n")
 
 
 class Lock:
