@@ -53,6 +53,7 @@ sys.path.insert(0, str(ROOT))  # tests.support: the servers the tests, bench and
 
 from tests.support.servers import Server  # noqa: E402
 
+from bench.servers import pin  # noqa: E402
 from tophosts import idempotency  # noqa: E402
 from tophosts.store.memory import MemoryStore  # noqa: E402
 
@@ -91,16 +92,6 @@ done = function(summary, latency, requests)
     e.connect + e.read + e.write + e.timeout, latency:percentile(99)))
 end
 """
-
-
-def pin(pid: int, cpu: int) -> bool:
-    if not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) <= cpu:
-        return False
-    try:
-        os.sched_setaffinity(pid, {cpu})
-    except OSError:
-        return False
-    return True
 
 
 def event(rng: random.Random, ts: int) -> dict[str, int]:
