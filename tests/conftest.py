@@ -17,6 +17,19 @@ from tophosts.store import Store, open_store
 # The Redis timeout of the stores and apps these fixtures make (the default is 1 s).
 WIDE_TIMEOUT = 10.0
 
+# Fixtures that start a process (redis-server, tophosts): their tests are ``slow``,
+# left out of ``make check``'s inner loop and run by ``make test``.
+PROCESS_FIXTURES = frozenset({"redis_server", "own_redis", "redis_url", "server", "servers"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if PROCESS_FIXTURES.intersection(getattr(item, "fixturenames", ())) or (
+            params.get("store_url") == "redis"
+        ):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture
 def clock() -> FakeClock:
@@ -122,3 +135,14 @@ def server() -> Iterator[Server]:
     if srv.proc.poll() is None:
         srv.proc.kill()
     srv.stop()
+
+
+@pytest.fixture
+def servers() -> Iterator[list[Server]]:
+    """Servers a test starts itself; whichever still run at its end are killed."""
+    started: list[Server] = []
+    yield started
+    for server in started:
+        if server.proc.poll() is None:
+            server.proc.kill()
+            server.proc.wait()

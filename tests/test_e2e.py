@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import socket
-import threading
 import time
 from collections import Counter
 
@@ -12,6 +11,7 @@ import httpx
 import pytest
 
 from tests.support.servers import Server
+from tests.support.threads import in_threads
 
 pytestmark = pytest.mark.e2e
 
@@ -56,11 +56,7 @@ def test_eight_threads_posting_concurrently_lose_nothing(server: Server) -> None
                 if response.status_code != 200:
                     errors.append(response.text)
 
-    threads = [threading.Thread(target=post, args=(n,)) for n in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    in_threads(post, 8)
     assert errors == []
     expected = Counter({"all.com": 8 * per_thread * 2})
     for n in range(8):

@@ -23,6 +23,8 @@ from tophosts.app import create_app
 from tophosts.config import Settings
 from tophosts.windows import Window, past
 
+pytestmark = pytest.mark.slow  # generated bodies by the thousand; `make fuzz` runs more
+
 EXAMPLES = int(os.environ.get("TOPHOSTS_FUZZ_EXAMPLES", "150"))
 PAST_MINUTE = past(T0, Window.MINUTE).start
 

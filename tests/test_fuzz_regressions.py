@@ -38,6 +38,7 @@ def test_committed_input_passes_its_harness(name: str, path: Path) -> None:
 
 
 @pytest.mark.skipif(SHORT_RUN == 0, reason="TOPHOSTS_FUZZ_SECONDS=0")
+@pytest.mark.slow
 def test_a_short_fuzzing_run_finds_nothing(tmp_path: Path) -> None:
     # Any crasher found is written into tests/fuzz/regressions/<name>/: commit it.
     proc = subprocess.run(

@@ -18,8 +18,8 @@ from starlette.testclient import TestClient
 
 from tests.conftest import MakeClient
 from tests.support.clock import T0, FakeClock
+from tests.support.http import assert_error
 from tests.support.servers import Server
-from tests.test_api import assert_error
 from tophosts.app import TopHosts
 from tophosts.windows import HOUR, MINUTE, Window, ends, past
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, MutableMapping
+from collections.abc import MutableMapping
 from typing import Any
 
 import httpx
@@ -20,6 +19,7 @@ from starlette.testclient import TestClient
 from tests.conftest import MakeClient
 from tests.support.clock import T0, FakeClock
 from tests.support.servers import Server
+from tests.support.threads import in_threads
 from tophosts import idempotency
 from tophosts.app import TopHosts, create_app
 from tophosts.config import Settings
@@ -473,11 +473,7 @@ def send_twice(urls: list[str], threads: int = 8, each: int = 200) -> list[str]:
             for client in clients:
                 client.close()
 
-    workers = [threading.Thread(target=run, args=(n,)) for n in range(threads)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
+    in_threads(run, threads)
     return errors
 
 
@@ -487,16 +483,6 @@ def expected_totals(threads: int = 8, each: int = 200) -> dict[str, int]:
         totals[f"t{n}"] = each
         totals["all"] += sum(1 + i % 3 for i in range(each))
     return dict(sorted(totals.items(), key=lambda kv: (-kv[1], kv[0])))
-
-
-@pytest.fixture
-def servers() -> Iterator[list[Server]]:
-    started: list[Server] = []
-    yield started
-    for server in started:
-        if server.proc.poll() is None:
-            server.proc.kill()
-            server.proc.wait()
 
 
 @pytest.mark.e2e

@@ -4,45 +4,24 @@ from __future__ import annotations
 
 import itertools
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import NamedTuple
 
 import httpx
 import pytest
 import redis
 
+from tests.support.http import hour_stats, past_hour_ts
 from tests.support.servers import SERVE, RedisServer, Server, free_port
 
 pytestmark = pytest.mark.e2e
 
 
-def past_hour_ts() -> int:
-    # The past hour holds still for a whole test (unless it runs across an hour).
-    return int(time.time()) - 3600
-
-
-def hour_stats(server: Server) -> dict[str, int]:
-    response = httpx.get(server.url + "/stats", params={"stats_type": "hour", "limit": 1000})
-    assert response.status_code == 200, response.text
-    return dict(response.json()["top_hosts"])
-
-
 def ranked(counts: Counter[str]) -> dict[str, int]:
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
-
-
-@pytest.fixture
-def servers() -> Iterator[list[Server]]:
-    started: list[Server] = []
-    yield started
-    for server in started:
-        if server.proc.poll() is None:
-            server.proc.kill()
-            server.proc.wait()
 
 
 def test_two_processes_sharing_one_redis_answer_exactly(
@@ -69,51 +48,6 @@ def test_two_processes_sharing_one_redis_answer_exactly(
     expected = Counter({host: n for host, n in expected.items() if n})
     for server in servers:
         assert hour_stats(server) == ranked(expected)
-
-
-def test_workers_share_counts_through_redis(redis_url: str, servers: list[Server]) -> None:
-    servers.append(Server("--store", redis_url, "--workers", "2"))
-    ts = past_hour_ts()
-    errors: list[str] = []
-
-    def post(n: int) -> None:
-        # A client of its own: its own connection, so the workers share the load.
-        with httpx.Client(base_url=servers[0].url) as client:
-            for _ in range(100):
-                response = client.post("/counter", json={"timestamp": ts, f"t{n}": 1, "all": 1})
-                if response.status_code != 200:
-                    errors.append(response.text)
-
-    threads = [threading.Thread(target=post, args=(n,)) for n in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
-    expected = {"all": 600, **{f"t{n}": 100 for n in range(6)}}
-    assert hour_stats(servers[0]) == expected
-    # Every worker's /metrics answers for all workers (multiprocess mode), once
-    # each has flushed (every second).
-    time.sleep(1.5)
-    for _ in range(4):  # new connections, so different workers answer
-        metrics = httpx.get(servers[0].url + "/metrics").text
-        assert 'tophosts_events_total{result="accepted"} 600.0' in metrics
-    code, out = servers[0].stop()
-    assert code == 0
-    assert "Traceback" not in out
-
-
-def test_more_than_one_worker_on_the_memory_store_is_refused() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "tophosts", "serve", "--port", str(free_port()), "--workers", "2"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert proc.returncode == 2
-    assert proc.stderr.count("\n") == 1
-    assert "each worker would hold different counts" in proc.stderr
-    assert "--store redis://" in proc.stderr
 
 
 class Answer(NamedTuple):

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -17,6 +18,7 @@ import pytest
 
 from tests.support.clock import T0, FakeClock
 from tests.support.servers import Server
+from tests.support.wait import until
 from tophosts import idempotency, snapshot
 from tophosts.app import create_app
 from tophosts.config import Settings, SettingsError
@@ -303,6 +305,7 @@ async def worst_per_snapshot(
     return late, busy
 
 
+@pytest.mark.slow
 def test_the_loop_keeps_serving_while_two_million_pairs_are_snapshotted(
     tmp_path: Path, clock: FakeClock
 ) -> None:
@@ -483,7 +486,16 @@ def test_kill_9_loses_at_most_one_interval(tmp_path: Path) -> None:
     path = str(tmp_path / "snap")
     first = Server("--snapshot", path, "--snapshot-interval", "0.5")
     post_past_hour(first.url, {"kept.com": 4})
-    time.sleep(1.5)  # at least one interval write has happened since
+    # Two writes done since: the second began after the first ended, after the post.
+    posted, writes = time.time_ns(), set()
+
+    def written_twice() -> bool:
+        with contextlib.suppress(FileNotFoundError):
+            if (mtime := os.stat(path).st_mtime_ns) > posted:
+                writes.add(mtime)
+        return len(writes) >= 2
+
+    until(written_twice, what="two snapshot writes")
     first.proc.kill()
     first.proc.wait()
     second = Server("--snapshot", path)

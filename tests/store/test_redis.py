@@ -36,6 +36,8 @@ from tophosts.store.redis import RedisStore, commit
 from tophosts.store.redis.connection import SOURCES
 from tophosts.windows import HOUR, MINUTE, Window, past
 
+pytestmark = pytest.mark.slow  # real redis-servers, faults injected
+
 PAST_MINUTE = past(T0, Window.MINUTE).start
 PAST_HOUR = past(T0, Window.HOUR).start
 

@@ -127,6 +127,7 @@ near_lines = st.tuples(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=1500, deadline=None)
 @given(st.lists(near_lines.map(b"".join), min_size=1, max_size=8), st.sampled_from(FORMAT_NAMES))
 def test_a_batch_of_near_lines_counts_as_line_by_line(lines: list[bytes], name: str) -> None:

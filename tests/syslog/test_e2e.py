@@ -16,6 +16,7 @@ import pytest
 import redis
 
 from tests.support.servers import Server, free_port
+from tests.support.wait import until
 from tests.support.webservers import syslog_figures
 
 pytestmark = pytest.mark.e2e
@@ -43,15 +44,6 @@ def top_hour(url: str) -> dict[str, int]:
     assert response.status_code == 200, response.text
     top: dict[str, int] = response.json()["top_hosts"]
     return top
-
-
-def wait_until(check: object, timeout: float = 20.0) -> None:
-    assert callable(check)
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("the condition did not come true in time")
-        time.sleep(0.05)
 
 
 def received(url: str, transport: str) -> float:
@@ -88,7 +80,7 @@ def test_sigterm_applies_every_line_received(tmp_path: Path) -> None:
     for sender in senders:
         sender.start()
     try:
-        wait_until(lambda: top_hour(server.url).get("tcp.example", 0) > 0)
+        until(lambda: top_hour(server.url).get("tcp.example", 0) > 0)
         server.proc.send_signal(signal.SIGTERM)
         code, output = server.stop()
     finally:
@@ -134,9 +126,9 @@ def test_workers_share_the_listeners_with_redis(redis_url: str) -> None:
             tcp.sendall(b"".join(line(f"t{i}.example") + b"\n" for _ in range(50)))
             expected[f"t{i}.example"] = 50
         total = sum(expected.values())
-        wait_until(lambda: top_hour(server.url) == expected)
+        until(lambda: top_hour(server.url) == expected)
         # Any worker's /metrics answers for both (they write every second).
-        wait_until(lambda: received(server.url, "udp") + received(server.url, "tcp") == total)
+        until(lambda: received(server.url, "udp") + received(server.url, "tcp") == total)
         for tcp in connections:
             tcp.close()
     finally:
@@ -168,7 +160,7 @@ def test_a_flood_past_the_receive_buffer_is_counted_and_survived() -> None:
             dropped = figures.get(("dropped_total", "udp", ""), 0)
             return received(server.url, "udp") + dropped == sent
 
-        wait_until(settled)
+        until(settled)
         figures = syslog_figures(server.url)
         assert figures[("dropped_total", "udp", "")] > 0
         accepted = figures[("lines_total", "udp", "accepted")]
@@ -219,7 +211,7 @@ def test_hostile_lines_over_udp_and_tcp_leave_the_listeners_serving() -> None:
         udp.send(line("after.example"))
         with socket.create_connection(("127.0.0.1", port)) as tcp:
             tcp.sendall(line("after.example") + b"\n")
-        wait_until(lambda: top_hour(server.url) == {"after.example": 2})
+        until(lambda: top_hour(server.url) == {"after.example": 2})
         figures = syslog_figures(server.url)
         assert figures[("lines_total", "udp", "accepted")] == 1
         assert figures[("lines_total", "tcp", "accepted")] == 1
@@ -248,7 +240,7 @@ def test_the_redis_store_gets_the_lines_too(redis_url: str) -> None:
         for host, n in (("a.example", 7), ("b.example", 5), ("c.example", 2)):
             for _ in range(n):
                 udp.send(line(host))
-        wait_until(lambda: top_hour(server.url) == {"a.example": 7, "b.example": 5, "c.example": 2})
+        until(lambda: top_hour(server.url) == {"a.example": 7, "b.example": 5, "c.example": 2})
         hour = int(time.time()) // 3600 * 3600
         with redis.Redis.from_url(redis_url) as client:
             assert client.zscore(f"tophosts:h:{hour}", "a.example") == 7

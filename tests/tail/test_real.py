@@ -13,13 +13,14 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.support.servers import HttpReplyProxy, Server, Tail, free_port
+from tests.support.wait import until
 from tests.support.webservers import Logrotate, Nginx
 from tophosts.formats import nginx_vhost
 
@@ -28,20 +29,12 @@ pytestmark = pytest.mark.e2e
 HOSTS = ("shop.example.com", "api.example.com", "www.example.org")
 
 
-def wait_for(condition: Callable[[], object], timeout: float = 30.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or condition}")
-        time.sleep(0.02)
-
-
 @pytest.fixture(autouse=True)
 def room_in_the_hour() -> None:
     """Start with at least 3 minutes left in the current hour: the lines of one test
     then all fall in the server's past hour (it runs an hour ahead)."""
     if time.time() % 3600 > 3600 - 180:
-        wait_for(lambda: time.time() % 3600 < 60, timeout=200, what="the next hour")
+        until(lambda: time.time() % 3600 < 60, timeout=200, what="the next hour")
 
 
 @pytest.fixture
@@ -101,7 +94,7 @@ def assert_exactly(server: Server, expected: Counter[str], tail: Tail | None = N
     a line counted twice shows as soon as it is counted."""
     total = sum(expected.values())
     try:
-        wait_for(lambda: sum(stats(server).values()) >= total, what=f"{total} lines counted")
+        until(lambda: sum(stats(server).values()) >= total, what=f"{total} lines counted")
     except AssertionError:
         raise AssertionError(
             f"counted {dict(stats(server))}, expected {dict(expected)}\n"
@@ -164,7 +157,7 @@ def test_rotation_mid_load(nginx: Nginx, server: Server, tmp_path: Path, how: st
     try:
         load = Load(nginx, 3000)
         for third in (1000, 2000):
-            wait_for(lambda t=third: load.total() >= t)  # type: ignore[misc]
+            until(lambda t=third: load.total() >= t)  # type: ignore[misc]
             logrotate.rotate()
         sent = load.join()
         rotated = sorted(p.name for p in nginx.dir.glob("access.log.*"))
@@ -174,7 +167,7 @@ def test_rotation_mid_load(nginx: Nginx, server: Server, tmp_path: Path, how: st
         else:
             # logrotate loses the lines nginx writes between its copy and its
             # truncation; what is on disk is what there is to count, exactly.
-            wait_for(lambda: sum(lines_on_disk(nginx.dir).values()) >= 3000 - 50)
+            until(lambda: sum(lines_on_disk(nginx.dir).values()) >= 3000 - 50)
             expected = lines_on_disk(nginx.dir)
             assert sum(expected.values()) <= 3000
         assert_exactly(server, expected, shipper)
@@ -189,7 +182,7 @@ def test_bad_lines_are_counted_and_skipped_and_their_batch_counts(
     metrics_port = free_port()
     shipper = tail(nginx, server.url, tmp_path / "tail.state", "--metrics-port", str(metrics_port))
     load = Load(nginx, 600)
-    wait_for(lambda: load.total() >= 300)
+    until(lambda: load.total() >= 300)
     stamp = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(time.time() + 86400))
     with nginx.access_log.open("ab") as log:  # O_APPEND: whole lines among nginx's own
         log.write(b"not an access log line\n" * 3)
@@ -199,7 +192,7 @@ def test_bad_lines_are_counted_and_skipped_and_their_batch_counts(
         )
     sent = load.join()
     assert_exactly(server, sent, shipper)
-    wait_for(lambda: metric(metrics_port, "tophosts_tail_lines_total", result="refused") == 1)
+    until(lambda: metric(metrics_port, "tophosts_tail_lines_total", result="refused") == 1)
     assert metric(metrics_port, "tophosts_tail_lines_total", result="bad") == 4
     assert metric(metrics_port, "tophosts_tail_lines_total", result="shipped") == 600
     finish(shipper, server, sent)
@@ -214,10 +207,10 @@ def test_the_server_stopped_for_a_while_is_waited_for(nginx: Nginx, tmp_path: Pa
     shipper = tail(nginx, server.url, tmp_path / "tail.state")
     try:
         load = Load(nginx, 1500)
-        wait_for(lambda: sum(stats(server).values()) >= 300)
+        until(lambda: sum(stats(server).values()) >= 300)
         port = server.port
         assert server.stop()[0] == 0
-        wait_for(lambda: load.total() >= 900)  # lines pile up in the log meanwhile
+        until(lambda: load.total() >= 900)  # lines pile up in the log meanwhile
         time.sleep(3)  # the outage: the shipper retries against a server that is down
         server = Server("--clock-offset", "3600", "--snapshot", str(snapshot), port=port)
         sent = load.join()
@@ -239,17 +232,18 @@ def test_kill_9_of_the_shipper_mid_batch_then_a_restart(
     shipper = tail(nginx, proxy.url, state, "--timeout", "30")
     try:
         load = Load(nginx, 1500)
-        wait_for(lambda: sum(stats(server).values()) >= 300)
+        until(lambda: sum(stats(server).values()) >= 300)
         # The worst moment: the server has counted a batch, and its answer has not
         # reached the shipper, which has not recorded it.
         proxy.fault(b"POST /counters", action="drop")
-        wait_for(lambda: proxy.struck == 1)
+        until(lambda: proxy.struck == 1)
         shipper.kill()
         assert '"pending":{' in state.read_text()
         shipper = tail(nginx, proxy.url, state)
+        # Awaited: the dropped batch may hold the last lines, all counted already.
+        until(lambda: "re-sending the pending batch" in shipper.output(), what="the re-send")
         sent = load.join()
         assert_exactly(server, sent, shipper)
-        assert "re-sending the pending batch" in shipper.output()
         finish(shipper, server, sent)
     finally:
         proxy.close()
@@ -262,11 +256,11 @@ def test_the_server_stopped_for_10_s_with_snapshot_mid_batch(nginx: Nginx, tmp_p
     shipper = tail(nginx, proxy.url, tmp_path / "tail.state", "--timeout", "30")
     try:
         load = Load(nginx, 1500)
-        wait_for(lambda: sum(stats(server).values()) >= 300)
+        until(lambda: sum(stats(server).values()) >= 300)
         # A batch the server counts, then stops (its snapshot holds the batch's key)
         # before the answer gets back: the shipper retries across the restart.
         proxy.fault(b"POST /counters", action="drop")
-        wait_for(lambda: proxy.struck == 1)
+        until(lambda: proxy.struck == 1)
         port = server.port
         assert server.stop()[0] == 0
         proxy.cut_connections()  # the answer is lost
@@ -287,9 +281,9 @@ def test_a_reply_dropped_on_the_way_back_is_replayed(
     shipper = tail(nginx, proxy.url, tmp_path / "tail.state")
     try:
         load = Load(nginx, 900)
-        wait_for(lambda: sum(stats(server).values()) >= 150)
+        until(lambda: sum(stats(server).values()) >= 150)
         proxy.fault(b"POST /counters", action="cut")
-        wait_for(lambda: proxy.struck == 1)
+        until(lambda: proxy.struck == 1)
         sent = load.join()
         assert_exactly(server, sent, shipper)
         finish(shipper, server, sent)

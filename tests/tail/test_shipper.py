@@ -11,27 +11,20 @@ import shutil
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.support.ingest_double import IngestDouble
+from tests.support.wait import until
 from tophosts.tail import state
 from tophosts.tail.client import Client, Outcome, Sender
 from tophosts.tail.settings import TailSettings
 from tophosts.tail.shipper import Shipper
 
 T = 1_700_000_000
-
-
-def wait_for(condition: Callable[[], object], timeout: float = 10.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or condition}")
-        time.sleep(0.01)
 
 
 class Running:
@@ -113,7 +106,7 @@ class Site:
         return self.double.totals() == self.written
 
     def wait_shipped(self, timeout: float = 10.0) -> None:
-        wait_for(self.shipped, timeout, f"{self.written}")
+        until(self.shipped, timeout, f"{self.written}")
 
     def saved(self) -> state.State:
         loaded = state.load(self.state)
@@ -186,7 +179,7 @@ def test_a_crash_after_the_post_is_resent_with_the_same_key_and_replayed(site: S
     key = entry.pending.key
     assert site.double.keys_sent() == [key]
     running = site.start()
-    wait_for(lambda: site.saved().files[0].pending is None)
+    until(lambda: site.saved().files[0].pending is None)
     site.write(30)
     site.wait_shipped()
     assert running.stop() == 0
@@ -234,7 +227,7 @@ def test_lines_ahead_of_the_server_clock_are_skipped_from_their_second_on(site: 
     site.append(site.log, 2, hosts=("b.com",), second=T + 10**6 + 50)
     running = site.start(interval=0.5)
     site.written -= Counter({"future.com": 3, "b.com": 2})
-    wait_for(lambda: running.metric("tophosts_tail_lines_total", result="refused") == 5)
+    until(lambda: running.metric("tophosts_tail_lines_total", result="refused") == 5)
     site.wait_shipped()
     assert running.stop() == 0
     assert len(site.double.requests) == 2  # one refusal skips every later second at once
@@ -268,8 +261,8 @@ def test_batches_hold_at_most_max_batch_events(site: Site) -> None:
 def test_sigterm_sends_what_was_read_then_exits_0(site: Site) -> None:
     running = site.start(interval=3600)
     site.write(40)
-    wait_for(lambda: running.shipper.watcher.files and running.shipper.watcher.files[0].batch)
-    wait_for(lambda: running.shipper.watcher.files[0].position == site.log.stat().st_size)
+    until(lambda: running.shipper.watcher.files and running.shipper.watcher.files[0].batch)
+    until(lambda: running.shipper.watcher.files[0].position == site.log.stat().st_size)
     assert site.double.requests == []  # not due for an hour
     assert running.stop() == 0
     assert site.shipped()
@@ -280,7 +273,7 @@ def test_a_stop_while_the_server_is_down_keeps_the_batch_pending(site: Site) -> 
     site.double.faults.extend([("status", 503)] * 10_000)
     site.write(10)
     running = site.start(stop_timeout=0.5)
-    wait_for(lambda: len(site.double.requests) >= 2)
+    until(lambda: len(site.double.requests) >= 2)
     assert running.stop() == 1
     [entry] = site.saved().files
     assert entry.pending is not None
@@ -294,7 +287,7 @@ def test_a_stop_while_the_server_is_down_keeps_the_batch_pending(site: Site) -> 
 def test_rename_rotation_under_writes(site: Site) -> None:
     site.write(1)
     running = site.start()
-    wait_for(lambda: running.shipper.watcher.files, what="the log followed")
+    until(lambda: running.shipper.watcher.files, what="the log followed")
     site.write(200)  # read, or not yet, when the file is renamed
     rotated = site.dir / "access.log.1"
     os.rename(site.log, rotated)
@@ -322,7 +315,7 @@ def test_copytruncate_rotation(site: Site) -> None:
 def test_a_glob_follows_files_that_appear_later_from_their_start(site: Site) -> None:
     site.write(5)
     running = site.start(paths=(str(site.dir / "*.log"),), from_start=False)
-    wait_for(lambda: running.shipper.watcher.files)
+    until(lambda: running.shipper.watcher.files)
     site.written.clear()  # present at the first start: read from the end
     site.write(10)
     site.append(site.dir / "other.log", 20, hosts=("o.com",))
