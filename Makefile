@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PORT   ?= 8080
 
-.PHONY: all run test lint format bench bench-quick fuzz soak soak-redis clean
+.PHONY: all run check test lint format bench bench-quick fuzz soak soak-redis clean
 
 all: test run
 
@@ -28,8 +28,13 @@ lint: $(VENV)/.dev-installed
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy --strict
 
+# Four pytest workers on two cores: most tests wait on processes and sockets.
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n 4
+
+# The inner loop, under 30 s: lint, types, and the tests that start no process.
+check: lint
+	$(BIN)/pytest -q -n 2 -m "not e2e and not browser and not slow"
 
 # The benchmark suite (issues 3-5): scenarios 1-7, charts and JSON under
 # bench/results/ (about 12 minutes; `--scenarios 1,2,3,4,5` for the first five,
