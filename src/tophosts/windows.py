@@ -96,6 +96,13 @@ def minute_number(now: float) -> int:
     return int(now // MINUTE)
 
 
+def minute_span(now: float) -> tuple[int, int]:
+    """The minute holding ``now``, as ``[start, end)``: a store whose clock reads within
+    it need not roll its windows, which it can tell with two comparisons."""
+    start = minute_number(now) * MINUTE
+    return start, start + MINUTE
+
+
 def ends(size: int, start: int) -> int:
     """When the window ``(size, start)`` can no longer be asked about: it was the past
     window until then."""

@@ -75,8 +75,8 @@ from tophosts.windows import (
     floors,
     hour_of,
     kept_until,
-    minute_number,
     minute_of,
+    minute_span,
     past,
     settled_after,
 )
@@ -120,7 +120,13 @@ class MemoryStore:
         self._cache: dict[tuple[int, int], tuple[int, TopHosts]] = {}
         # Dead windows, and the digests of expired keys, still to be freed.
         self._graveyard: list[Counts | list[bytes]] = []
-        self._rolled_at = -1
+        # The minute [start, end) the windows were last rolled for; the clock's
+        # being in it is two comparisons on the hot path, no call.
+        self._minute_start = self._minute_end = 0
+        # The last event's timestamp and its hour and minute (hour_of and minute_of
+        # calls saved: a second brings many events of one timestamp).
+        self._last_ts = -1
+        self._last_hour = self._last_minute = 0
         self._minute_floor = 0
         self._hour_floor = 0
         # Idempotency keys (see the module docstring).
@@ -288,7 +294,7 @@ class MemoryStore:
 
     def restore(self, windows: list[WindowDump]) -> int:
         """Add dumped windows to this store, dropping those no query can reach any more."""
-        self._rolled_at = -1
+        self._minute_start = self._minute_end = 0
         self._roll(self._clock())
         now = self._clock()
         oldest = {MINUTE: self._minute_floor, HOUR: self._hour_floor}
@@ -333,7 +339,7 @@ class MemoryStore:
         never dropped, and new keys are refused until there is room again.
         """
         now = self._clock()
-        self._rolled_at = -1
+        self._minute_start = self._minute_end = 0
         self._roll(now)
         keys = self._keys
         kept = 0
@@ -361,7 +367,7 @@ class MemoryStore:
 
     def add_now(self, events: Sequence[Event], key: Keyed | None = None) -> Added:
         now = self._clock()
-        if self._graveyard or minute_number(now) != self._rolled_at:
+        if self._graveyard or not self._minute_start <= now < self._minute_end:
             self._roll(now)
         if key is not None:
             return self._add_keyed(now, events, key)
@@ -421,15 +427,16 @@ class MemoryStore:
         by_minute: dict[int, list[Counts]] = {}
         expired = 0
         hour_floor, minute_floor = self._hour_floor, self._minute_floor
+        key = end = 0  # the minute [key, end) of the event before
+        group: list[Counts] = []
         for ts, counts in events:
             if ts < hour_floor:
                 expired += 1
                 continue
-            group = by_minute.get(key := minute_of(ts))
-            if group is None:
-                by_minute[key] = [counts]
-            else:
-                group.append(counts)
+            if not key <= ts < end:
+                key, end = minute_span(ts)
+                group = by_minute.setdefault(key, [])
+            group.append(counts)
 
         # Pre-aggregate each minute's events, so each host touches each window
         # dict once however many events of the batch mention it; then each hour.
@@ -476,7 +483,7 @@ class MemoryStore:
         that reason (no tuple to build on the hottest path).
         """
         now = self._clock()
-        if self._graveyard or minute_number(now) != self._rolled_at:
+        if self._graveyard or not self._minute_start <= now < self._minute_end:
             self._roll(now)
         if key is not None:
             return self._add_keyed(now, ((ts, counts),), key, total)
@@ -495,7 +502,9 @@ class MemoryStore:
             counts = {host: n for host, n in counts.items() if n}
             if not counts:
                 return _ONE
-        hour = hour_of(ts)
+        if ts != self._last_ts:
+            self._last_ts, self._last_hour, self._last_minute = ts, hour_of(ts), minute_of(ts)
+        hour = self._last_hour
         if total is None:
             total = sum(counts.values())
         total += self._totals.get(hour, 0)
@@ -511,7 +520,7 @@ class MemoryStore:
         cache = self._cache
         if ts >= self._minute_floor:
             # One pass over the hosts for the hour and the live minute.
-            start = minute_of(ts)
+            start = self._last_minute
             minute = self._minutes.get(start)
             if minute is None:
                 minute = self._minutes[start] = {}
@@ -602,14 +611,13 @@ class MemoryStore:
     def _roll(self, now: float) -> None:
         """Drop the windows no query can reach any more, and the expired keys; cheap
         unless the minute turned."""
-        minute = minute_number(now)
-        if minute != self._rolled_at:
-            self._roll_over(now, minute)
+        if not self._minute_start <= now < self._minute_end:
+            self._roll_over(now)
         if self._graveyard:
             self._free_some()
 
-    def _roll_over(self, now: float, minute: int) -> None:
-        self._rolled_at = minute
+    def _roll_over(self, now: float) -> None:
+        self._minute_start, self._minute_end = minute_span(now)
         self._minute_floor, self._hour_floor = minute_floor, hour_floor = floors(now)
         for size, windows, floor in (
             (HOUR, self._hours, hour_floor),
