@@ -423,53 +423,55 @@ class MemoryStore:
             i = next(i for i, ts in enumerate(stamps) if ts > horizon)
             raise too_far_ahead(stamps[i], now, self._max_skew, i)
 
-        # Group the live events by minute (a minute lies in one hour).
+        # Group the live events by minute (a minute lies in one hour); a batch
+        # names few distinct seconds, so each is looked up once (a dict lookup
+        # an event, not a call).
         by_minute: dict[int, list[Counts]] = {}
+        by_second: dict[int, list[Counts]] = {}
         expired = 0
         hour_floor, minute_floor = self._hour_floor, self._minute_floor
-        key = end = 0  # the minute [key, end) of the event before
-        group: list[Counts] = []
         for ts, counts in events:
-            if ts < hour_floor:
-                expired += 1
-                continue
-            if not key <= ts < end:
-                key, end = minute_span(ts)
-                group = by_minute.setdefault(key, [])
+            group = by_second.get(ts)
+            if group is None:
+                if ts < hour_floor:
+                    expired += 1
+                    continue
+                group = by_second[ts] = by_minute.setdefault(minute_of(ts), [])
             group.append(counts)
 
         # Pre-aggregate each minute's events, so each host touches each window
-        # dict once however many events of the batch mention it; then each hour.
+        # dict once however many events of the batch mention it.
         minute_adds = {start: _summed(group) for start, group in by_minute.items()}
-        hour_adds: dict[int, Counts] = {}
+        # Per hour: what the batch adds to its total, and at most how many hosts
+        # it adds (a host named in two minutes counts twice: a bound).
+        added: dict[int, int] = {}
+        hosts: dict[int, int] = {}
         for start, counts in minute_adds.items():
-            acc = hour_adds.get(hour := hour_of(start))
-            if acc is None:
-                hour_adds[hour] = dict(counts)
-            else:
-                merge(acc, counts)
+            hour = hour_of(start)
+            added[hour] = added.get(hour, 0) + sum(counts.values())
+            hosts[hour] = hosts.get(hour, 0) + len(counts)
 
         # The limits are the hours' (see the module docstring): check their
         # cheap bounds, and the batch exactly only when one is crossed.
         totals, hours, cap = self._totals, self._hours, self._max_tracked
-        added = {hour: sum(counts.values()) for hour, counts in hour_adds.items()}
         if any(
             totals.get(hour, 0) + added[hour] > MAX_COUNT
-            or len(hours.get(hour, ())) + len(counts) > cap
-            for hour, counts in hour_adds.items()
+            or len(hours.get(hour, ())) + hosts[hour] > cap
+            for hour in added
         ):
             self._check_exactly(events)
 
         for start, counts in minute_adds.items():
-            if start >= minute_floor and counts:
-                self._merge(self._minutes, start, counts)
-                self._forget(MINUTE, start)
-        for hour, counts in hour_adds.items():
             if not counts:
                 continue
-            self._merge(hours, hour, counts)
-            totals[hour] = totals.get(hour, 0) + added[hour]
-            self._forget(HOUR, hour)
+            if start >= minute_floor:
+                self._merge(self._minutes, start, counts)
+                self._forget(MINUTE, start)
+            self._merge(hours, hour_of(start), counts)
+        for hour, n in added.items():
+            if n:
+                totals[hour] = totals.get(hour, 0) + n
+                self._forget(HOUR, hour)
         return Added(len(events) - expired, expired, sum(added.values()))
 
     def add_one_now(
