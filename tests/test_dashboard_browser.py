@@ -122,6 +122,11 @@ def utc_label(start: int, end: int, seconds: bool) -> str:
     return f"{start_at}{DASH}{end_at} UTC"
 
 
+def kolkata_day(t: int) -> int:
+    """The day number of ``t`` at UTC+05:30."""
+    return (t + 5 * 3600 + 1800) // 86400
+
+
 def kolkata_clock(t: int) -> str:
     """``h:mm`` of ``t`` on a 12-hour clock at UTC+05:30."""
     t += 5 * 3600 + 1800
@@ -173,9 +178,10 @@ def test_bars_show_the_top_hosts_in_order_and_update_without_reload(
     h_start, h_end = int(hour["x-window-start"]), int(hour["x-window-end"])
     expect(page.locator("#minute .utc")).to_have_text(utc_label(m_start, m_end, True))
     expect(page.locator("#hour .utc")).to_have_text(utc_label(h_start, h_end, False))
-    local = (
-        rf"^0?{kolkata_clock(h_start)}( [AP]M)? {DASH} 0?{kolkata_clock(h_end)} [AP]M GMT\+5:30$"
-    )
+    # Across a local midnight (18:30 to 19:30 UTC here), each end names its date too.
+    day = r"\d{1,2}/\d{1,2}/\d{4}, " if kolkata_day(h_start) != kolkata_day(h_end) else ""
+    start, end = kolkata_clock(h_start), kolkata_clock(h_end)
+    local = rf"^{day}0?{start}( [AP]M)? {DASH} {day}0?{end} [AP]M GMT\+5:30$"
     expect(page.locator("#hour .local")).to_have_text(re.compile(local))
     expect(page.locator("#hour .window")).to_have_attribute(
         "title", re.compile(rf"^UTC: \d{{4}}-\d\d-\d\d \d\d:00:00 {DASH} \d\d:00:00\nLocal: ")
