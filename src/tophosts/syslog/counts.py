@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+
+from tophosts.formats import Parsed
+from tophosts.syslog.lines import LineError
 
 log = logging.getLogger("tophosts.syslog")
 
@@ -35,6 +39,18 @@ class Tally:
         """The socket inodes whose kernel drops are this listener's (UDP)."""
         self._logged: dict[str, float] = {}
         self._quiet: dict[str, int] = {}
+
+    def parsed(self, careful: Callable[[bytes], Parsed], line: bytes, what: str) -> Parsed | None:
+        """``careful(line)``; or ``None``, the line counted as unparsed with its reason. A
+        parser bug is logged, never raised: it must not stall a connection or a listener."""
+        try:
+            return careful(line)
+        except LineError as exc:
+            self.bad("unparsed", exc.reason, 1, str(exc), line)
+        except Exception as exc:
+            log.exception("syslog %s: reading %s failed", self.name, what)
+            self.bad("unparsed", "error", 1, repr(exc), line)
+        return None
 
     def bad(self, result: str, reason: str, lines: int, detail: str, example: object) -> None:
         """Count ``lines`` unparsed or refused lines, and log an example now and then."""

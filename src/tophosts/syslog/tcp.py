@@ -15,7 +15,7 @@ from typing import cast
 from tophosts.syslog.aggregate import Pending
 from tophosts.syslog.bulk import Bulk
 from tophosts.syslog.framing import Framer
-from tophosts.syslog.lines import LineError, Reader
+from tophosts.syslog.lines import Reader
 
 log = logging.getLogger("tophosts.syslog")
 
@@ -102,16 +102,10 @@ class TcpProtocol(asyncio.Protocol):
             host: bytes = found[2]
             self.pending.add(digits, host, 1)
             return
-        try:
-            second, host = self.careful(frame)
-        except LineError as exc:
-            self.tally.bad("unparsed", exc.reason, 1, str(exc), frame)
-            return
-        except Exception as exc:  # a parser bug must not stall the connection
-            log.exception("syslog %s: reading a frame failed", self.tally.name)
-            self.tally.bad("unparsed", "error", 1, repr(exc), frame)
-            return
-        self.pending.add(second, host, 1)
+        parsed = self.tally.parsed(self.careful, frame, "a frame")
+        if parsed is not None:
+            second, host = parsed
+            self.pending.add(second, host, 1)
 
     def eof_received(self) -> bool:
         return False

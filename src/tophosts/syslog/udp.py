@@ -21,7 +21,7 @@ from itertools import repeat
 
 from tophosts.syslog.aggregate import Pending
 from tophosts.syslog.bulk import Bulk
-from tophosts.syslog.lines import LineError, Reader
+from tophosts.syslog.lines import Reader
 
 log = logging.getLogger("tophosts.syslog")
 
@@ -91,13 +91,7 @@ class UdpListener:
             host: bytes = match[2]
             self.pending.add_one(digits, host)
             return
-        try:
-            second, host = self.careful(data)
-        except LineError as exc:
-            self.tally.bad("unparsed", exc.reason, 1, str(exc), data)
-            return
-        except Exception as exc:  # a parser bug must not close the listener
-            log.exception("syslog %s: reading a datagram failed", self.tally.name)
-            self.tally.bad("unparsed", "error", 1, repr(exc), data)
-            return
-        self.pending.add_one(second, host)
+        parsed = self.tally.parsed(self.careful, data, "a datagram")
+        if parsed is not None:
+            second, host = parsed
+            self.pending.add_one(second, host)
