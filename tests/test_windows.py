@@ -20,6 +20,7 @@ from tophosts.windows import (
     hour_of,
     kept_until,
     minute_of,
+    minute_span,
     oldest_kept,
     past,
     place,
@@ -50,6 +51,15 @@ def test_on_the_boundary_the_window_just_closed_is_the_past_one() -> None:
 def test_fractional_clock_readings_floor() -> None:
     assert past(119.999, Window.MINUTE) == Span(0, 60)
     assert past(120.0, Window.MINUTE) == Span(60, 120)
+
+
+def test_the_minute_span_holds_its_reading_and_ends_where_the_next_begins() -> None:
+    assert minute_span(utc("2026-11-30T10:32:15.5")) == (
+        int(utc("2026-11-30T10:32:00")),
+        int(utc("2026-11-30T10:33:00")),
+    )
+    assert minute_span(120.0) == (120, 180)
+    assert minute_span(119.999) == (60, 120)
 
 
 def test_floors_are_the_starts_of_the_past_minute_and_hour() -> None:

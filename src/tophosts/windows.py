@@ -91,15 +91,10 @@ def floors(now: float) -> Floors:
     return Floors(int(now // MINUTE) * MINUTE - MINUTE, int(now // HOUR) * HOUR - HOUR)
 
 
-def minute_number(now: float) -> int:
-    """Minutes since the epoch at ``now``: what a store compares to know the minute turned."""
-    return int(now // MINUTE)
-
-
 def minute_span(now: float) -> tuple[int, int]:
     """The minute holding ``now``, as ``[start, end)``: a store whose clock reads within
     it need not roll its windows, which it can tell with two comparisons."""
-    start = minute_number(now) * MINUTE
+    start = int(now // MINUTE) * MINUTE
     return start, start + MINUTE
 
 

@@ -441,13 +441,14 @@ class MemoryStore:
 
         # Pre-aggregate each minute's events, so each host touches each window
         # dict once however many events of the batch mention it.
-        minute_adds = {start: _summed(group) for start, group in by_minute.items()}
+        minute_adds = [
+            (start, hour_of(start), _summed(group)) for start, group in by_minute.items()
+        ]
         # Per hour: what the batch adds to its total, and at most how many hosts
         # it adds (a host named in two minutes counts twice: a bound).
         added: dict[int, int] = {}
         hosts: dict[int, int] = {}
-        for start, counts in minute_adds.items():
-            hour = hour_of(start)
+        for _, hour, counts in minute_adds:
             added[hour] = added.get(hour, 0) + sum(counts.values())
             hosts[hour] = hosts.get(hour, 0) + len(counts)
 
@@ -461,13 +462,13 @@ class MemoryStore:
         ):
             self._check_exactly(events)
 
-        for start, counts in minute_adds.items():
+        for start, hour, counts in minute_adds:
             if not counts:
                 continue
             if start >= minute_floor:
                 self._merge(self._minutes, start, counts)
                 self._forget(MINUTE, start)
-            self._merge(hours, hour_of(start), counts)
+            self._merge(hours, hour, counts)
         for hour, n in added.items():
             if n:
                 totals[hour] = totals.get(hour, 0) + n
