@@ -26,7 +26,7 @@ import itertools
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TextIO
 
 import msgspec
 from sortedcontainers import SortedList  # type: ignore[import-untyped]
@@ -165,8 +165,10 @@ def serve_line_by_line(argv: Sequence[str]) -> int:
 
     configure = logs.configure
 
-    def line_by_line(level: str, fmt: str) -> None:
-        configure(level, fmt)
+    def line_by_line(
+        level: str, fmt: str, stream: TextIO | None = None, access_log: str = "all"
+    ) -> None:
+        configure(level, fmt, stream)
         logs._lines = None  # logs.request() then makes a record per line, as it used to
 
     setattr(logs, "configure", line_by_line)  # noqa: B010 - for this process only

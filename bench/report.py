@@ -165,9 +165,13 @@ def _instruction_targets(results: Results) -> list[Row]:
     out = []
     for row in results.get("instructions", ()):
         if row["target"] == "tophosts-accesslog" and row["load"] == "single":
-            before = _find(results["instructions"], target="tophosts-stdlog", load="single")
-            was = (
-                f"; a logging record per line {before['accesslog_cost_pct']:.1f}%" if before else ""
+            was = "".join(
+                f"; {label} {other['accesslog_cost_pct']:.1f}%"
+                for target, label in (
+                    ("tophosts-accesslog-all", "--access-log all"),
+                    ("tophosts-stdlog", "a logging record per line"),
+                )
+                if (other := _find(results["instructions"], target=target, load="single"))
             )
             out.append(
                 _target(
@@ -234,8 +238,15 @@ def _accesslog_targets(results: Results) -> list[Row]:
     row = _find(results.get("accesslog", ()), target="tophosts-accesslog")
     if not row or row.get("share_paired") is None:
         return []
-    before = _find(results["accesslog"], target="tophosts-stdlog")
-    was = f"; line by line through logging {before['share_paired']:.2f}" if before else ""
+    others = [
+        f"; {label} {other['share_paired']:.2f}"
+        for target, label in (
+            ("tophosts-accesslog-all", "--access-log all"),
+            ("tophosts-again", "a second warning server (noise floor)"),
+        )
+        if (other := _find(results["accesslog"], target=target)) and other.get("share_paired")
+    ]
+    was = "".join(others)
     return [
         _target(
             f"access log at --log-level info, single-event ingest, {row['connections']} conns",
@@ -442,6 +453,7 @@ COLUMNS: dict[str, list[tuple[str, str]]] = {
         ("p99_ms", "p99 ms"),
         ("non2xx", "non-2xx"),
         ("access_lines", "lines logged"),
+        ("summary_lines", "summaries"),
         ("share_paired", "vs warning"),
         ("share", "vs warning (medians)"),
         ("share_cpu", "vs warning per CPU-s"),

@@ -24,6 +24,7 @@ Target = Literal[
     "tophosts-nometrics",
     "tophosts-again",
     "tophosts-accesslog",
+    "tophosts-accesslog-all",
     "tophosts-stdlog",
     "tophosts-baseline",
 ]
@@ -37,8 +38,11 @@ LABELS: dict[Target, str] = {
     "tophosts-nometrics": "tophosts, no metrics",
     # the same command as tophosts, a second process: the metrics scenario's control
     "tophosts-again": "tophosts, again",
-    # tophosts at its default --log-level info: one access line per request
+    # tophosts at its default --log-level info and --access-log refused: a line per
+    # refused request, a summary line of the rest every 10 s
     "tophosts-accesslog": "tophosts, --log-level info",
+    # the same with --access-log all: one access line per request
+    "tophosts-accesslog-all": "tophosts, info, --access-log all",
     # the same, each access line a logging record, as before they were queued
     "tophosts-stdlog": "tophosts, info, line by line",
     # another version of tophosts, from the source folder given as --baseline
@@ -175,8 +179,11 @@ def command(target: Target, args: Sequence[str] = ()) -> tuple[list[str], list[s
     """The server's command (to which ``--port P`` is added) and its arguments; tophosts
     logs at ``warning`` (no access lines) unless ``args`` say otherwise (a later
     ``--log-level`` wins), or the target is an ``info`` one."""
-    level = "info" if target in ("tophosts-accesslog", "tophosts-stdlog") else "warning"
-    if target in ("tophosts", "tophosts-again", "tophosts-accesslog", "tophosts-baseline"):
+    info = ("tophosts-accesslog", "tophosts-accesslog-all", "tophosts-stdlog")
+    level = "info" if target in info else "warning"
+    if target == "tophosts-accesslog-all":
+        args = ["--access-log", "all", *args]
+    if target in ("tophosts", "tophosts-again", "tophosts-baseline", *info[:2]):
         return list(support.SERVE), ["--log-level", level, *args]
     levels = ["--log-level", level] * (target == "tophosts-stdlog")
     return [sys.executable, "-m", "bench.apps", target], [*levels, *args]

@@ -103,19 +103,30 @@ def check_metrics(doc: dict[str, Any]) -> None:
 
 
 def check_accesslog(doc: dict[str, Any]) -> None:
-    """Issue 11, defect 15: the default log level against warning, and the old way."""
+    """Issue 11, defect 15: the default access log against none, --access-log all, and
+    a second server without (the noise floor)."""
     rows = {row["target"]: row for row in doc["results"]["accesslog"]}
-    assert set(rows) == {"tophosts-accesslog", "tophosts", "tophosts-stdlog"}
+    assert set(rows) == {
+        "tophosts-accesslog",
+        "tophosts",
+        "tophosts-accesslog-all",
+        "tophosts-again",
+    }
     for target, row in rows.items():
         assert row["rps"] > 0
         assert (row["non2xx"], row["errors"]) == (0, 0)
-        if target == "tophosts":
-            assert row["log_level"] == "warning"
-            assert row["access_lines"] == 0
-        else:
+        if target == "tophosts-accesslog-all":
             # Every answered request left its line in the server's log.
             assert row["log_level"] == "info"
             assert row["access_lines"] >= row["requests"]
+        elif target == "tophosts-accesslog":
+            # Answered 200: no line each, but summaries (at the latest when it stopped).
+            assert row["log_level"] == "info"
+            assert row["access_lines"] == 0
+        else:
+            assert row["log_level"] == "warning"
+            assert (row["access_lines"], row["summary_lines"]) == (0, 0)
+        if target != "tophosts":
             assert isinstance(row["share_paired"], float)
     [target] = [t for t in doc["targets"] if t["figure"].startswith("access log at")]
     assert target["target"] == ">= 0.9 of --log-level warning"
@@ -236,7 +247,7 @@ def test_instructions_per_request_under_callgrind(tmp_path: Path) -> None:
     # A logging record per access line costs far more than a queued one (~100k
     # instructions against ~10k; at the quick plan's 100 requests the latter is
     # within the counts' noise, so only the difference is asserted).
-    queued, record = (rows[(t, "single")] for t in ("tophosts-accesslog", "tophosts-stdlog"))
+    queued, record = (rows[(t, "single")] for t in ("tophosts-accesslog-all", "tophosts-stdlog"))
     assert record["accesslog_instructions"] > queued["accesslog_instructions"] + 30_000
     figures = {row["figure"] for row in doc["targets"]}
     assert "metrics cost, instructions per /counter (1 event)" in figures
@@ -272,7 +283,7 @@ def test_tophosts_without_metrics_is_tophosts_serve_with_null_metrics(
     seen: list[tuple[Any, dict[str, Any]]] = []
     monkeypatch.setattr("uvicorn.run", lambda app, **options: seen.append((app, options)))
     monkeypatch.setattr("signal.signal", lambda *a: None)
-    monkeypatch.setattr(logs, "configure", lambda *a: None)  # leave this process's logging be
+    monkeypatch.setattr(logs, "configure", lambda *a, **k: None)  # leave this process's logging be
     server.serve(config.Settings(host="127.0.0.1", port=1, log_level="warning"))
     assert apps.main(["tophosts-nometrics", "--port", "1"]) == 0
     (product, product_options), (bare, bare_options) = seen

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import io
 import json
 import logging
@@ -231,6 +232,66 @@ def test_without_a_running_loop_a_line_is_written_at_once(configured: None) -> N
     assert json.loads(stream.getvalue())["message"] == "GET /stats 200 2.00ms in=0B out=30B"
 
 
+def test_refused_mode_writes_refusals_and_a_summary_of_the_rest_after_its_interval(
+    configured: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(logs, "SUMMARY_SECONDS", 0.2)
+    stream = CountingStream()
+    logs.configure("info", "text", stream, access_log="refused")
+    written: list[list[str]] = []
+
+    async def until(text: str) -> None:
+        started = time.monotonic()
+        while text not in stream.getvalue():
+            assert time.monotonic() - started < 5
+            await asyncio.sleep(0.005)
+        written.append([line.split(": ", 1)[1] for line in stream.getvalue().splitlines()])
+
+    async def run() -> None:
+        started = time.monotonic()
+        for _ in range(3):
+            logs.request("POST", "/counter", 200, 0.0001, 45, 15)
+        logs.request("POST", "/counter", 400, 0.0001, 3, 60, "bad body")
+        logs.request("GET", "/stats", 200, 0.0001, 0, 30)
+        logs.request("GET", "/dashboard", 304, 0.0001, 0, 0)
+        await until("bad body")
+        assert "answered" not in stream.getvalue()  # not before its interval
+        await until("answered")
+        assert time.monotonic() - started >= 0.2
+        logs.request("GET", "/stats", 200, 0.0001, 0, 30)
+        logs.request("POST", "/counters", 503, 0.0001, 0, 30, "store unavailable")
+        await until("1 request answered")
+
+    asyncio.run(run())
+    first, summary, last = written
+    assert first == ["POST /counter 400 0.10ms in=3B out=60B error=bad body"]
+    assert summary[0] == first[0]
+    assert summary[1].startswith("5 requests answered in 0.2")
+    assert summary[1].endswith("s (POST /counter 200: 3, GET /dashboard 304: 1, GET /stats 200: 1)")
+    assert last[2] == "POST /counters 503 0.10ms in=0B out=30B error=store unavailable"
+    assert last[3].startswith("1 request answered in 0.2")
+    assert last[3].endswith("s (GET /stats 200: 1)")
+    assert len(last) == 4
+
+
+def test_refused_mode_writes_its_summary_at_flush_as_json(configured: None) -> None:
+    stream = io.StringIO()
+    logs.configure("info", "json", stream, access_log="refused")
+
+    async def run() -> None:
+        for _ in range(2):
+            logs.request("GET", "/stats", 200, 0.0001, 0, 30)
+        logs.request("POST", "/counter", 429, 0.0001, 3, 60, "too many hosts")
+
+    asyncio.run(run())
+    logs.flush()  # at shutdown
+    refusal, summary = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert (refusal["status"], refusal["error"]) == (429, "too many hosts")
+    assert summary["answered"] == {"GET /stats 200": 2}
+    assert summary["requests"] == 2
+    assert summary["message"].startswith("2 requests answered in ")
+
+
 # -- a real server ----------------------------------------------------------------------
 
 
@@ -252,11 +313,16 @@ def test_a_real_server_logs_start_up_and_json_request_lines() -> None:
         "snapshot=off",
         "retention=24h",
         "history-top=100",
+        "access-log=refused",
     ):
         assert part in start["message"]
-    health = [line for line in lines if line.get("path") == "/healthz"]
-    assert health
-    assert health[-1]["status"] == 200
+    # The readiness probes were answered 200: no line each, counted in the summary
+    # written at shutdown.
+    assert not [line for line in lines if line.get("path") == "/healthz"]
+    (summary,) = [line for line in lines if "answered" in line]
+    assert summary["logger"] == "tophosts.access"
+    assert summary["answered"] == {"GET /healthz 200": summary["requests"]}
+    assert summary["requests"] >= 1
 
 
 def burst(url: str, n: int) -> list[tuple[str, int, str | None]]:
@@ -287,26 +353,74 @@ def test_a_real_server_writes_every_line_of_a_burst_in_order_and_the_refusals_re
     fmt: str,
 ) -> None:
     # --max-tracked-hosts 3: the x/y event gets 429 once a and b are tracked.
-    srv = Server("--log-format", fmt, "--max-tracked-hosts", "3")
+    srv = Server("--log-format", fmt, "--max-tracked-hosts", "3", "--access-log", "all")
     sent = burst(srv.url, 500)
     srv.proc.send_signal(signal.SIGTERM)  # the last lines are written at exit
     code, out = srv.stop()
     assert code == 0
     statuses = {status for _, status, _ in sent}
     assert statuses == {200, 400, 404, 429}
+    # The 404's reason is in its body; the access line names the status alone.
+    assert access_lines(out, fmt) == [(p, s, e if s != 404 else None) for p, s, e in sent]
+    assert "Finished server process" in out.splitlines()[-1]
+
+
+def access_lines(out: str, fmt: str) -> list[tuple[str, int, str | None]]:
+    """(path, status, error) of each request's own access line in ``out``, but /healthz."""
     access: list[tuple[str, int, str | None]] = []
     for line in out.splitlines():
         if fmt == "json":
             fields = json.loads(line)
-            if fields["logger"] == "tophosts.access" and fields["path"] != "/healthz":
+            if (
+                fields["logger"] == "tophosts.access"
+                and fields.get("path", "/healthz") != "/healthz"
+            ):
                 access.append((fields["path"], fields["status"], fields.get("error")))
-        elif " INFO tophosts.access: " in line and " /healthz " not in line:
+        elif (
+            " INFO tophosts.access: " in line
+            and " /healthz " not in line
+            and " answered " not in line
+        ):
             message = line.split(" INFO tophosts.access: ", 1)[1]
             _, path, status, rest = message.split(" ", 3)
             error = rest.split(" error=", 1)[1] if " error=" in rest else None
             access.append((path, int(status), error))
-    # The 404's reason is in its body; the access line names the status alone.
-    assert access == [(p, s, e if s != 404 else None) for p, s, e in sent]
+    return access
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_by_default_a_real_server_logs_each_refusal_and_counts_the_rest_in_a_summary(
+    fmt: str,
+) -> None:
+    srv = Server("--log-format", fmt, "--max-tracked-hosts", "3")
+    sent = burst(srv.url, 500)
+    srv.proc.send_signal(signal.SIGTERM)  # the summary is written at shutdown
+    code, out = srv.stop()
+    assert code == 0
+    refused = [(p, s, e if s != 404 else None) for p, s, e in sent if s >= 400]
+    assert {s for _, s, _ in refused} == {400, 404, 429}
+    assert access_lines(out, fmt) == refused
+    answered = collections.Counter(f"POST {p} {s}" for p, s, _ in sent if s < 400)
+    assert set(answered) == {"POST /counter 200", "POST /counters 200"}
+    (summary,) = [line for line in out.splitlines() if " answered in " in line]
+    if fmt == "json":
+        fields = json.loads(summary)
+        answered["GET /healthz 200"] = fields["answered"]["GET /healthz 200"]
+        assert fields["answered"] == answered
+        assert fields["requests"] == sum(answered.values())
+    else:
+        # Most answered first, then by name.
+        health = int(summary.split("GET /healthz 200: ", 1)[1].split(",")[0].rstrip(")"))
+        answered["GET /healthz 200"] = health
+        seconds = summary.split(" answered in ", 1)[1].split("s (", 1)[0]
+        ranked = sorted(answered.items(), key=lambda item: (-item[1], item[0]))
+        assert summary.endswith(
+            f"INFO tophosts.access: {sum(answered.values())} requests answered in {seconds}s ("
+            + ", ".join(f"{route}: {n}" for route, n in ranked)
+            + ")"
+        )
+        assert 0 < float(seconds) < 60
     assert "Finished server process" in out.splitlines()[-1]
 
 

@@ -145,6 +145,8 @@ class TopHosts:
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
+            # Last at shutdown: the access lines and the summary of the requests served.
+            stack.callback(logs.flush)
             stack.push_async_callback(self.store.close)
             await stack.enter_async_context(self.metrics.flushing())
             snapshots = self.store.snapshots

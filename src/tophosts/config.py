@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from tophosts.logs import ACCESS_LOGS
 from tophosts.windows import duration
 
 ENV_PREFIX = "TOPHOSTS_"
@@ -36,6 +37,7 @@ class Settings:
     max_hosts: int = 10_000
     log_level: str = "info"
     log_format: str = "text"
+    access_log: str = "refused"
     snapshot: str = ""
     snapshot_interval: float = 10.0
     snapshot_ignore_corrupt: bool = False
@@ -273,6 +275,12 @@ SPECS: tuple[_Spec, ...] = (
         show=duration,
     ),
     _Spec("log_format", _choice("text", "json"), "text, or json for one JSON object a line", "FMT"),
+    _Spec(
+        "access_log",
+        _choice(*ACCESS_LOGS),
+        "at info: refused (a line per 4xx/5xx, a summary of the rest every 10 s) or all",
+        "WHICH",
+    ),
     _Spec("snapshot", _path, "file to keep the memory store in across restarts", "PATH"),
     _Spec("snapshot_interval", _seconds(0.1, 86400), "seconds between snapshots", "S"),
     _Spec(

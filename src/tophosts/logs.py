@@ -1,10 +1,18 @@
 """Logging: readable text by default, one JSON object a line with ``--log-format json``.
 
-Each request is one line on the ``tophosts.access`` logger at info level:
-method, path, status, duration and body sizes, and for a refused request the
-reason, never the body.
+Access lines go to the ``tophosts.access`` logger at info level: method, path,
+status, duration and body sizes, and for a refused request the reason, never
+the body. Which requests get a line is ``--access-log``:
 
-Through :mod:`logging`, that line cost about 17 µs per request, a third of a
+* ``refused`` (the default): every request answered 4xx or 5xx gets its line,
+  with its reason; the others are counted, by method, path and status, and
+  written as one summary line :data:`SUMMARY_SECONDS` after the first of them.
+  At 20k requests a second, a line each is 2 MB of log a second, and it cost
+  0.83-0.96 of the throughput in the bench (BENCHMARKS.md); the summary costs
+  a dict increment a request.
+* ``all``: a line for every request.
+
+Through :mod:`logging`, a line cost about 17 µs per request, a third of a
 single-event ``POST /counter``. So once :func:`configure` has set up the
 server's logging, :func:`request` only appends a tuple to a list; a timer on the
 event loop formats the pending lines about every 100 ms (:data:`FLUSH_SECONDS`)
@@ -13,7 +21,7 @@ prefix computed once per second, and writes them to the same stream with one
 ``write()``. They are also written before any other log record (so the order
 holds), when :data:`MAX_PENDING` are waiting, and at exit. A line so reaches the
 log up to ~100 ms after its request; a hard crash (``kill -9``) loses the lines
-of the last ~100 ms.
+of the last ~100 ms, and the counts since the last summary.
 """
 
 from __future__ import annotations
@@ -35,6 +43,11 @@ FLUSH_SECONDS = 0.1
 """Most seconds an access line waits before it is written (while the loop runs)."""
 MAX_PENDING = 10_000
 """Access lines held at most; one more writes them at once."""
+SUMMARY_SECONDS = 10.0
+"""With ``--access-log refused``: seconds from the first request a summary counts to the
+summary's line."""
+ACCESS_LOGS = ("refused", "all")
+"""The choices of ``--access-log``: which requests get a line of their own."""
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _MESSAGE = "%s %s %d %.2fms in=%dB out=%dB"
@@ -96,11 +109,17 @@ class Handler(logging.StreamHandler[TextIO]):
 class AccessLines:
     """Access lines waiting to be written, and how to write them."""
 
-    def __init__(self, handler: Handler, fmt: str) -> None:
+    def __init__(self, handler: Handler, fmt: str, every: bool = True) -> None:
         self.handler = handler
         self.json = fmt == "json"
+        self.every = every  # a line for every request, or for the refused ones only
         self.pending: list[Line] = []
         self.timer: asyncio.TimerHandle | None = None
+        # With every=False: the requests answered < 400 since the last summary,
+        # by (method, path, status); and when the first of them came.
+        self.counts: dict[tuple[str, str, int], int] = {}
+        self.counted_since = 0.0
+        self.summary_timer: asyncio.TimerHandle | None = None
         self.thread = 0  # the thread whose event loop serves the requests
         self._encoder = msgspec.json.Encoder()
         self._second = -1
@@ -117,6 +136,46 @@ class AccessLines:
         if self.timer is not None:
             self.timer.cancel()
         self.timer = loop.call_later(FLUSH_SECONDS, self.flush)
+
+    def count(self, method: str, path: str, status: int) -> None:
+        """Count an answered request for the next summary."""
+        key = (method, path, status)
+        counts = self.counts
+        if key in counts:
+            counts[key] += 1
+            return
+        counts[key] = 1
+        if len(counts) == 1:
+            self.counted_since = time.monotonic()
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self.summarize()
+                return
+            self.thread = threading.get_ident()
+            self.summary_timer = loop.call_later(SUMMARY_SECONDS, self.summarize)
+
+    def summarize(self) -> None:
+        """Write the summary of the requests counted so far (after the pending lines)."""
+        if self.summary_timer is not None:
+            self.summary_timer.cancel()
+            self.summary_timer = None
+        counts = self.counts
+        if not counts:
+            return
+        self.counts = {}
+        seconds = time.monotonic() - self.counted_since
+        ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+        answered = {f"{method} {path} {status}": n for (method, path, status), n in ranked}
+        total = sum(counts.values())
+        access.info(
+            "%d %s answered in %.1fs (%s)",
+            total,
+            "request" if total == 1 else "requests",
+            seconds,
+            ", ".join(f"{route}: {n}" for route, n in answered.items()),
+            extra={"requests": total, "seconds": round(seconds, 3), "answered": answered},
+        )
 
     def flush(self) -> None:
         """Format every pending line and write them with one ``write()``."""
@@ -199,17 +258,19 @@ _lines: AccessLines | None = None
 
 
 def flush() -> None:
-    """Write the access lines still pending (at exit, say)."""
+    """Write the access lines still pending, and the summary of the counted (at exit, say)."""
     if _lines is not None:
         _lines.flush()
+        _lines.summarize()
 
 
 atexit.register(flush)
 
 
-def configure(level: str, fmt: str, stream: TextIO | None = None) -> None:
+def configure(level: str, fmt: str, stream: TextIO | None = None, access_log: str = "all") -> None:
     """Route every logger, uvicorn's included, through one handler on ``stream`` (stderr),
-    and the access lines through :class:`AccessLines` to the same stream."""
+    and the access lines through :class:`AccessLines` to the same stream; ``access_log``
+    is one of :data:`ACCESS_LOGS`."""
     global _lines
     flush()
     handler = Handler(stream or sys.stderr)
@@ -223,7 +284,7 @@ def configure(level: str, fmt: str, stream: TextIO | None = None) -> None:
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
-    _lines = AccessLines(handler, fmt)
+    _lines = AccessLines(handler, fmt, every=access_log == "all")
 
 
 def request(
@@ -237,11 +298,15 @@ def request(
 ) -> None:
     """Log one answered request; callers check ``access.isEnabledFor(logging.INFO)`` first.
 
-    Once :func:`configure` ran, the line is queued (see the module docstring);
-    before, it goes through :mod:`logging` as a record with the fields as extras.
+    Once :func:`configure` ran, the line is queued, or with ``--access-log refused`` a
+    request answered below 400 is counted for the summary (see the module docstring);
+    before, every request goes through :mod:`logging` as a record with the fields as extras.
     """
     lines = _lines
     if lines is not None:
+        if status < 400 and not lines.every:
+            lines.count(method, path, status)
+            return
         pending = lines.pending
         pending.append((time.time(), method, path, status, seconds, bytes_in, bytes_out, error))
         if len(pending) == 1:

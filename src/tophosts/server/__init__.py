@@ -54,7 +54,7 @@ def serve(settings: config.Settings, metrics: Metrics | None = None) -> int:
     the bench's metrics-cost comparison hands a :class:`tophosts.metrics.NullMetrics`)."""
     import uvicorn
 
-    logs.configure(settings.log_level, settings.log_format)
+    logs.configure(settings.log_level, settings.log_format, access_log=settings.access_log)
     store = redact(settings.store)
     if settings.store != "memory":
         from tophosts.store.redis import describe
@@ -66,7 +66,7 @@ def serve(settings: config.Settings, metrics: Metrics | None = None) -> int:
         app = _build(settings, metrics)
     log.info(
         "tophosts %s serving on http://%s:%d store=%s workers=%d top=%d max-skew=%ds snapshot=%s "
-        "retention=%s history-top=%d",
+        "retention=%s history-top=%d access-log=%s",
         __version__,
         settings.host,
         settings.port,
@@ -77,6 +77,7 @@ def serve(settings: config.Settings, metrics: Metrics | None = None) -> int:
         settings.snapshot or "off",
         duration(settings.retention),
         settings.history_top,
+        settings.access_log if logs.access.isEnabledFor(logging.INFO) else "off",
     )
     warning = exposure_warning(settings)
     if warning:
@@ -120,7 +121,7 @@ def worker_app() -> TopHosts:
     """The app of one ``--workers`` process: uvicorn imports and calls this factory in
     each worker, which gets its settings as ``TOPHOSTS_*`` variables (``Settings.environ``)."""
     settings = config.resolve(None, os.environ)
-    logs.configure(settings.log_level, settings.log_format)
+    logs.configure(settings.log_level, settings.log_format, access_log=settings.access_log)
     return _build(settings)
 
 
