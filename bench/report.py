@@ -236,24 +236,29 @@ def _redis_targets(results: Results) -> list[Row]:
 def _accesslog_targets(results: Results) -> list[Row]:
     """Issue 11, defect 15: throughput at the default log level against no access log."""
     row = _find(results.get("accesslog", ()), target="tophosts-accesslog")
-    if not row or row.get("share_paired") is None:
+    if not row or row.get("share_together") is None:
         return []
-    others = [
-        f"; {label} {other['share_paired']:.2f}"
+
+    def shares(row: Row) -> str:
+        return f"{row['share_together']:.2f} at once, {row['share_paired']:.2f} in turn"
+
+    others = "".join(
+        f"; {label}: {shares(other)}"
         for target, label in (
             ("tophosts-accesslog-all", "--access-log all"),
-            ("tophosts-again", "a second warning server (noise floor)"),
+            ("tophosts-again", "a second warning server (the noise)"),
         )
-        if (other := _find(results["accesslog"], target=target)) and other.get("share_paired")
-    ]
-    was = "".join(others)
+        if (other := _find(results["accesslog"], target=target)) and other.get("share_together")
+    )
+    # Judged on the runs at once: in turn, the noise between rounds is wider than the target.
     return [
         _target(
-            f"access log at --log-level info, single-event ingest, {row['connections']} conns",
+            f"access log as make run starts it (info, --access-log refused), single-event "
+            f"ingest, {row['connections']} conns",
             f">= {ACCESSLOG_SHARE} of --log-level warning",
-            f"{row['share_paired']:.2f} (paired rounds; medians {row['share']:.2f}, per CPU-s "
-            f"{row['share_cpu']:.2f}){was}",
-            row["share_paired"] >= ACCESSLOG_SHARE and row["non2xx"] == 0,
+            f"{shares(row)} (per CPU-s of runs at once on one core; median ratio of runs in "
+            f"turn){others}",
+            row["share_together"] >= ACCESSLOG_SHARE and row["non2xx"] == 0,
         )
     ]
 
@@ -323,7 +328,7 @@ def headline(results: Results) -> dict[str, float]:
         cost = get("instructions", "metrics_cost_pct", target="tophosts", load=load)
         if cost is not None:
             out[f"metrics_cost_instructions_pct_{load}"] = cost
-    share = get("accesslog", "share_paired", target="tophosts-accesslog")
+    share = get("accesslog", "share_together", target="tophosts-accesslog")
     if share is not None:
         out["accesslog_info_vs_warning"] = share
     for conns in sorted({r["connections"] for r in results.get("redis", ())}):
@@ -454,6 +459,7 @@ COLUMNS: dict[str, list[tuple[str, str]]] = {
         ("non2xx", "non-2xx"),
         ("access_lines", "lines logged"),
         ("summary_lines", "summaries"),
+        ("share_together", "vs warning at once"),
         ("share_paired", "vs warning"),
         ("share", "vs warning (medians)"),
         ("share_cpu", "vs warning per CPU-s"),

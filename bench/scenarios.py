@@ -376,7 +376,7 @@ class Bench:
         if "instructions" in chosen:
             count += len(INSTR_TARGETS) * self.plan.instr_rounds
         if "accesslog" in chosen:
-            count += len(ACCESSLOG_TARGETS) * self.plan.accesslog_rounds
+            count += (len(ACCESSLOG_TARGETS) + 1) * self.plan.accesslog_rounds
         if "limits" in chosen:
             plan = self.plan
             per_cap = 2 * len(plan.limit_levels) + 1  # fills, timings, the 429s
@@ -677,6 +677,7 @@ class Bench:
         load = Load("POST", "/counter", self.plan.metrics_connections, singles(seed=18))
         rounds = self.plan.accesslog_rounds
         rows = self._rounds(servers, load, "accesslog", rounds, alternate=True, short=True)
+        together = self._together(servers, load, rounds)
         quiet = rows["tophosts"]
         time.sleep(3 * FLUSH_SECONDS)  # the last run's lines reach the log
         for target, row in rows.items():
@@ -684,14 +685,45 @@ class Bench:
             log = server.log_text()
             row["access_lines"] = log.count(" INFO tophosts.access: POST /counter ")
             row["summary_lines"] = log.count(" requests answered in ")
+            row["together_rps_per_cpu_s_rounds"] = together[target]
             if target != "tophosts":
                 row["share"] = _share(row["rps"], quiet["rps"])
                 row["share_paired"] = _paired_share(row["rps_rounds"], quiet["rps_rounds"])
                 row["share_cpu"] = _share(row["rps_per_cpu_s"], quiet["rps_per_cpu_s"])
+                row["share_together"] = _paired_share(together[target], together["tophosts"])
             level = "info" if target.startswith("tophosts-accesslog") else "warning"
             self.results["accesslog"].append(
                 {"target": target, "log_level": level, "connections": load.connections, **row}
             )
+
+    def _together(
+        self, servers: list[Server], load: Load, rounds: int
+    ) -> dict[Target, list[float]]:
+        """Requests per CPU-second of each server in ``rounds`` runs where all of them
+        are loaded at once, each by its own load generator, sharing the one server
+        CPU: a neighbour, or the machine slowing down, then hits them all alike.
+
+        Run one after another, rounds of the same server differ by ±20% on this
+        machine; side by side in one run, they agree within a few percent.
+        """
+        out: dict[Target, list[float]] = {server.target: [] for server in servers}
+        seconds = self.plan.short_runs or self.plan.seconds
+        for n in range(rounds):
+            self.step(f"accesslog: all {len(servers)} at once, round {n + 1}/{rounds}")
+            self._quiet()
+            before = [server.cpu_seconds() for server in servers]
+            with ThreadPoolExecutor(len(servers)) as pool:
+                runs = pool.map(lambda s: self._load(s.port, load, seconds), servers)
+                results = list(runs)
+            for server, result, cpu in zip(servers, results, before, strict=True):
+                used = server.cpu_seconds() - cpu
+                out[server.target].append(round(result.requests / used) if used > 0 else 0.0)
+        return out
+
+    def _load(self, port: int, load: Load, seconds: float) -> LoadResult:
+        if self.plan.short_runs:
+            return AsyncioLoad().run(port, [load], seconds)[0]
+        return self.gen.run(port, [load], int(seconds))[0]
 
     # -- 7. redis: the shared store, one and two workers -----------------------------
 

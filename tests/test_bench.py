@@ -126,9 +126,11 @@ def check_accesslog(doc: dict[str, Any]) -> None:
         else:
             assert row["log_level"] == "warning"
             assert (row["access_lines"], row["summary_lines"]) == (0, 0)
+        assert len(row["together_rps_per_cpu_s_rounds"]) == 1
         if target != "tophosts":
             assert isinstance(row["share_paired"], float)
-    [target] = [t for t in doc["targets"] if t["figure"].startswith("access log at")]
+            assert isinstance(row["share_together"], float)
+    [target] = [t for t in doc["targets"] if t["figure"].startswith("access log as make run")]
     assert target["target"] == ">= 0.9 of --log-level warning"
     assert "accesslog_info_vs_warning" in doc["headline"]
 

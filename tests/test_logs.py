@@ -15,9 +15,12 @@ import httpx
 import pytest
 from starlette.testclient import TestClient
 
-from tests.support.clock import T0
+from tests.support.clock import T0, FakeClock
 from tests.support.servers import Server
+from tests.support.wait import until
 from tophosts import logs
+from tophosts.app import create_app
+from tophosts.config import Settings
 from tophosts.logs import JsonFormatter
 from tophosts.windows import Window, past
 
@@ -232,64 +235,57 @@ def test_without_a_running_loop_a_line_is_written_at_once(configured: None) -> N
     assert json.loads(stream.getvalue())["message"] == "GET /stats 200 2.00ms in=0B out=30B"
 
 
-def test_refused_mode_writes_refusals_and_a_summary_of_the_rest_after_its_interval(
+def test_a_summary_line_counts_what_was_answered_below_400_since_the_last(
+    configured: None,
+) -> None:
+    stream = io.StringIO()
+    logs.configure("info", "json", stream, access_log="refused")
+    counts: dict[str, dict[int, int]] = {"/counter": {200: 5, 429: 2}}
+    summary = logs.Summary(counts)  # what was counted before is not summarized
+    counts["/counter"][200] += 3
+    counts["/counter"][400] = 7  # refused: each has its own line
+    counts["/stats"] = {200: 3}
+    counts["/dashboard"] = {304: 3}
+    summary()
+    summary()  # nothing new: no line
+    counts["/stats"][200] += 1
+    summary()
+    first, second = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert first["logger"] == "tophosts.access"
+    assert first["answered"] == {"/counter 200": 3, "/dashboard 304": 3, "/stats 200": 3}
+    assert list(first["answered"]) == ["/counter 200", "/dashboard 304", "/stats 200"]
+    assert first["requests"] == 9
+    assert first["message"].startswith("9 requests answered in ")
+    assert first["message"].endswith("s (/counter 200: 3, /dashboard 304: 3, /stats 200: 3)")
+    assert (second["answered"], second["requests"]) == ({"/stats 200": 1}, 1)
+    assert second["message"].startswith("1 request answered in ")
+
+
+def test_by_default_the_app_logs_refusals_and_a_summary_every_interval(
     configured: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(logs, "SUMMARY_SECONDS", 0.2)
-    stream = CountingStream()
+    stream = io.StringIO()
     logs.configure("info", "text", stream, access_log="refused")
-    written: list[list[str]] = []
-
-    async def until(text: str) -> None:
-        started = time.monotonic()
-        while text not in stream.getvalue():
-            assert time.monotonic() - started < 5
-            await asyncio.sleep(0.005)
-        written.append([line.split(": ", 1)[1] for line in stream.getvalue().splitlines()])
-
-    async def run() -> None:
+    app = create_app(Settings(), clock=FakeClock())
+    with TestClient(app) as client:
         started = time.monotonic()
         for _ in range(3):
-            logs.request("POST", "/counter", 200, 0.0001, 45, 15)
-        logs.request("POST", "/counter", 400, 0.0001, 3, 60, "bad body")
-        logs.request("GET", "/stats", 200, 0.0001, 0, 30)
-        logs.request("GET", "/dashboard", 304, 0.0001, 0, 0)
-        await until("bad body")
-        assert "answered" not in stream.getvalue()  # not before its interval
-        await until("answered")
+            client.post("/counter", json={"timestamp": PAST_MINUTE, "a.com": 1})
+        client.post("/counter", json={"timestamp": PAST_MINUTE})
+        client.get("/stats?stats_type=hour")
+        until(lambda: " answered in " in stream.getvalue(), timeout=5)
         assert time.monotonic() - started >= 0.2
-        logs.request("GET", "/stats", 200, 0.0001, 0, 30)
-        logs.request("POST", "/counters", 503, 0.0001, 0, 30, "store unavailable")
-        await until("1 request answered")
-
-    asyncio.run(run())
-    first, summary, last = written
-    assert first == ["POST /counter 400 0.10ms in=3B out=60B error=bad body"]
-    assert summary[0] == first[0]
-    assert summary[1].startswith("5 requests answered in 0.2")
-    assert summary[1].endswith("s (POST /counter 200: 3, GET /dashboard 304: 1, GET /stats 200: 1)")
-    assert last[2] == "POST /counters 503 0.10ms in=0B out=30B error=store unavailable"
-    assert last[3].startswith("1 request answered in 0.2")
-    assert last[3].endswith("s (GET /stats 200: 1)")
-    assert len(last) == 4
-
-
-def test_refused_mode_writes_its_summary_at_flush_as_json(configured: None) -> None:
-    stream = io.StringIO()
-    logs.configure("info", "json", stream, access_log="refused")
-
-    async def run() -> None:
-        for _ in range(2):
-            logs.request("GET", "/stats", 200, 0.0001, 0, 30)
-        logs.request("POST", "/counter", 429, 0.0001, 3, 60, "too many hosts")
-
-    asyncio.run(run())
-    logs.flush()  # at shutdown
-    refusal, summary = (json.loads(line) for line in stream.getvalue().splitlines())
-    assert (refusal["status"], refusal["error"]) == (429, "too many hosts")
-    assert summary["answered"] == {"GET /stats 200": 2}
-    assert summary["requests"] == 2
-    assert summary["message"].startswith("2 requests answered in ")
+    lines = [
+        line.split(": ", 1)[1]
+        for line in stream.getvalue().splitlines()
+        if " tophosts.access: " in line
+    ]
+    refusal, summary = lines
+    assert refusal.startswith("POST /counter 400 ")
+    assert "error=an event needs at least one host besides the timestamp; " in refusal
+    assert summary.startswith("4 requests answered in 0.")
+    assert summary.endswith("s (/counter 200: 3, /stats 200: 1)")
 
 
 # -- a real server ----------------------------------------------------------------------
@@ -321,7 +317,7 @@ def test_a_real_server_logs_start_up_and_json_request_lines() -> None:
     assert not [line for line in lines if line.get("path") == "/healthz"]
     (summary,) = [line for line in lines if "answered" in line]
     assert summary["logger"] == "tophosts.access"
-    assert summary["answered"] == {"GET /healthz 200": summary["requests"]}
+    assert summary["answered"] == {"/healthz 200": summary["requests"]}
     assert summary["requests"] >= 1
 
 
@@ -401,18 +397,18 @@ def test_by_default_a_real_server_logs_each_refusal_and_counts_the_rest_in_a_sum
     refused = [(p, s, e if s != 404 else None) for p, s, e in sent if s >= 400]
     assert {s for _, s, _ in refused} == {400, 404, 429}
     assert access_lines(out, fmt) == refused
-    answered = collections.Counter(f"POST {p} {s}" for p, s, _ in sent if s < 400)
-    assert set(answered) == {"POST /counter 200", "POST /counters 200"}
+    answered = collections.Counter(f"{p} {s}" for p, s, _ in sent if s < 400)
+    assert set(answered) == {"/counter 200", "/counters 200"}
     (summary,) = [line for line in out.splitlines() if " answered in " in line]
     if fmt == "json":
         fields = json.loads(summary)
-        answered["GET /healthz 200"] = fields["answered"]["GET /healthz 200"]
+        answered["/healthz 200"] = fields["answered"]["/healthz 200"]
         assert fields["answered"] == answered
         assert fields["requests"] == sum(answered.values())
     else:
         # Most answered first, then by name.
-        health = int(summary.split("GET /healthz 200: ", 1)[1].split(",")[0].rstrip(")"))
-        answered["GET /healthz 200"] = health
+        health = int(summary.split("/healthz 200: ", 1)[1].split(",")[0].rstrip(")"))
+        answered["/healthz 200"] = health
         seconds = summary.split(" answered in ", 1)[1].split("s (", 1)[0]
         ranked = sorted(answered.items(), key=lambda item: (-item[1], item[0]))
         assert summary.endswith(

@@ -139,14 +139,17 @@ class TopHosts:
             seconds = perf_counter() - started
             path = scope["path"]
             self.metrics.request(routes.label(path), status, seconds)
-            if logs.access.isEnabledFor(logging.INFO):
+            if logs.wanted(status):
                 logs.request(scope["method"], path, status, seconds, content_length(scope), sent)
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
-            # Last at shutdown: the access lines and the summary of the requests served.
+            # Last at shutdown: the access lines, after the final summary of the requests.
             stack.callback(logs.flush)
+            if not logs.every and logs.access.isEnabledFor(logging.INFO):
+                summary = logs.Summary(self.metrics.requests.figures.counts)
+                await stack.enter_async_context(background.every(logs.SUMMARY_SECONDS, summary))
             stack.push_async_callback(self.store.close)
             await stack.enter_async_context(self.metrics.flushing())
             snapshots = self.store.snapshots

@@ -9,7 +9,6 @@ but looking for the header in the scan that checks the Content-Length.
 
 from __future__ import annotations
 
-import logging
 from functools import partial
 from time import perf_counter
 from typing import Any
@@ -119,7 +118,7 @@ class Ingest:
             out = len(_EXPIRED_BODY)
         seconds = perf_counter() - started
         metrics.request("/counter", 200, seconds)
-        if logs.access.isEnabledFor(logging.INFO):
+        if logs.wanted(200):
             logs.request("POST", "/counter", 200, seconds, len(body), out)
         return None
 
@@ -213,7 +212,7 @@ class Ingest:
             out = len(_EXPIRED_BODY)
         seconds = perf_counter() - started
         metrics.request("/counter", 200, seconds)
-        if logs.access.isEnabledFor(logging.INFO):
+        if logs.wanted(200):
             logs.request("POST", "/counter", 200, seconds, len(body), out)
         return None
 
@@ -280,5 +279,5 @@ class Ingest:
         out = await send_json(send, status, payload, headers)
         seconds = perf_counter() - started
         self.metrics.request(self.route, status, seconds)
-        if logs.access.isEnabledFor(logging.INFO):
+        if logs.wanted(status):
             logs.request("POST", self.route, status, seconds, len(body), out, error)

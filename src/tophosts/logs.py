@@ -5,11 +5,10 @@ status, duration and body sizes, and for a refused request the reason, never
 the body. Which requests get a line is ``--access-log``:
 
 * ``refused`` (the default): every request answered 4xx or 5xx gets its line,
-  with its reason; the others are counted, by method, path and status, and
-  written as one summary line :data:`SUMMARY_SECONDS` after the first of them.
-  At 20k requests a second, a line each is 2 MB of log a second, and it cost
-  0.83-0.96 of the throughput in the bench (BENCHMARKS.md); the summary costs
-  a dict increment a request.
+  with its reason; the others get no line, and every :data:`SUMMARY_SECONDS`
+  one summary line says how many were answered, by route and status
+  (:class:`Summary`, from the counts that ``/metrics`` exports). At 20k requests
+  a second, a line each is 2 MB of log a second (BENCHMARKS.md, "The access log").
 * ``all``: a line for every request.
 
 Through :mod:`logging`, a line cost about 17 µs per request, a third of a
@@ -33,6 +32,7 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any, TextIO
 
 import msgspec
@@ -44,8 +44,7 @@ FLUSH_SECONDS = 0.1
 MAX_PENDING = 10_000
 """Access lines held at most; one more writes them at once."""
 SUMMARY_SECONDS = 10.0
-"""With ``--access-log refused``: seconds from the first request a summary counts to the
-summary's line."""
+"""With ``--access-log refused``: seconds between summary lines (:class:`Summary`)."""
 ACCESS_LOGS = ("refused", "all")
 """The choices of ``--access-log``: which requests get a line of their own."""
 
@@ -109,17 +108,11 @@ class Handler(logging.StreamHandler[TextIO]):
 class AccessLines:
     """Access lines waiting to be written, and how to write them."""
 
-    def __init__(self, handler: Handler, fmt: str, every: bool = True) -> None:
+    def __init__(self, handler: Handler, fmt: str) -> None:
         self.handler = handler
         self.json = fmt == "json"
-        self.every = every  # a line for every request, or for the refused ones only
         self.pending: list[Line] = []
         self.timer: asyncio.TimerHandle | None = None
-        # With every=False: the requests answered < 400 since the last summary,
-        # by (method, path, status); and when the first of them came.
-        self.counts: dict[tuple[str, str, int], int] = {}
-        self.counted_since = 0.0
-        self.summary_timer: asyncio.TimerHandle | None = None
         self.thread = 0  # the thread whose event loop serves the requests
         self._encoder = msgspec.json.Encoder()
         self._second = -1
@@ -136,46 +129,6 @@ class AccessLines:
         if self.timer is not None:
             self.timer.cancel()
         self.timer = loop.call_later(FLUSH_SECONDS, self.flush)
-
-    def count(self, method: str, path: str, status: int) -> None:
-        """Count an answered request for the next summary."""
-        key = (method, path, status)
-        counts = self.counts
-        if key in counts:
-            counts[key] += 1
-            return
-        counts[key] = 1
-        if len(counts) == 1:
-            self.counted_since = time.monotonic()
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                self.summarize()
-                return
-            self.thread = threading.get_ident()
-            self.summary_timer = loop.call_later(SUMMARY_SECONDS, self.summarize)
-
-    def summarize(self) -> None:
-        """Write the summary of the requests counted so far (after the pending lines)."""
-        if self.summary_timer is not None:
-            self.summary_timer.cancel()
-            self.summary_timer = None
-        counts = self.counts
-        if not counts:
-            return
-        self.counts = {}
-        seconds = time.monotonic() - self.counted_since
-        ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
-        answered = {f"{method} {path} {status}": n for (method, path, status), n in ranked}
-        total = sum(counts.values())
-        access.info(
-            "%d %s answered in %.1fs (%s)",
-            total,
-            "request" if total == 1 else "requests",
-            seconds,
-            ", ".join(f"{route}: {n}" for route, n in answered.items()),
-            extra={"requests": total, "seconds": round(seconds, 3), "answered": answered},
-        )
 
     def flush(self) -> None:
         """Format every pending line and write them with one ``write()``."""
@@ -256,12 +209,61 @@ class AccessLines:
 
 _lines: AccessLines | None = None
 
+every = True
+"""Whether a request answered below 400 gets a line of its own: ``--access-log all``, and
+any process whose logging :func:`configure` did not set up."""
+
+
+def wanted(status: int) -> bool:
+    """Whether a request answered ``status`` gets an access line; ask before :func:`request`."""
+    return (every or status >= 400) and access.isEnabledFor(logging.INFO)
+
+
+class Summary:
+    """With ``--access-log refused``, called every :data:`SUMMARY_SECONDS`: one line of the
+    requests answered below 400 since the last call, if any, by route and status.
+
+    ``counts`` are the process's own request counts, the ones ``/metrics`` exports
+    (route -> status -> requests, cumulative, updated in place): the requests are
+    counted once, and a request that gets no line of its own costs nothing here.
+    """
+
+    def __init__(self, counts: Mapping[str, Mapping[int, int]]) -> None:
+        self.counts = counts
+        self.seen = self._answered()
+        self.since = time.monotonic()
+
+    def _answered(self) -> dict[str, int]:
+        return {
+            f"{route} {status}": n
+            for route, statuses in list(self.counts.items())
+            for status, n in list(statuses.items())
+            if status < 400
+        }
+
+    def __call__(self) -> None:
+        now, answered = time.monotonic(), self._answered()
+        new = [(key, n - self.seen.get(key, 0)) for key, n in answered.items()]
+        ranked = sorted(((key, n) for key, n in new if n > 0), key=lambda kv: (-kv[1], kv[0]))
+        seconds = now - self.since
+        self.seen, self.since = answered, now
+        if not ranked:
+            return
+        total = sum(n for _, n in ranked)
+        access.info(
+            "%d %s answered in %.1fs (%s)",
+            total,
+            "request" if total == 1 else "requests",
+            seconds,
+            ", ".join(f"{key}: {n}" for key, n in ranked),
+            extra={"requests": total, "seconds": round(seconds, 3), "answered": dict(ranked)},
+        )
+
 
 def flush() -> None:
-    """Write the access lines still pending, and the summary of the counted (at exit, say)."""
+    """Write the access lines still pending (at exit, say)."""
     if _lines is not None:
         _lines.flush()
-        _lines.summarize()
 
 
 atexit.register(flush)
@@ -271,7 +273,7 @@ def configure(level: str, fmt: str, stream: TextIO | None = None, access_log: st
     """Route every logger, uvicorn's included, through one handler on ``stream`` (stderr),
     and the access lines through :class:`AccessLines` to the same stream; ``access_log``
     is one of :data:`ACCESS_LOGS`."""
-    global _lines
+    global _lines, every
     flush()
     handler = Handler(stream or sys.stderr)
     if fmt == "json":
@@ -284,7 +286,8 @@ def configure(level: str, fmt: str, stream: TextIO | None = None, access_log: st
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
-    _lines = AccessLines(handler, fmt, every=access_log == "all")
+    _lines = AccessLines(handler, fmt)
+    every = access_log == "all"
 
 
 def request(
@@ -296,17 +299,13 @@ def request(
     bytes_out: int,
     error: str | None = None,
 ) -> None:
-    """Log one answered request; callers check ``access.isEnabledFor(logging.INFO)`` first.
+    """Log one answered request; callers check :func:`wanted` first.
 
-    Once :func:`configure` ran, the line is queued, or with ``--access-log refused`` a
-    request answered below 400 is counted for the summary (see the module docstring);
-    before, every request goes through :mod:`logging` as a record with the fields as extras.
+    Once :func:`configure` ran, the line is queued (see the module docstring);
+    before, it goes through :mod:`logging` as a record with the fields as extras.
     """
     lines = _lines
     if lines is not None:
-        if status < 400 and not lines.every:
-            lines.count(method, path, status)
-            return
         pending = lines.pending
         pending.append((time.time(), method, path, status, seconds, bytes_in, bytes_out, error))
         if len(pending) == 1:

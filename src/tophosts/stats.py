@@ -15,7 +15,6 @@ top ``--history-top`` hosts of each window for ``--retention`` after it froze.
 
 from __future__ import annotations
 
-import logging
 from time import perf_counter
 
 import msgspec
@@ -84,7 +83,7 @@ class Stats:
         await send({"type": "http.response.body", "body": body})
         seconds = perf_counter() - started
         self.metrics.request("/stats", 200, seconds)
-        if logs.access.isEnabledFor(logging.INFO):
+        if logs.wanted(200):
             logs.request("GET", "/stats", 200, seconds, content_length(scope), len(body))
 
     async def endpoint(self, request: Request) -> Response:
