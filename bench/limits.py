@@ -2,7 +2,9 @@
 
 * ``--max-tracked-hosts``: a window filled to 0%, 50%, 99% and 100% of the cap
   with batches of junk hosts, then single events for a known host (and, when
-  full, for a new host, which get 429), timed with the suite's load generator.
+  full, for a new host, which get 429). Each is timed at the same time as the
+  known host's events on a second server, whose hour holds the known host
+  alone: the reference, under the same machine at the same moment.
 * ``--max-hosts``: events at the limit (accepted) and one host over it (400).
 * ``--max-body``: bodies of exactly the limit (accepted) and one byte over (413).
 * The event loop's lag while a snapshot of many (host, window) pairs is written:
@@ -104,14 +106,50 @@ class Limits:
         body = self.plan.limit_max_body
         for n, cap in enumerate(self.plan.limit_caps):
             args = ["--max-tracked-hosts", str(cap), "--clock-offset", f"{offset:.3f}"]
-            with Server("tophosts", [*args, "--max-body", str(body)]) as server:
+            args += ["--max-body", str(body)]
+            # The reference: the same server with an empty store but for the known
+            # host, timed at the same time as the filling one, each level.
+            with Server("tophosts", args) as server, Server("tophosts", args) as reference:
                 if n == 0:
                     # In the past hour, so that the current one stays empty for the
                     # first level; these need no more than 10,001 hosts tracked.
                     self.max_hosts(server, clock)
                     self.max_body(server, body, clock)
-                self.tracked(server, cap, clock)
+                self.tracked(server, reference, cap, clock)
         self.snapshot_lag(offset)
+
+    def _time_beside(
+        self,
+        server: Server,
+        bodies: Sequence[bytes],
+        status: int,
+        reference: Server,
+        known: list[bytes],
+        label: str,
+    ) -> Row:
+        """``bodies`` timed on ``server`` while ``reference`` takes ``known`` (a known host's
+        events) at the same time (:meth:`Bench.at_once`); the row of ``server``, and the
+        ratio of its CPU per request to the reference's in that same run."""
+        self.bench.step(label)
+        for port, sent, expected in ((server.port, bodies, status), (reference.port, known, 200)):
+            for body in {*sent}:
+                _expect(port, body, expected)
+        loads = [(server, Load("POST", "/counter", CONNECTIONS, bodies))]
+        loads.append((reference, Load("POST", "/counter", CONNECTIONS, known)))
+        (result, used), (ref, ref_used) = self.bench.at_once(loads)
+        from bench.scenarios import load_row
+
+        row = load_row(result)
+        cpu_us = round(used / result.requests * 1e6, 1) if result.requests else None
+        ref_us = round(ref_used / ref.requests * 1e6, 1) if ref.requests else None
+        return {
+            **row,
+            "cpu_us": cpu_us,
+            "wall_us": round(1e6 / row["rps"], 1) if row["rps"] else None,
+            "reference_cpu_us": ref_us,
+            "reference_non2xx": ref.non2xx,
+            "ratio": _ratio(cpu_us, ref_us),
+        }
 
     def _time(self, server: Server, bodies: Sequence[bytes], label: str, status: int) -> Row:
         """A timed ``POST /counter`` load of ``bodies``, each first checked to get ``status``."""
@@ -127,10 +165,11 @@ class Limits:
 
     # -- --max-tracked-hosts --------------------------------------------------------
 
-    def tracked(self, server: Server, cap: int, clock: Clock) -> None:
-        """Fill the current hour level by level; time a known host's events at each."""
+    def tracked(self, server: Server, reference: Server, cap: int, clock: Clock) -> None:
+        """Fill the current hour level by level; time a known host's events at each, beside
+        the same events on ``reference``, whose hour holds the known host alone."""
+        _post_event(reference.port, _counters([_event(clock.fill_span()[0], KNOWN)]))
         filled = 0  # distinct hosts in the hour, the known one included
-        reference: float | None = None
         for level in self.plan.limit_levels:
             target = cap * level // 100
             if target > filled:
@@ -145,15 +184,9 @@ class Limits:
 
                 post_all(server.port, junk_batches(first, fresh, *clock.fill_span()))
                 filled = target
-            stamp = clock.now() - 5
-            row = self._time(
-                server,
-                [_event(stamp, KNOWN)],
-                f"limits: a known host's events at {level}% of {cap:,}",
-                200,
-            )
-            if level == 0:
-                reference = row["cpu_us"]
+            known = [_event(clock.now() - 5, KNOWN)]
+            label = f"limits: a known host's events at {level}% of {cap:,}, and empty"
+            row = self._time_beside(server, known, 200, reference, known, label)
             self.rows.append(
                 {
                     "limit": "max-tracked-hosts",
@@ -162,12 +195,13 @@ class Limits:
                     "level_pct": level,
                     "expected_status": 200,
                     **row,
-                    "ratio": _ratio(row["cpu_us"], reference),
                 }
             )
         if filled >= cap:
             news = [_event(clock.now() - 5, f"new{i}.example") for i in range(64)]
-            row = self._time(server, news, f"limits: new hosts' events at 100% of {cap:,}", 429)
+            known = [_event(clock.now() - 5, KNOWN)]
+            label = f"limits: new hosts' events at 100% of {cap:,}, and known ones, empty"
+            row = self._time_beside(server, news, 429, reference, known, label)
             self.rows.append(
                 {
                     "limit": "max-tracked-hosts",
@@ -176,7 +210,6 @@ class Limits:
                     "level_pct": 100,
                     "expected_status": 429,
                     **row,
-                    "ratio": _ratio(row["cpu_us"], reference),
                 }
             )
 
@@ -325,6 +358,9 @@ class Limits:
                 "p50_ms": round(pct(ms, 50), 3),
                 "p99_ms": round(pct(ms, 99), 3),
                 "max_ms": round(ms[-1], 3) if ms else None,
+                # Answers slower than the stall limit: the machine's outliers hit
+                # both servers; a snapshot that held the loop would add one each.
+                "over_limit": sum(1 for m in ms if m > LAG_LIMIT_MS),
                 "rss_mb": _rounded(rss[key]),
             }
             if key == "on":
@@ -462,17 +498,22 @@ def summary(rows: Sequence[Row]) -> list[dict[str, Any]]:
     off = next((r for r in rows if r["limit"] == "snapshot" and r["case"].endswith("off")), None)
     if on and off:
         stall = on.get("fork_ms_max")
-        extra = on["max_ms"] - off["max_ms"]
+        # The fork is what holds the loop (the server times it). A single slowest
+        # answer is the machine's as often as not (27.5 ms without snapshots in one
+        # trial), so the answers over the limit are counted, with against without.
+        extra = on["over_limit"] - off["over_limit"]
         out.append(
             {
                 "figure": f"event-loop lag while {on['pairs']:,} pairs are snapshotted",
                 "target": f"no stall over {LAG_LIMIT_MS:.0f} ms",
-                "measured": f"max {on['max_ms']:.1f} ms with, {off['max_ms']:.1f} ms without; "
-                f"fork at most {stall} ms over {on['snapshots']} snapshots",
+                "measured": f"fork at most {stall} ms over {on['snapshots']} snapshots; "
+                f"answers over {LAG_LIMIT_MS:.0f} ms: {on['over_limit']} with, "
+                f"{off['over_limit']} without (of {on['requests']:,} and {off['requests']:,}); "
+                f"slowest {on['max_ms']:.1f} ms with, {off['max_ms']:.1f} ms without",
                 "met": bool(on["snapshots"])
                 and stall is not None
                 and stall <= LAG_LIMIT_MS
-                and extra <= LAG_LIMIT_MS,
+                and extra <= 1,
             }
         )
     return out

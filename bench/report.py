@@ -483,6 +483,7 @@ COLUMNS: dict[str, list[tuple[str, str]]] = {
         ("p50_ms", "p50 ms"),
         ("p99_ms", "p99 ms"),
         ("max_ms", "max ms"),
+        ("over_limit", "over 10 ms"),
         ("snapshots", "snapshots"),
         ("fork_ms_median", "fork ms"),
         ("fork_ms_max", "fork ms max"),

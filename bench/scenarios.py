@@ -707,18 +707,35 @@ class Bench:
         machine; side by side in one run, they agree within a few percent.
         """
         out: dict[Target, list[float]] = {server.target: [] for server in servers}
-        seconds = self.plan.short_runs or self.plan.seconds
         for n in range(rounds):
             self.step(f"accesslog: all {len(servers)} at once, round {n + 1}/{rounds}")
-            self._quiet()
-            before = [server.cpu_seconds() for server in servers]
-            with ThreadPoolExecutor(len(servers)) as pool:
-                runs = pool.map(lambda s: self._load(s.port, load, seconds), servers)
-                results = list(runs)
-            for server, result, cpu in zip(servers, results, before, strict=True):
-                used = server.cpu_seconds() - cpu
+            runs = self.at_once([(server, load) for server in servers])
+            for server, (result, used) in zip(servers, runs, strict=True):
                 out[server.target].append(round(result.requests / used) if used > 0 else 0.0)
         return out
+
+    def at_once(self, runs: list[tuple[Server, Load]]) -> list[tuple[LoadResult, float]]:
+        """Each server under its own load, all at the same time, after a warm-up the same
+        way: each one's result and server CPU seconds. They share the server CPU, so
+        whatever slows the machine slows them alike: their CPU per request compares.
+        """
+        seconds = self.plan.short_runs or self.plan.seconds
+        self._quiet()
+
+        def run(pairs: list[tuple[Server, Load]], seconds: float) -> list[LoadResult]:
+            with ThreadPoolExecutor(len(pairs)) as pool:
+                return list(
+                    pool.map(lambda pair: self._load(pair[0].port, pair[1], seconds), pairs)
+                )
+
+        if self.plan.warmup and not self.plan.short_runs:
+            run(runs, self.plan.warmup)
+        before = [server.cpu_seconds() for server, _ in runs]
+        results = run(runs, seconds)
+        return [
+            (result, server.cpu_seconds() - cpu)
+            for (server, _), result, cpu in zip(runs, results, before, strict=True)
+        ]
 
     def _load(self, port: int, load: Load, seconds: float) -> LoadResult:
         if self.plan.short_runs:
