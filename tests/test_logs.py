@@ -15,6 +15,7 @@ import httpx
 import pytest
 from starlette.testclient import TestClient
 
+from tests.conftest import MakeClient
 from tests.support.clock import T0, FakeClock
 from tests.support.servers import Server
 from tests.support.wait import until
@@ -59,6 +60,24 @@ def test_refused_ingest_logs_the_reason_not_the_body(
     assert record.getMessage().startswith("POST /counters 400 ")
     assert "at least one host" in record.getMessage()
     assert "secret.example" not in caplog.text
+
+
+def test_a_refusal_outside_the_fast_lane_is_logged_with_the_reason_its_body_gives(
+    make_client: MakeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = make_client(ingest_token="s3cret")
+    with caplog.at_level(logging.INFO, "tophosts.access"):
+        answers = [
+            client.post("/counter", json={"timestamp": PAST_MINUTE, "a.com": 1}),
+            client.get("/nope"),
+            client.delete("/stats"),
+        ]
+    assert [a.status_code for a in answers] == [401, 404, 405]
+    records = access_records(caplog)
+    assert [r.__dict__["status"] for r in records] == [401, 404, 405]
+    for record, answer in zip(records, answers, strict=True):
+        assert record.__dict__["error"] == answer.json()["error"]
+        assert record.getMessage().endswith(" error=" + answer.json()["error"])
 
 
 def test_no_request_lines_above_info(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
@@ -356,8 +375,7 @@ def test_a_real_server_writes_every_line_of_a_burst_in_order_and_the_refusals_re
     assert code == 0
     statuses = {status for _, status, _ in sent}
     assert statuses == {200, 400, 404, 429}
-    # The 404's reason is in its body; the access line names the status alone.
-    assert access_lines(out, fmt) == [(p, s, e if s != 404 else None) for p, s, e in sent]
+    assert access_lines(out, fmt) == sent
     assert "Finished server process" in out.splitlines()[-1]
 
 
@@ -394,7 +412,7 @@ def test_by_default_a_real_server_logs_each_refusal_and_counts_the_rest_in_a_sum
     srv.proc.send_signal(signal.SIGTERM)  # the summary is written at shutdown
     code, out = srv.stop()
     assert code == 0
-    refused = [(p, s, e if s != 404 else None) for p, s, e in sent if s >= 400]
+    refused = [(p, s, e) for p, s, e in sent if s >= 400]
     assert {s for _, s, _ in refused} == {400, 404, 429}
     assert access_lines(out, fmt) == refused
     answered = collections.Counter(f"{p} {s}" for p, s, _ in sent if s < 400)

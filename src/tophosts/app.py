@@ -23,7 +23,16 @@ from starlette.routing import Route as StarletteRoute
 from starlette.staticfiles import StaticFiles
 
 from tophosts import background, logs, openapi, routes, snapshot
-from tophosts.asgi import ASGIApp, Message, Receive, Scope, Send, content_length, send_json
+from tophosts.asgi import (
+    ASGIApp,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    content_length,
+    error_of,
+    send_json,
+)
 from tophosts.auth import Tokens, parse_tokens
 from tophosts.config import Settings, SettingsError
 from tophosts.events import Decoder
@@ -37,6 +46,7 @@ log = logging.getLogger("tophosts")
 
 # Pages load their script and style from files only, so no inline script can run.
 FREEZE_EVERY = 1.0
+_REFUSAL_KEPT = 4096  # bytes of a refusal's body read for its reason
 """Seconds between two looks for windows to freeze (history)."""
 
 PAGE_HEADERS = {
@@ -121,16 +131,21 @@ class TopHosts:
     async def observed(
         self, scope: Scope, receive: Receive, send: Send, app: ASGIApp | None = None
     ) -> None:
-        """Serve through Starlette (or ``app``), counting and logging like the fast lane."""
+        """Serve through Starlette (or ``app``), counting and logging like the fast lane;
+        a refusal's line carries the ``error`` of its body."""
         started = perf_counter()
         status, sent = 500, 0
+        refusal = b""
 
         async def watch(message: Message) -> None:
-            nonlocal status, sent
+            nonlocal status, sent, refusal
             if message["type"] == "http.response.start":
                 status = message["status"]
             elif message["type"] == "http.response.body":
-                sent += len(message.get("body", b""))
+                body = message.get("body", b"")
+                sent += len(body)
+                if status >= 400 and len(refusal) < _REFUSAL_KEPT:
+                    refusal += body
             await send(message)
 
         try:
@@ -140,7 +155,9 @@ class TopHosts:
             path = scope["path"]
             self.metrics.request(routes.label(path), status, seconds)
             if logs.wanted(status):
-                logs.request(scope["method"], path, status, seconds, content_length(scope), sent)
+                error = error_of(refusal) if refusal else None
+                size = content_length(scope)
+                logs.request(scope["method"], path, status, seconds, size, sent, error)
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:

@@ -53,6 +53,21 @@ def json_start(status: int, body: bytes, headers: Headers | None = None) -> Mess
     }
 
 
+class _Refusal(msgspec.Struct):
+    error: str
+
+
+_refusal = msgspec.json.Decoder(_Refusal)
+
+
+def error_of(body: bytes) -> str | None:
+    """The ``error`` of a JSON refusal's body (``{"error": ...}``), None if it has none."""
+    try:
+        return _refusal.decode(body).error
+    except msgspec.DecodeError:
+        return None
+
+
 async def send_json(send: Send, status: int, payload: Any, headers: Headers | None = None) -> int:
     """Send ``payload`` as a JSON response; returns the body size."""
     body = _encode(payload)
