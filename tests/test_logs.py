@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import random
+import re
 import signal
 import socket
 import time
@@ -245,6 +246,41 @@ def test_a_line_is_written_within_a_flush_interval_and_before_any_later_record(
         "something else",
     ]
     assert stream.writes <= 4  # two batches of access lines, then the warning
+
+
+@pytest.mark.parametrize("queued", [True, False])
+def test_a_line_break_or_escape_in_a_path_or_reason_stays_inside_its_line(
+    queued: bool, configured: None
+) -> None:
+    stream = io.StringIO()
+    if queued:
+        logs.configure("info", "text", stream, access_log="all")
+    else:  # before configure(): a logging record
+        root = logging.getLogger()
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(logging.Formatter(logs.TEXT_FORMAT))
+        root.handlers[:] = [handler]
+        root.setLevel(logging.INFO)
+    app = create_app(Settings(), clock=FakeClock())
+    with TestClient(app) as client:
+        # %0A and %1B: the path reaches the app percent-decoded, a real LF and ESC.
+        assert (
+            client.get("/x%0AINFO%20tophosts.access:%20GET%20/forged%20200%1B[2J").status_code
+            == 404
+        )
+    logs.flush()
+    # Every line is a record of its own, and one of them the access line.
+    lines = stream.getvalue().splitlines()
+    assert all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ ", line) for line in lines)
+    lines = [line for line in lines if line.split(" ", 4)[3] == "tophosts.access:"]
+    assert len(lines) == 1
+    assert (
+        lines[0]
+        .split(": ", 1)[1]
+        .startswith("GET /x\\nINFO tophosts.access: GET /forged 200\\u001b[2J 404 ")
+    )
+    # Starlette's URL drops the line break from the path the message names; the ESC stays.
+    assert "error=no route /xINFO tophosts.access: GET /forged 200\\u001b[2J; " in lines[0]
 
 
 def test_without_a_running_loop_a_line_is_written_at_once(configured: None) -> None:

@@ -160,6 +160,12 @@ class AccessLines:
             if second != current:
                 current = second
                 prefix = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(created))
+            # A path is the client's (percent-decoded): a line break in it must not
+            # start a line of its own in the log.
+            if not path.isprintable():
+                path = printable(path)
+            if error is not None and not error.isprintable():
+                error = printable(error)
             # One C-level format per line: a third cheaper than an f-string here.
             line = _TEXT_LINE % (
                 prefix,
@@ -205,6 +211,12 @@ class AccessLines:
                 )
             )
         return self._encoder.encode_lines(objects).decode()
+
+
+def printable(text: str) -> str:
+    """``text`` with its control characters (line breaks, ESC, ...) escaped as JSON escapes
+    them (``\\n``, ``\\u001b``); quotes and backslashes too, other characters as they are."""
+    return msgspec.json.encode(text).decode()[1:-1]
 
 
 _lines: AccessLines | None = None
@@ -313,6 +325,10 @@ def request(
         elif len(pending) >= MAX_PENDING:
             lines.flush()
         return
+    if not path.isprintable():
+        path = printable(path)
+    if error is not None and not error.isprintable():
+        error = printable(error)
     fields = {
         "method": method,
         "path": path,
