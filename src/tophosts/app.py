@@ -44,11 +44,12 @@ from tophosts.store import Clock, Store, StoreUnavailable, open_store
 
 log = logging.getLogger("tophosts")
 
-# Pages load their script and style from files only, so no inline script can run.
 FREEZE_EVERY = 1.0
-_REFUSAL_KEPT = 4096  # bytes of a refusal's body read for its reason
 """Seconds between two looks for windows to freeze (history)."""
+_REFUSAL_KEPT = 4096
+"""Bytes of a refusal's body kept, to read its reason for the access log."""
 
+# Pages load their script and style from files only, so no inline script can run.
 PAGE_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "

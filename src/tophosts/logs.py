@@ -160,12 +160,8 @@ class AccessLines:
             if second != current:
                 current = second
                 prefix = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(created))
-            # A path is the client's (percent-decoded): a line break in it must not
-            # start a line of its own in the log.
-            if not path.isprintable():
-                path = printable(path)
-            if error is not None and not error.isprintable():
-                error = printable(error)
+            if not path.isprintable() or (error is not None and not error.isprintable()):
+                path, error = _printable(path, error)
             # One C-level format per line: a third cheaper than an f-string here.
             line = _TEXT_LINE % (
                 prefix,
@@ -213,10 +209,16 @@ class AccessLines:
         return self._encoder.encode_lines(objects).decode()
 
 
-def printable(text: str) -> str:
-    """``text`` with its control characters (line breaks, ESC, ...) escaped as JSON escapes
-    them (``\\n``, ``\\u001b``); quotes and backslashes too, other characters as they are."""
-    return msgspec.json.encode(text).decode()[1:-1]
+def _printable(path: str, error: str | None) -> tuple[str, str | None]:
+    """``path`` and ``error`` with their control characters (line breaks, ESC, ...)
+    escaped as JSON escapes them (``\\n``, ``\\u001b``), quotes and backslashes too,
+    other characters as they are: a path is the client's, percent-decoded, and a line
+    break in it must not start a line of its own in a text log."""
+
+    def escaped(text: str) -> str:
+        return text if text.isprintable() else msgspec.json.encode(text).decode()[1:-1]
+
+    return escaped(path), None if error is None else escaped(error)
 
 
 _lines: AccessLines | None = None
@@ -325,10 +327,8 @@ def request(
         elif len(pending) >= MAX_PENDING:
             lines.flush()
         return
-    if not path.isprintable():
-        path = printable(path)
-    if error is not None and not error.isprintable():
-        error = printable(error)
+    if not path.isprintable() or (error is not None and not error.isprintable()):
+        path, error = _printable(path, error)
     fields = {
         "method": method,
         "path": path,
