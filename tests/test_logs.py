@@ -117,10 +117,10 @@ class CountingStream(io.StringIO):
 def configured() -> Iterator[None]:
     """Leave the root logger and the access lines as they were."""
     root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
+    handlers, level, every = root.handlers[:], root.level, logs.every
     yield
     logs.flush()
-    logs._lines = None
+    logs._lines, logs.every = None, every
     root.handlers[:] = handlers
     root.setLevel(level)
 
