@@ -140,15 +140,14 @@ class Limits:
         from bench.scenarios import load_row
 
         row = load_row(result)
-        cpu_us = round(used / result.requests * 1e6, 1) if result.requests else None
+        row["rps_per_cpu_s"] = round(result.requests / used) if used > 0 else None
+        row |= cost_row(row)
         ref_us = round(ref_used / ref.requests * 1e6, 1) if ref.requests else None
         return {
             **row,
-            "cpu_us": cpu_us,
-            "wall_us": round(1e6 / row["rps"], 1) if row["rps"] else None,
             "reference_cpu_us": ref_us,
             "reference_non2xx": ref.non2xx,
-            "ratio": _ratio(cpu_us, ref_us),
+            "ratio": _ratio(row["cpu_us"], ref_us),
         }
 
     def _time(self, server: Server, bodies: Sequence[bytes], label: str, status: int) -> Row:
@@ -187,31 +186,25 @@ class Limits:
             known = [_event(clock.now() - 5, KNOWN)]
             label = f"limits: a known host's events at {level}% of {cap:,}, and empty"
             row = self._time_beside(server, known, 200, reference, known, label)
-            self.rows.append(
-                {
-                    "limit": "max-tracked-hosts",
-                    "cap": cap,
-                    "case": f"{level}% full, known host",
-                    "level_pct": level,
-                    "expected_status": 200,
-                    **row,
-                }
-            )
+            self._tracked_row(cap, f"{level}% full, known host", level, 200, row)
         if filled >= cap:
             news = [_event(clock.now() - 5, f"new{i}.example") for i in range(64)]
             known = [_event(clock.now() - 5, KNOWN)]
             label = f"limits: new hosts' events at 100% of {cap:,}, and known ones, empty"
             row = self._time_beside(server, news, 429, reference, known, label)
-            self.rows.append(
-                {
-                    "limit": "max-tracked-hosts",
-                    "cap": cap,
-                    "case": "100% full, new host (429)",
-                    "level_pct": 100,
-                    "expected_status": 429,
-                    **row,
-                }
-            )
+            self._tracked_row(cap, "100% full, new host (429)", 100, 429, row)
+
+    def _tracked_row(self, cap: int, case: str, level: int, status: int, row: Row) -> None:
+        self.rows.append(
+            {
+                "limit": "max-tracked-hosts",
+                "cap": cap,
+                "case": case,
+                "level_pct": level,
+                "expected_status": status,
+                **row,
+            }
+        )
 
     # -- --max-hosts ------------------------------------------------------------------
 

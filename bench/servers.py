@@ -183,7 +183,8 @@ def command(target: Target, args: Sequence[str] = ()) -> tuple[list[str], list[s
     level = "info" if target in info else "warning"
     if target == "tophosts-accesslog-all":
         args = ["--access-log", "all", *args]
-    if target in ("tophosts", "tophosts-again", "tophosts-baseline", *info[:2]):
+    served = ("tophosts", "tophosts-again", "tophosts-baseline")
+    if target in (*served, "tophosts-accesslog", "tophosts-accesslog-all"):
         return list(support.SERVE), ["--log-level", level, *args]
     levels = ["--log-level", level] * (target == "tophosts-stdlog")
     return [sys.executable, "-m", "bench.apps", target], [*levels, *args]

@@ -250,8 +250,8 @@ class Summary:
     def _answered(self) -> dict[str, int]:
         return {
             f"{route} {status}": n
-            for route, statuses in list(self.counts.items())
-            for status, n in list(statuses.items())
+            for route, statuses in self.counts.items()
+            for status, n in statuses.items()
             if status < 400
         }
 

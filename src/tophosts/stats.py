@@ -87,19 +87,14 @@ class Stats:
             logs.request("GET", "/stats", 200, seconds, content_length(scope), len(body))
 
     async def endpoint(self, request: Request) -> Response:
-        seen = _params(
+        query = _query(
             request,
             PARAMS,
             f"/stats accepts stats_type=minute|hour, limit=1..{MAX_LIMIT} and at=<unix seconds>",
         )
-        if isinstance(seen, Response):
-            return seen
-        window = _window(seen)
-        if isinstance(window, Response):
-            return window
-        limit = _limit(seen, MAX_LIMIT)
-        if isinstance(limit, Response):
-            return limit
+        if isinstance(query, Response):
+            return query
+        seen, window, limit = query
         if "at" in seen:
             return await self._at(window, seen["at"], limit)
         now = self.clock()
@@ -145,21 +140,16 @@ class Stats:
 
     async def history(self, request: Request) -> Response:
         """``GET /stats/history``: every closed window in ``[from, to)`` that is kept."""
-        seen = _params(
+        query = _query(
             request,
             HISTORY_PARAMS,
             "/stats/history accepts stats_type=minute|hour, from=<unix seconds>, "
             f"to=<unix seconds> and limit=1..{self.history_top} (--history-top)",
         )
-        if isinstance(seen, Response):
-            return seen
-        window = _window(seen)
-        if isinstance(window, Response):
-            return window
-        limit = _limit(seen, MAX_LIMIT)
-        if isinstance(limit, Response):
-            return limit
-        limit = self._history_limit(limit)
+        if isinstance(query, Response):
+            return query
+        seen, window, given = query
+        limit = self._history_limit(given)
         if isinstance(limit, Response):
             return limit
         if "from" not in seen or "to" not in seen:
@@ -250,6 +240,22 @@ def _params(request: Request, accepted: tuple[str, ...], usage: str) -> dict[str
             return error(400, f"query parameter {name!r} is given more than once")
         seen[name] = value
     return seen
+
+
+def _query(
+    request: Request, accepted: tuple[str, ...], usage: str
+) -> tuple[dict[str, str], Window, int | None] | Response:
+    """The parameters (:func:`_params`), the window and the ``limit`` given, or the 400."""
+    seen = _params(request, accepted, usage)
+    if isinstance(seen, Response):
+        return seen
+    window = _window(seen)
+    if isinstance(window, Response):
+        return window
+    limit = _limit(seen, MAX_LIMIT)
+    if isinstance(limit, Response):
+        return limit
+    return seen, window, limit
 
 
 def _window(seen: dict[str, str]) -> Window | Response:
