@@ -244,11 +244,14 @@ def test_instructions_per_request_under_callgrind(tmp_path: Path) -> None:
     rows = {(row["target"], row["load"]): row for row in doc["results"]["instructions"]}
     assert set(rows) == {(target, load) for target in INSTR_TARGETS for load in ("single", "bulk")}
     for (target, load), row in rows.items():
-        # A single event takes the stack well over 50k instructions; ten times as
-        # many for 100 events, except for the ceiling, which ignores the body.
+        # A single event takes the stack well over 50k instructions, and 100 events
+        # several times as many: the body is decoded and applied, not skipped (the
+        # ceiling ignores it). Not ten times: a logging record per request (the
+        # stdlog target) costs about 100k of a single event's 300k, and a batch
+        # pays it once (9.9 times, in a CI run).
         assert row["instructions"] > 50_000
         if load == "bulk" and target != "ceiling":
-            assert row["instructions"] > 10 * rows[(target, "single")]["instructions"]
+            assert row["instructions"] > 5 * rows[(target, "single")]["instructions"]
         assert row["instructions_rounds"] == [row["instructions"]]
     assert (
         rows[("tophosts", "single")]["instructions"] > rows[("ceiling", "single")]["instructions"]
