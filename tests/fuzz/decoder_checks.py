@@ -6,6 +6,8 @@ standard-library reference (:mod:`tests.fuzz.reference`) reads. On EventError
 the message must be a non-empty str, the index ``None`` or the position the
 reference names, the NDJSON line the one it names, and the decoder's guard must
 not have fired (an error with a ``__cause__`` is a bug caught by the guard).
+A batch read a slice at a time (``Decoder.slices``, one and two events a slice)
+must give exactly what it gives whole: the same events, or the same refusal.
 """
 
 from __future__ import annotations
@@ -93,3 +95,22 @@ def run(
         check_error(error, data, expected, ndjson)
         return
     check_events(events, expected)
+
+
+def check_slices(data: bytes, ndjson: bool = False) -> None:
+    """``Decoder.slices`` of one and of two events must agree with ``Decoder.many``."""
+
+    def outcome(decode: Callable[[], list[Event]]) -> object:
+        try:
+            return decode()
+        except EventError as error:
+            return (error.message, error.index, error.status)
+
+    def sliced(size: int) -> Callable[[], list[Event]]:
+        return lambda: [event for part in DECODER.slices(data, ndjson, size) for event in part]
+
+    whole = outcome(lambda: DECODER.many(data, ndjson))
+    for size in (1, 2):
+        got = outcome(sliced(size))
+        if got != whole:
+            raise Mismatch(f"in slices of {size}: {got!r}; whole: {whole!r}")

@@ -1,9 +1,10 @@
-"""Fuzz ``Decoder.many(..., ndjson=True)`` (``POST /counters``, ``application/x-ndjson``)."""
+"""Fuzz ``Decoder.many(..., ndjson=True)`` (``POST /counters``, ``application/x-ndjson``),
+and its slices."""
 
 from __future__ import annotations
 
 from tests.fuzz import reference
-from tests.fuzz.decoder_checks import DECODER, MAX_HOSTS, run
+from tests.fuzz.decoder_checks import DECODER, MAX_HOSTS, check_slices, run
 
 DICTIONARY = "json.dict"
 
@@ -15,3 +16,4 @@ def TestOneInput(data: bytes) -> None:
         reference.ndjson(data, MAX_HOSTS),
         ndjson=True,
     )
+    check_slices(data, ndjson=True)
