@@ -15,6 +15,7 @@ whole history, and what the stores hold.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import re
@@ -28,6 +29,7 @@ from starlette.testclient import TestClient
 
 from tests.conftest import WIDE_TIMEOUT
 from tests.support.clock import FakeClock
+from tests.support.slices import small_slices
 from tophosts.app import TopHosts, create_app
 from tophosts.config import Settings
 from tophosts.events import MAX_COUNT
@@ -128,6 +130,7 @@ def answer(response: Any, stats: bool = False) -> tuple[Any, ...]:
     ttl=st.sampled_from([60, 600, None]),
     retention=st.sampled_from([0, 60, 5400, 86400]),
     history_top=st.sampled_from([1, 2, 3, 100]),
+    sliced=st.booleans(),
 )
 def test_memory_and_redis_answer_every_request_identically(
     redis_url: str,
@@ -137,6 +140,7 @@ def test_memory_and_redis_answer_every_request_identically(
     ttl: int | None,
     retention: int,
     history_top: int,
+    sliced: bool,
 ) -> None:
     clock = FakeClock()
     common: dict[str, Any] = {
@@ -154,7 +158,9 @@ def test_memory_and_redis_answer_every_request_identically(
         redis_timeout=WIDE_TIMEOUT,  # a busy machine must not turn a 200 into a 503
         **common,
     )
+    # Sliced: every batch decoded and summed 2 events at a time, as a large one is.
     with (
+        small_slices(2) if sliced else contextlib.nullcontext(),
         TestClient(create_app(memory, clock=clock), raise_server_exceptions=False) as mem,
         TestClient(create_app(shared, clock=clock), raise_server_exceptions=False) as red,
     ):

@@ -9,6 +9,7 @@ but looking for the header in the scan that checks the Content-Length.
 
 from __future__ import annotations
 
+import asyncio
 from functools import partial
 from time import perf_counter
 from typing import Any
@@ -29,7 +30,7 @@ from tophosts.asgi import (
     scan,
     send_json,
 )
-from tophosts.events import Decoder, Event, EventError
+from tophosts.events import SLICE_EVENTS, Decoder, Event, EventError
 from tophosts.idempotency import KeyInFlight, KeyRefused
 from tophosts.metrics import Metrics
 from tophosts.responses import RETRY_AFTER
@@ -47,6 +48,17 @@ _REPLAYED = [idempotency.REPLAYED]
 _OK_REPLAYED_START = json_start(200, _OK_BODY, _REPLAYED)
 _EXPIRED_REPLAYED_START = json_start(200, _EXPIRED_BODY, _REPLAYED)
 _KEY = idempotency.HEADER
+# A batch body up to this size is decoded in one step: it holds at most about 680
+# events (a 24-byte event is the smallest), about 1.5 ms; a larger one in slices.
+_SLICED_BYTES = 16 * 1024
+
+
+async def _drop(events: list[Event]) -> None:
+    """Let go of a large batch a slice at a time, after its answer: the events' dicts,
+    freed at once, held the loop 11-27 ms at 8 MiB. The stores keep none of them."""
+    while len(events) > SLICE_EVENTS:
+        del events[-SLICE_EVENTS:]
+        await asyncio.sleep(0)
 
 
 def _is_ndjson(scope: Scope) -> bool:
@@ -132,17 +144,37 @@ class Ingest:
             if key is not None:
                 return await self._keyed(scope, receive, send, started, key)
             body = await read_body(receive, self.max_body)
-            events = self.decoder.many(body, _is_ndjson(scope))
+            events = await self._decode(scope, body)
             sync = self.sync
-            added = sync.add_now(events) if sync is not None else await self.store.add(events)
+            if sync is not None and len(events) <= SLICE_EVENTS:
+                added = sync.add_now(events)
+            else:
+                added = await self.store.add(events)
         except _ANSWERED as exc:
-            return await self._fail(send, started, body, exc, len(events))
+            await self._fail(send, started, body, exc, len(events))
+            return await _drop(events)
         metrics = self.metrics
         metrics.accepted += added.accepted
         metrics.expired += added.expired
         metrics.host_counts += added.host_counts  # the store sums them anyway
         payload = {"status": "ok", "accepted": added.accepted, "expired": added.expired}
-        return await self._answer(send, started, 200, payload, body)
+        await self._answer(send, started, 200, payload, body)
+        return await _drop(events)
+
+    async def _decode(self, scope: Scope, body: bytes) -> list[Event]:
+        """The events of a batch; a large one a slice at a time, the loop free between."""
+        ndjson = _is_ndjson(scope)
+        if len(body) <= _SLICED_BYTES:
+            return self.decoder.many(body, ndjson)
+        events: list[Event] = []
+        try:
+            for part in self.decoder.slices(body, ndjson):
+                events.extend(part)
+                await asyncio.sleep(0)
+        except EventError:
+            await _drop(events)
+            raise
+        return events
 
     async def _keyed(
         self, scope: Scope, receive: Receive, send: Send, started: float, raw: bytes
@@ -167,10 +199,10 @@ class Ingest:
                 keyed = (digest, idempotency.fingerprint(self.path, body))
                 sync = self.sync
                 if self.batch:
-                    events = self.decoder.many(body, _is_ndjson(scope))
+                    events = await self._decode(scope, body)
                     if len(events) > idempotency.MAX_EVENTS:
                         raise idempotency.too_many_events(len(events))
-                    if sync is not None:
+                    if sync is not None and len(events) <= SLICE_EVENTS:
                         added = sync.add_now(events, keyed)
                     else:
                         added = await store.add(events, keyed)
@@ -188,7 +220,8 @@ class Ingest:
             finally:
                 store.end(digest)
         except _ANSWERED as exc:
-            return await self._fail(send, started, body, exc, len(events), key)
+            await self._fail(send, started, body, exc, len(events), key)
+            return await _drop(events)
         metrics = self.metrics
         replayed = added.replayed
         if replayed:
@@ -200,7 +233,8 @@ class Ingest:
         if self.batch:
             payload = {"status": "ok", "accepted": added.accepted, "expired": added.expired}
             headers = _REPLAYED if replayed else None
-            return await self._answer(send, started, 200, payload, body, None, headers)
+            await self._answer(send, started, 200, payload, body, None, headers)
+            return await _drop(events)
         # POST /counter: one of two bodies, as without a key.
         if added.accepted:
             await send(_OK_REPLAYED_START if replayed else _OK_START)

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import ipaddress
 import logging
@@ -114,6 +115,11 @@ def _build(settings: config.Settings, metrics: Metrics | None = None) -> TopHost
     protocol.configure(
         settings.header_timeout, settings.body_timeout, settings.limit_concurrency, app.shed
     )
+    # What start-up built lives as long as the process: out of every collection from
+    # now on, so that a full one (which a large batch's objects set off) scans only
+    # what requests made. It took 9-19 ms at 8 MiB, 5 ms with this.
+    gc.collect()
+    gc.freeze()
     return app
 
 

@@ -39,6 +39,7 @@ from collections.abc import Sequence
 
 from tophosts.events import (
     MAX_COUNT,
+    SLICE_EVENTS,
     Event,
     too_far_ahead,
     too_many_tracked,
@@ -88,6 +89,9 @@ from tophosts.windows import (
 _FREE_PER_CALL = 5_000
 
 _ONE = Added(1, 0)
+
+Prepared = tuple[dict[int, Counts], int]
+"""A batch's counts summed per live minute, and how many of its events expired."""
 _EXPIRED = Added(0, 1)
 
 
@@ -153,7 +157,32 @@ class MemoryStore:
         return self if self.retention else None
 
     async def add(self, events: Sequence[Event], key: Keyed | None = None) -> Added:
-        return self.add_now(events, key)
+        """:meth:`add_now`; a batch of over ``SLICE_EVENTS`` events is summed per minute a
+        slice at a time, the loop free between, then checked and applied at once."""
+        if len(events) <= SLICE_EVENTS:
+            return self.add_now(events, key)
+        for _ in range(2):
+            now = self._clock()
+            if self._graveyard or not self._minute_start <= now < self._minute_end:
+                self._roll(now)
+            if key is not None and key[0] in self._keys:
+                break  # a replay or a conflict: nothing to sum
+            self._too_far_ahead(now, events)
+            floors = self._hour_floor, self._minute_floor
+            sums: dict[int, Counts] = {}
+            expired = 0
+            for first in range(0, len(events), SLICE_EVENTS):
+                expired += self._sum_minutes(events[first : first + SLICE_EVENTS], sums)
+                await asyncio.sleep(0)
+            now = self._clock()
+            if self._graveyard or not self._minute_start <= now < self._minute_end:
+                self._roll(now)
+            if (self._hour_floor, self._minute_floor) != floors:
+                continue  # a minute left while summing: which events expired may differ
+            if key is not None:
+                return self._add_keyed(now, events, key, prepared=(sums, expired))
+            return self._add(now, events, (sums, expired))
+        return self.add_now(events, key)  # at once (the minute turned twice meanwhile)
 
     def begin(self, digest: bytes) -> None:
         if digest in self._flight:
@@ -374,7 +403,12 @@ class MemoryStore:
         return self._add(now, events)
 
     def _add_keyed(
-        self, now: float, events: Sequence[Event], key: Keyed, total: int | None = None
+        self,
+        now: float,
+        events: Sequence[Event],
+        key: Keyed,
+        total: int | None = None,
+        prepared: Prepared | None = None,
     ) -> Added:
         """:meth:`add_now` with a key, in the Redis store's order: the skew first, then
         the key, then the events; the outcome is recorded in this same step."""
@@ -399,7 +433,7 @@ class MemoryStore:
             ts, counts = events[0]
             added = self._add_one(now, ts, counts, total)
         else:
-            added = self._add(now, events)
+            added = self._add(now, events, prepared)
         keys[digest] = pack(fingerprint, added.expired)
         start = minute_of(int(now))
         used = self._key_minutes.get(start)
@@ -408,42 +442,24 @@ class MemoryStore:
         used.append(digest)
         return added
 
-    def _add(self, now: float, events: Sequence[Event]) -> Added:
-        if len(events) == 1:
-            ts, counts = events[0]
-            total = sum(counts.values())
-            if self._add_one(now, ts, counts, total) is _EXPIRED:
-                return _EXPIRED
-            return Added(1, 0, total)
-        if not events:
-            return Added(0, 0)
-        horizon = now + self._max_skew
-        stamps = [ts for ts, _ in events]
-        if max(stamps) > horizon:
-            i = next(i for i, ts in enumerate(stamps) if ts > horizon)
-            raise too_far_ahead(stamps[i], now, self._max_skew, i)
-
-        # Group the live events by minute (a minute lies in one hour); a batch
-        # names few distinct seconds, so each is looked up once (a dict lookup
-        # an event, not a call).
-        by_minute: dict[int, list[Counts]] = {}
-        by_second: dict[int, list[Counts]] = {}
-        expired = 0
-        hour_floor, minute_floor = self._hour_floor, self._minute_floor
-        for ts, counts in events:
-            group = by_second.get(ts)
-            if group is None:
-                if ts < hour_floor:
-                    expired += 1
-                    continue
-                group = by_second[ts] = by_minute.setdefault(minute_of(ts), [])
-            group.append(counts)
-
-        # Pre-aggregate each minute's events, so each host touches each window
-        # dict once however many events of the batch mention it.
-        minute_adds = [
-            (start, hour_of(start), _summed(group)) for start, group in by_minute.items()
-        ]
+    def _add(self, now: float, events: Sequence[Event], prepared: Prepared | None = None) -> Added:
+        """Check and apply a batch; ``prepared``: its minutes' sums and expired events,
+        from :meth:`_sum_minutes` at the same floors, its skew already checked."""
+        if prepared is not None:
+            sums, expired = prepared
+        else:
+            if len(events) == 1:
+                ts, counts = events[0]
+                total = sum(counts.values())
+                if self._add_one(now, ts, counts, total) is _EXPIRED:
+                    return _EXPIRED
+                return Added(1, 0, total)
+            if not events:
+                return Added(0, 0)
+            self._too_far_ahead(now, events)
+            sums = {}
+            expired = self._sum_minutes(events, sums)
+        minute_adds = [(start, hour_of(start), counts) for start, counts in sums.items()]
         # Per hour: what the batch adds to its total, and at most how many hosts
         # it adds (a host named in two minutes counts twice: a bound).
         added: dict[int, int] = {}
@@ -462,6 +478,7 @@ class MemoryStore:
         ):
             self._check_exactly(events)
 
+        minute_floor = self._minute_floor
         for start, hour, counts in minute_adds:
             if not counts:
                 continue
@@ -474,6 +491,44 @@ class MemoryStore:
                 totals[hour] = totals.get(hour, 0) + n
                 self._forget(HOUR, hour)
         return Added(len(events) - expired, expired, sum(added.values()))
+
+    def _too_far_ahead(self, now: float, events: Sequence[Event]) -> None:
+        """Refuse the first event of a batch past the future skew."""
+        horizon = now + self._max_skew
+        stamps = [ts for ts, _ in events]
+        if max(stamps) > horizon:
+            i = next(i for i, ts in enumerate(stamps) if ts > horizon)
+            raise too_far_ahead(stamps[i], now, self._max_skew, i)
+
+    def _sum_minutes(self, events: Sequence[Event], sums: dict[int, Counts]) -> int:
+        """Add each live event's counts to its minute's in ``sums`` (zero counts dropped),
+        minutes in the order the events first name them; return how many expired."""
+        # Group the live events by minute (a minute lies in one hour); a batch
+        # names few distinct seconds, so each is looked up once (a dict lookup
+        # an event, not a call).
+        by_minute: dict[int, list[Counts]] = {}
+        by_second: dict[int, list[Counts]] = {}
+        expired = 0
+        hour_floor = self._hour_floor
+        for ts, counts in events:
+            group = by_second.get(ts)
+            if group is None:
+                if ts < hour_floor:
+                    expired += 1
+                    continue
+                group = by_second[ts] = by_minute.setdefault(minute_of(ts), [])
+            group.append(counts)
+        # Each host then touches each window dict once however many events of the
+        # batch mention it.
+        for start, group in by_minute.items():
+            summed = _summed(group)
+            acc = sums.get(start)
+            if acc is None:
+                # Never an event's own dict: a later slice may add to it.
+                sums[start] = dict(summed) if summed is group[0] else summed
+            else:
+                merge(acc, summed)
+        return expired
 
     def add_one_now(
         self, ts: int, counts: Counts, total: int | None = None, key: Keyed | None = None

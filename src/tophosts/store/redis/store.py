@@ -8,9 +8,17 @@ import contextlib
 import time
 from collections.abc import Sequence
 
-from tophosts.events import Event, too_far_ahead
+from tophosts.events import SLICE_EVENTS, Event, too_far_ahead
 from tophosts.idempotency import Keyed, KeyInFlight
-from tophosts.store import Added, Clock, Sizes, StoreUnavailable, TopHosts, by_window
+from tophosts.store import (
+    Added,
+    Clock,
+    Sizes,
+    StoreUnavailable,
+    TopHosts,
+    by_window,
+    by_window_in_slices,
+)
 from tophosts.store.redis.clock import RedisClock
 from tophosts.store.redis.commit import Add, GroupCommit, KeyInfo, Limits
 from tophosts.store.redis.connection import Failures, Link, open_link
@@ -118,7 +126,10 @@ class RedisStore:
             # Pre-aggregated per window (without zero counts), in the order
             # both stores check them, so that a refusal names the same window,
             # host and event as the memory store's.
-            merged, expired = by_window(events, hour_floor, minute_floor)
+            if len(events) <= SLICE_EVENTS:
+                merged, expired = by_window(events, hour_floor, minute_floor)
+            else:
+                merged, expired = await by_window_in_slices(events, hour_floor, minute_floor)
             adds = [(size, start, acc) for (size, start), acc in merged.items() if acc]
             host_counts = sum(sum(acc.values()) for size, _, acc in adds if size == HOUR)
         if key is not None:
