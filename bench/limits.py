@@ -6,7 +6,9 @@
   known host's events on a second server, whose hour holds the known host
   alone: the reference, under the same machine at the same moment.
 * ``--max-hosts``: events at the limit (accepted) and one host over it (400).
-* ``--max-body``: bodies of exactly the limit (accepted) and one byte over (413).
+* ``--max-body``: bodies of exactly the limit (accepted) and one byte over (413);
+  then single events one at a time, alone and while another connection posts
+  bodies at the limit back to back: how long such a body holds the others up.
 * The event loop's lag while a snapshot of many (host, window) pairs is written:
   a client loops ``POST /counter`` one request at a time against a server that
   snapshots every ``plan.lag_interval`` seconds and against one that does not,
@@ -27,6 +29,7 @@ import signal
 import socket
 import statistics
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -295,6 +298,53 @@ class Limits:
                 }
             )
 
+        self.body_lag(server, full, clock)
+
+    def body_lag(self, server: Server, full: bytes, clock: Clock) -> None:
+        """Single events one at a time, alone and while another connection posts ``full``
+        batches back to back: how long a large body holds the others up."""
+        seconds = self.plan.lag_seconds
+        self.bench.step(f"limits: POST /counter loop alone, then beside {len(full):,} B batches")
+        self.bench._quiet()
+        alone = _loop(server.port, clock, seconds)
+        stop = threading.Event()
+        posted = [0]
+
+        def feed() -> None:
+            raw = request_bytes("POST", "/counters", full)
+            with Conn(server.port) as conn:
+                while not stop.is_set():
+                    status, answer = conn.request(raw)
+                    if status != 200:
+                        raise RuntimeError(f"POST /counters answered {status}: {answer[:200]!r}")
+                    posted[0] += 1
+
+        feeder = threading.Thread(target=feed, daemon=True)
+        feeder.start()
+        try:
+            beside = _loop(server.port, clock, seconds)
+        finally:
+            stop.set()
+            feeder.join()
+        for case, latencies, batches in (
+            ("single events alone", alone, 0),
+            (f"single events beside {len(full):,} B batches", beside, posted[0]),
+        ):
+            ms = sorted(latencies)
+            self.rows.append(
+                {
+                    "limit": "max-body-lag",
+                    "cap": len(full),
+                    "case": case,
+                    "requests": len(ms),
+                    "batches": batches,
+                    "p50_ms": round(pct(ms, 50), 3),
+                    "p99_ms": round(pct(ms, 99), 3),
+                    "max_ms": round(ms[-1], 3),
+                    "over_limit": sum(1 for m in ms if m > LAG_LIMIT_MS),
+                }
+            )
+
     # -- the event loop while a snapshot is written ----------------------------------
 
     def snapshot_lag(self, offset: float) -> None:
@@ -475,7 +525,7 @@ def summary(rows: Sequence[Row]) -> list[dict[str, Any]]:
     """The targets of the limits scenario (for :func:`tophosts.bench.report.targets`)."""
     out: list[dict[str, Any]] = []
     for row in rows:
-        if row["limit"] == "snapshot" or row.get("ratio") is None:
+        if row["limit"] in ("snapshot", "max-body-lag") or row.get("ratio") is None:
             continue
         ratio = row["ratio"]
         status_ok = row.get("non2xx", 0) == 0 if row["expected_status"] == 200 else True
@@ -485,6 +535,20 @@ def summary(rows: Sequence[Row]) -> list[dict[str, Any]]:
                 "target": f"<= {RATIO_LIMIT}x its reference",
                 "measured": f"{ratio:.2f}x",
                 "met": ratio <= RATIO_LIMIT and status_ok,
+            }
+        )
+    lag = [r for r in rows if r["limit"] == "max-body-lag"]
+    if len(lag) == 2:
+        alone, beside = lag
+        out.append(
+            {
+                "figure": f"event-loop lag while batches of {beside['cap']:,} B arrive",
+                "target": f"no stall over {LAG_LIMIT_MS:.0f} ms",
+                "measured": f"answers over {LAG_LIMIT_MS:.0f} ms: {beside['over_limit']} beside "
+                f"{beside['batches']} batches, {alone['over_limit']} alone (of "
+                f"{beside['requests']:,} and {alone['requests']:,}); p99 {beside['p99_ms']} ms "
+                f"against {alone['p99_ms']}; slowest {beside['max_ms']:.1f} ms",
+                "met": beside["over_limit"] - alone["over_limit"] <= 1,
             }
         )
     on = next((r for r in rows if r["limit"] == "snapshot" and "every" in r["case"]), None)

@@ -480,6 +480,7 @@ COLUMNS: dict[str, list[tuple[str, str]]] = {
         ("pairs", "pairs"),
         ("case", "case"),
         ("requests", "requests"),
+        ("batches", "batches"),
         ("p50_ms", "p50 ms"),
         ("p99_ms", "p99 ms"),
         ("max_ms", "max ms"),
@@ -516,7 +517,10 @@ TITLES = {
     "instructions": "8. user-space instructions per request (callgrind, one keep-alive conn)",
     "accesslog": "9. access log: single-event ingest at --log-level info against warning",
     "limits": "10. limits: a request at and past each limit against its reference",
-    "snapshot": "10b. POST /counter one at a time while a server snapshots, and without",
+    "snapshot": (
+        "10b. POST /counter one at a time while a server snapshots, or takes batches "
+        "at --max-body, and without"
+    ),
 }
 
 
@@ -543,7 +547,8 @@ def _rows(results: Results, scenario: str) -> list[Row]:
     """The rows of a table: the limits scenario's are split in two."""
     if scenario in ("limits", "snapshot"):
         every = results.get("limits", [])
-        return [r for r in every if (r["limit"] == "snapshot") == (scenario == "snapshot")]
+        lag = ("snapshot", "max-body-lag")
+        return [r for r in every if (r["limit"] in lag) == (scenario == "snapshot")]
     return results.get(scenario) or []
 
 

@@ -380,7 +380,7 @@ class Bench:
         if "limits" in chosen:
             plan = self.plan
             per_cap = 2 * len(plan.limit_levels) + 1  # fills, timings, the 429s
-            count += len(plan.limit_caps) * per_cap + 3 + 2 + 2 + 4 * plan.lag_rounds
+            count += len(plan.limit_caps) * per_cap + 3 + 3 + 2 + 4 * plan.lag_rounds
         return count
 
     def run(self, scenarios: Iterable[str]) -> dict[str, list[Row]]:

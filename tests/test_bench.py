@@ -149,6 +149,8 @@ def check_limits(doc: dict[str, Any]) -> None:
         ("max-body", "1,000 events (reference)"),
         ("max-body", "at the limit (1,048,576 B)"),
         ("max-body", "one byte over (1,048,577 B)"),
+        ("max-body-lag", "single events alone"),
+        ("max-body-lag", "single events beside 1,048,576 B batches"),
         ("snapshot", "snapshots off"),
         ("snapshot", "snapshots every 0.1 s"),
     }
@@ -169,6 +171,12 @@ def check_limits(doc: dict[str, Any]) -> None:
         if limit == "max-tracked-hosts":
             assert row["reference_non2xx"] == 0
             assert row["reference_cpu_us"] > 0
+    alone = cases[("max-body-lag", "single events alone")]
+    beside = cases[("max-body-lag", "single events beside 1,048,576 B batches")]
+    assert alone["batches"] == 0
+    assert beside["batches"] >= 1
+    for row in (alone, beside):
+        assert 0 < row["p50_ms"] <= row["p99_ms"] <= row["max_ms"]
     off, on = cases[("snapshot", "snapshots off")], cases[("snapshot", "snapshots every 0.1 s")]
     assert off["requests"] > 0
     assert on["requests"] > 0

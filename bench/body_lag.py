@@ -1,0 +1,150 @@
+"""How long a batch at ``--max-body`` holds up every other request: single events
+``POST /counter`` one at a time over one connection, alone and while a second
+connection posts batches of exactly ``--max-body`` bytes back to back.
+
+Three bodies: events of 5 hosts drawn from 10,000 (what a shipper sends);
+events of 5 hosts drawn from 10,000,000 (about 250,000 distinct hosts in the
+body, the dearest to apply); and the first body with its last event refused
+(a count of -1: 400). Each server runs with the defaults of ``make run``
+(``--log-level info``), pinned to the server CPU; the probe and the feeder run
+here. With ``--baseline SRC`` (the ``src`` folder of another tophosts, e.g.
+``git archive main | tar -x -C /tmp/main``) a server of that code is measured
+in the same rounds, alternating, the one not being timed stopped (``SIGSTOP``).
+
+    python -m bench.body_lag --rounds 2 --seconds 5 --baseline /tmp/main/src
+
+Everything runs against 127.0.0.1, bounded by ``--rounds`` and ``--seconds``.
+Results go to stdout (a Markdown table) and ``bench/results/body_lag.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import json
+import os
+import sys
+import threading
+import time
+from typing import Any
+
+from bench import servers
+from bench.data import batch_of_size
+from bench.limits import LAG_LIMIT_MS, Clock, _loop, _stopped, mid_hour_offset
+from bench.loadgen import Conn, request_bytes
+from bench.loadgen import percentile as pct
+from bench.servers import Server, Target
+from tophosts.config import Settings
+from tophosts.windows import HOUR
+
+RESULTS = os.path.join(os.path.dirname(__file__), "results")
+BODIES = {"10,000 hosts": 10_000, "10,000,000 hosts": 10_000_000}
+REFUSED = "10,000 hosts, the last event refused"
+
+
+def beside(
+    port: int, body: bytes, clock: Clock, seconds: float, status: int = 200
+) -> tuple[list[float], int]:
+    """Single-event latencies (ms) while another connection posts ``body`` back to back,
+    each answered ``status``; and how many of those batches were answered."""
+    stop = threading.Event()
+    posted = [0]
+    failed: list[str] = []
+
+    def feed() -> None:
+        raw = request_bytes("POST", "/counters", body)
+        with Conn(port) as conn:
+            while not stop.is_set():
+                got, answer = conn.request(raw)
+                if got != status:
+                    failed.append(f"POST /counters answered {got}: {answer[:200]!r}")
+                    return
+                posted[0] += 1
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    try:
+        latencies = _loop(port, clock, seconds)
+    finally:
+        stop.set()
+        feeder.join()
+    if failed:
+        raise RuntimeError(failed[0])
+    return latencies, posted[0]
+
+
+def row(target: str, case: str, latencies: list[float], batches: int) -> dict[str, Any]:
+    ms = sorted(latencies)
+    return {
+        "target": target,
+        "case": case,
+        "requests": len(ms),
+        "batches": batches,
+        "p50_ms": round(pct(ms, 50), 3),
+        "p99_ms": round(pct(ms, 99), 3),
+        "max_ms": round(ms[-1], 3),
+        "over_limit": sum(1 for m in ms if m > LAG_LIMIT_MS),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=2, help="rounds per server and case")
+    parser.add_argument("--seconds", type=float, default=5.0, help="seconds per round")
+    parser.add_argument("--baseline", default=None, help="src folder of another tophosts")
+    args = parser.parse_args()
+    offset = mid_hour_offset()
+    clock = Clock(offset)
+    limit = Settings().max_body
+    now = clock.now() - HOUR  # the past hour: nothing for the probe's minute to meet
+    bodies = {case: batch_of_size(limit, now - 50, now - 5, n)[0] for case, n in BODIES.items()}
+    # The same events but the last, a negative count: refused (400) at its last event.
+    bad = b',{"timestamp":%d,"bad.example":-1}]' % now
+    bodies[REFUSED] = batch_of_size(limit - len(bad), now - 50, now - 5)[0].rstrip()[:-1] + bad
+    common = ["--clock-offset", f"{offset:.3f}", "--log-level", "info"]
+    targets: list[Target] = ["tophosts"]
+    if args.baseline:
+        servers.BASELINE = os.path.abspath(args.baseline)
+        targets.append("tophosts-baseline")
+    latencies: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
+    batches: dict[tuple[str, str], int] = collections.defaultdict(int)
+    with contextlib.ExitStack() as started:
+        running = {t: started.enter_context(Server(t, common)) for t in targets}
+        for n in range(args.rounds):
+            for target in targets[:: 1 if n % 2 == 0 else -1]:
+                server = running[target]
+                with contextlib.ExitStack() as paused:
+                    for other in running.values():
+                        if other is not server:
+                            paused.enter_context(_stopped(other))
+                    print(f"round {n + 1}: {target} alone", file=sys.stderr)
+                    latencies[(target, "alone")] += _loop(server.port, clock, args.seconds)
+                    for case, body in bodies.items():
+                        print(f"round {n + 1}: {target} beside {case}", file=sys.stderr)
+                        status = 400 if case == REFUSED else 200
+                        more, posted = beside(server.port, body, clock, args.seconds, status)
+                        latencies[(target, case)] += more
+                        batches[(target, case)] += posted
+    rows = [row(*key, latencies[key], batches[key]) for key in latencies]
+    results = {"command": " ".join(sys.argv), "when": time.time(), "max_body": limit, "rows": rows}
+    os.makedirs(RESULTS, exist_ok=True)
+    with open(os.path.join(RESULTS, "body_lag.json"), "w") as out:
+        json.dump(results, out, indent=2)
+        out.write("\n")
+    print(
+        f"| server | POST /counter one at a time | requests | batches of {limit:,} B "
+        f"| p50 ms | p99 ms | max ms | over {LAG_LIMIT_MS:g} ms |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        case = "alone" if r["case"] == "alone" else f"beside batches, {r['case']}"
+        print(
+            f"| {r['target']} | {case} | {r['requests']:,} | {r['batches']} | {r['p50_ms']} "
+            f"| {r['p99_ms']} | {r['max_ms']} | {r['over_limit']} |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
