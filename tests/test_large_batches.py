@@ -1,8 +1,8 @@
 """A large batch leaves the event loop free while it is decoded and summed, and stays exact.
 
-Over ``SLICE_EVENTS`` events, a batch is taken a slice at a time (the decode, then
-the store's sums), the loop turning between slices; it is checked and applied at
-once, so it is still all or nothing.
+Past ``AT_ONCE_BYTES`` of body and ``AT_ONCE_HOSTS`` host counts, a batch is taken a
+slice at a time (the decode, then the store's sums), the loop turning between
+slices; it is checked and applied at once, so it is still all or nothing.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from tophosts.windows import Window, past
 pytestmark = pytest.mark.anyio
 
 PAST_MINUTE = past(T0, Window.MINUTE).start
-EVENTS = 5_000  # five slices of the decode, five of the store's sums
+EVENTS = 20_000  # about 700 KB and 20,000 host counts: past both limits
 
 
 def _client() -> httpx.AsyncClient:

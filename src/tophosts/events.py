@@ -26,13 +26,14 @@ count.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import itertools
 import json
 import logging
 import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from types import FrameType
 from typing import Annotated, Any
 
@@ -46,12 +47,29 @@ MAX_COUNT = 2**53 - 1
 MAX_HOST_BYTES = 255
 TIMESTAMP = "timestamp"
 
-SLICE_EVENTS = 250
-"""Events decoded, or prepared for a store, in one step of the event loop. A larger
-batch is taken a slice at a time (:meth:`Decoder.slices`, and the stores' ``add``),
-so that no body holds up every other request while it is read: a slice takes about
-0.5 ms to decode on this project's machine, where a whole 8 MiB body took 120. (At
-1,000 a slice, other requests waited twice as long: BENCHMARKS.md, "Large batches".)"""
+AT_ONCE_BYTES = 256 * 1024
+"""A batch body up to this size is decoded in one step of the event loop (about 2 ms
+on this project's machine: a decode takes about 7 ns a byte); a larger one a slice
+at a time (:meth:`Decoder.slices`), so that no body holds up every other request
+while it is read. A whole 8 MiB body took 120 ms."""
+
+SLICE_BYTES = 32 * 1024
+"""The bytes of events decoded in one step, past ``AT_ONCE_BYTES``: about 0.25 ms (at
+about 150 KB a slice, other requests waited twice as long: BENCHMARKS.md, "Large
+batches"). An event is never split: a slice holds one event at least."""
+
+
+def spans(weights: Iterable[int], budget: int) -> Iterator[tuple[int, int]]:
+    """``[start, end)`` index ranges of consecutive items whose ``weights`` sum to at most
+    ``budget``, each with one item at least: the slices of a batch."""
+    totals = list(itertools.accumulate(weights))
+    start = 0
+    while start < len(totals):
+        reached = totals[start - 1] if start else 0
+        end = bisect.bisect_right(totals, reached + budget, start + 1)
+        yield start, end
+        start = end
+
 
 Event = tuple[int, dict[str, int]]
 """``(timestamp, {host: count})``: the validated form the stores take."""
@@ -161,8 +179,8 @@ class Decoder:
     def slices(
         self, body: bytes, ndjson: bool = False, size: int | None = None
     ) -> Iterator[list[Event]]:
-        """:meth:`many`, ``size`` events at a time: the caller may serve others between
-        two slices, and joins them.
+        """:meth:`many`, about ``size`` bytes of events at a time: the caller may serve
+        others between two slices, and joins them.
 
         The body's values are found first at C speed (msgspec's ``Raw``, a
         twentieth of a decode), then each slice is decoded by :meth:`many` alone.
@@ -172,21 +190,21 @@ class Decoder:
         body (:meth:`_in_body`): the same error, index and line as :meth:`many`
         gives the whole body. The events yielded before a refusal are to be
         dropped. Raises nothing but :class:`EventError`. ``size``:
-        ``SLICE_EVENTS``.
+        ``SLICE_BYTES``.
         """
         if size is None:
-            size = SLICE_EVENTS
+            size = SLICE_BYTES
         try:
             raws = _RAW.decode_lines(body) if ndjson else _RAW_LIST.decode(body)
         except (msgspec.DecodeError, RecursionError):
             raws = []  # a refusal: many() words it
-        if len(raws) <= size:
+        if len(raws) < 2 or len(body) <= size:
             yield self.many(body, ndjson)
             return
         glue = b"\n" if ndjson else b","
         pos = 0  # NDJSON: where the slice's values start in the body (its whitespace first)
-        for first in range(0, len(raws), size):
-            part = raws[first : first + size]
+        for first, end in spans(map(len, raws), size):
+            part = raws[first:end]
             joined = glue.join(part)
             try:
                 events = self.many(joined if ndjson else b"[" + joined + b"]", ndjson)

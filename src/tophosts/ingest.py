@@ -30,11 +30,18 @@ from tophosts.asgi import (
     scan,
     send_json,
 )
-from tophosts.events import SLICE_EVENTS, Decoder, Event, EventError
+from tophosts.events import AT_ONCE_BYTES, Decoder, Event, EventError
 from tophosts.idempotency import KeyInFlight, KeyRefused
 from tophosts.metrics import Metrics
 from tophosts.responses import RETRY_AFTER
-from tophosts.store import Store, StoreUnavailable, WriteUncertain
+from tophosts.store import (
+    AT_ONCE_HOSTS,
+    Store,
+    StoreUnavailable,
+    WriteUncertain,
+    host_counts,
+    host_spans,
+)
 
 _OK_BODY = b'{"status":"ok"}'
 _OK_START = json_start(200, _OK_BODY)
@@ -48,16 +55,15 @@ _REPLAYED = [idempotency.REPLAYED]
 _OK_REPLAYED_START = json_start(200, _OK_BODY, _REPLAYED)
 _EXPIRED_REPLAYED_START = json_start(200, _EXPIRED_BODY, _REPLAYED)
 _KEY = idempotency.HEADER
-# A batch body up to this size is decoded in one step: it holds at most about 680
-# events (a 24-byte event is the smallest), about 1.5 ms; a larger one in slices.
-_SLICED_BYTES = 16 * 1024
 
 
 async def _drop(events: list[Event]) -> None:
     """Let go of a large batch a slice at a time, after its answer: the events' dicts,
     freed at once, held the loop 11-27 ms at 8 MiB. The stores keep none of them."""
-    while len(events) > SLICE_EVENTS:
-        del events[-SLICE_EVENTS:]
+    if len(events) < 2 or host_counts(events) <= AT_ONCE_HOSTS:
+        return
+    for start, _ in reversed(list(host_spans(events))):
+        del events[start:]
         await asyncio.sleep(0)
 
 
@@ -145,11 +151,7 @@ class Ingest:
                 return await self._keyed(scope, receive, send, started, key)
             body = await read_body(receive, self.max_body)
             events = await self._decode(scope, body)
-            sync = self.sync
-            if sync is not None and len(events) <= SLICE_EVENTS:
-                added = sync.add_now(events)
-            else:
-                added = await self.store.add(events)
+            added = await self.store.add(events)  # a large batch: summed in slices
         except _ANSWERED as exc:
             await self._fail(send, started, body, exc, len(events))
             return await _drop(events)
@@ -164,7 +166,7 @@ class Ingest:
     async def _decode(self, scope: Scope, body: bytes) -> list[Event]:
         """The events of a batch; a large one a slice at a time, the loop free between."""
         ndjson = _is_ndjson(scope)
-        if len(body) <= _SLICED_BYTES:
+        if len(body) <= AT_ONCE_BYTES:
             return self.decoder.many(body, ndjson)
         events: list[Event] = []
         try:
@@ -202,10 +204,7 @@ class Ingest:
                     events = await self._decode(scope, body)
                     if len(events) > idempotency.MAX_EVENTS:
                         raise idempotency.too_many_events(len(events))
-                    if sync is not None and len(events) <= SLICE_EVENTS:
-                        added = sync.add_now(events, keyed)
-                    else:
-                        added = await store.add(events, keyed)
+                    added = await store.add(events, keyed)
                 else:
                     ts, counts = self.decoder.one(body)
                     events = [(ts, counts)]

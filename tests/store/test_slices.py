@@ -1,6 +1,6 @@
 """A large batch is summed a slice at a time, the loop free between, and applied at once.
 
-Each store must give a batch taken in slices (here of 2 events: ``small_slices``)
+Each store must give a batch taken in slices (here of 2 host counts: ``small_slices``)
 exactly what it gives the batch at once: the same answer or refusal, the same
 windows after. And what other requests do between two slices is checked with
 the batch when it is applied, never over it.

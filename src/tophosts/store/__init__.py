@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from operator import itemgetter
 from typing import NamedTuple, Protocol
 
-from tophosts.events import SLICE_EVENTS, Event
+from tophosts.events import Event, spans
 from tophosts.idempotency import Keyed
 from tophosts.windows import HOUR, MINUTE, Window, hour_of, minute_of, settled_after
 
@@ -231,14 +232,39 @@ def by_window(
     return merged, _by_window_into(merged, events, hour_floor, minute_floor)
 
 
+AT_ONCE_HOSTS = 16_384
+"""A batch of up to this many host counts (the hosts of all its events) is summed per
+window in one step of the event loop, about 2.5 ms on this project's machine; a
+larger one a slice at a time (:func:`host_slices`)."""
+
+SLICE_HOSTS = 2_048
+"""The host counts summed in one step, past ``AT_ONCE_HOSTS``: about 0.3 ms."""
+
+
+def host_counts(events: Sequence[Event]) -> int:
+    """The host counts of a batch: what summing it costs."""
+    return sum(map(len, map(itemgetter(1), events)))
+
+
+def host_spans(events: Sequence[Event]) -> Iterator[tuple[int, int]]:
+    """``[start, end)`` of each slice of about ``SLICE_HOSTS`` host counts (an event at
+    least) of ``events``."""
+    return spans(map(len, map(itemgetter(1), events)), SLICE_HOSTS)
+
+
+def host_slices(events: Sequence[Event]) -> Iterator[Sequence[Event]]:
+    """``events`` in slices of about ``SLICE_HOSTS`` host counts (one event at least)."""
+    for start, end in host_spans(events):
+        yield events[start:end]
+
+
 async def by_window_in_slices(
     events: Sequence[Event], hour_floor: int, minute_floor: int
 ) -> tuple[dict[tuple[int, int], Counts], int]:
-    """:func:`by_window`, ``SLICE_EVENTS`` events at a time, the loop free between."""
+    """:func:`by_window`, a slice at a time (:func:`host_slices`), the loop free between."""
     merged: dict[tuple[int, int], Counts] = {}
     expired = 0
-    for first in range(0, len(events), SLICE_EVENTS):
-        part = events[first : first + SLICE_EVENTS]
+    for part in host_slices(events):
         expired += _by_window_into(merged, part, hour_floor, minute_floor)
         await asyncio.sleep(0)
     return merged, expired

@@ -39,7 +39,6 @@ from collections.abc import Sequence
 
 from tophosts.events import (
     MAX_COUNT,
-    SLICE_EVENTS,
     Event,
     too_far_ahead,
     too_many_tracked,
@@ -56,6 +55,7 @@ from tophosts.idempotency import (
     unpack,
 )
 from tophosts.store import (
+    AT_ONCE_HOSTS,
     Added,
     Clock,
     Counts,
@@ -65,6 +65,8 @@ from tophosts.store import (
     TopHosts,
     WindowDump,
     by_window,
+    host_counts,
+    host_slices,
     merge,
 )
 from tophosts.store.frozen import Frozen, Selection
@@ -157,9 +159,10 @@ class MemoryStore:
         return self if self.retention else None
 
     async def add(self, events: Sequence[Event], key: Keyed | None = None) -> Added:
-        """:meth:`add_now`; a batch of over ``SLICE_EVENTS`` events is summed per minute a
-        slice at a time, the loop free between, then checked and applied at once."""
-        if len(events) <= SLICE_EVENTS:
+        """:meth:`add_now`; a batch of over ``AT_ONCE_HOSTS`` host counts is summed per
+        minute a slice at a time, the loop free between, then checked and applied at
+        once."""
+        if len(events) < 2 or host_counts(events) <= AT_ONCE_HOSTS:
             return self.add_now(events, key)
         for _ in range(2):
             now = self._clock()
@@ -171,8 +174,8 @@ class MemoryStore:
             floors = self._hour_floor, self._minute_floor
             sums: dict[int, Counts] = {}
             expired = 0
-            for first in range(0, len(events), SLICE_EVENTS):
-                expired += self._sum_minutes(events[first : first + SLICE_EVENTS], sums)
+            for part in host_slices(events):
+                expired += self._sum_minutes(part, sums)
                 await asyncio.sleep(0)
             now = self._clock()
             if self._graveyard or not self._minute_start <= now < self._minute_end:

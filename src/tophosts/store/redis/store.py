@@ -8,9 +8,10 @@ import contextlib
 import time
 from collections.abc import Sequence
 
-from tophosts.events import SLICE_EVENTS, Event, too_far_ahead
+from tophosts.events import Event, too_far_ahead
 from tophosts.idempotency import Keyed, KeyInFlight
 from tophosts.store import (
+    AT_ONCE_HOSTS,
     Added,
     Clock,
     Sizes,
@@ -18,6 +19,7 @@ from tophosts.store import (
     TopHosts,
     by_window,
     by_window_in_slices,
+    host_counts,
 )
 from tophosts.store.redis.clock import RedisClock
 from tophosts.store.redis.commit import Add, GroupCommit, KeyInfo, Limits
@@ -110,11 +112,11 @@ class RedisStore:
             if ts < hour_floor:
                 if key is None:
                     return Added(0, 1)
-                adds, expired, host_counts = [], 1, 0
+                adds, expired, summed = [], 1, 0
             else:
                 if 0 in counts.values():
                     counts = {host: n for host, n in counts.items() if n}
-                host_counts = sum(counts.values())
+                summed = sum(counts.values())
                 adds = []
                 if counts:
                     adds.append((HOUR, hour_of(ts), counts))
@@ -126,12 +128,12 @@ class RedisStore:
             # Pre-aggregated per window (without zero counts), in the order
             # both stores check them, so that a refusal names the same window,
             # host and event as the memory store's.
-            if len(events) <= SLICE_EVENTS:
+            if host_counts(events) <= AT_ONCE_HOSTS:
                 merged, expired = by_window(events, hour_floor, minute_floor)
             else:
                 merged, expired = await by_window_in_slices(events, hour_floor, minute_floor)
             adds = [(size, start, acc) for (size, start), acc in merged.items() if acc]
-            host_counts = sum(sum(acc.values()) for size, _, acc in adds if size == HOUR)
+            summed = sum(sum(acc.values()) for size, _, acc in adds if size == HOUR)
         if key is not None:
             # Even with nothing to add: the key's outcome is kept (and looked up) in Redis.
             digest, fingerprint = key
@@ -147,7 +149,7 @@ class RedisStore:
                 return Added(len(events) - kept, kept, 0, True)
         elif adds:
             await self._commit.commit(adds, events)
-        return Added(len(events) - expired, expired, host_counts)
+        return Added(len(events) - expired, expired, summed)
 
     def begin(self, digest: bytes) -> None:
         if digest in self._flight:
