@@ -33,7 +33,7 @@ import json
 import logging
 import re
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from types import FrameType
 from typing import Annotated, Any
 
@@ -59,10 +59,10 @@ about 150 KB a slice, other requests waited twice as long: BENCHMARKS.md, "Large
 batches"). An event is never split: a slice holds one event at least."""
 
 
-def spans(weights: Iterable[int], budget: int) -> Iterator[tuple[int, int]]:
-    """``[start, end)`` index ranges of consecutive items whose ``weights`` sum to at most
-    ``budget``, each with one item at least: the slices of a batch."""
-    totals = list(itertools.accumulate(weights))
+def spans(totals: Sequence[int], budget: int) -> Iterator[tuple[int, int]]:
+    """``[start, end)`` index ranges of consecutive items whose weights sum to at most
+    ``budget``, each with one item at least: the slices of a batch. ``totals``: the
+    running totals of the weights (``itertools.accumulate``)."""
     start = 0
     while start < len(totals):
         reached = totals[start - 1] if start else 0
@@ -203,7 +203,7 @@ class Decoder:
             return
         glue = b"\n" if ndjson else b","
         pos = 0  # NDJSON: where the slice's values start in the body (its whitespace first)
-        for first, end in spans(map(len, raws), size):
+        for first, end in spans(list(itertools.accumulate(map(len, raws))), size):
             part = raws[first:end]
             joined = glue.join(part)
             try:

@@ -10,6 +10,7 @@ atomically with the counts (:mod:`tophosts.idempotency`).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Callable, Iterator, Sequence
 from operator import itemgetter
@@ -241,30 +242,26 @@ SLICE_HOSTS = 2_048
 """The host counts summed in one step, past ``AT_ONCE_HOSTS``: about 0.3 ms."""
 
 
-def host_counts(events: Sequence[Event]) -> int:
-    """The host counts of a batch: what summing it costs."""
-    return sum(map(len, map(itemgetter(1), events)))
+def host_totals(events: Sequence[Event]) -> list[int]:
+    """The running total of a batch's host counts, event by event: the last is what
+    summing the batch costs."""
+    return list(itertools.accumulate(map(len, map(itemgetter(1), events))))
 
 
-def host_spans(events: Sequence[Event]) -> Iterator[tuple[int, int]]:
-    """``[start, end)`` of each slice of about ``SLICE_HOSTS`` host counts (an event at
-    least) of ``events``."""
-    return spans(map(len, map(itemgetter(1), events)), SLICE_HOSTS)
-
-
-def host_slices(events: Sequence[Event]) -> Iterator[Sequence[Event]]:
-    """``events`` in slices of about ``SLICE_HOSTS`` host counts (one event at least)."""
-    for start, end in host_spans(events):
+def host_slices(events: Sequence[Event], totals: Sequence[int]) -> Iterator[Sequence[Event]]:
+    """``events`` in slices of about ``SLICE_HOSTS`` host counts (one event at least);
+    ``totals``: their :func:`host_totals`."""
+    for start, end in spans(totals, SLICE_HOSTS):
         yield events[start:end]
 
 
 async def by_window_in_slices(
-    events: Sequence[Event], hour_floor: int, minute_floor: int
+    events: Sequence[Event], totals: Sequence[int], hour_floor: int, minute_floor: int
 ) -> tuple[dict[tuple[int, int], Counts], int]:
     """:func:`by_window`, a slice at a time (:func:`host_slices`), the loop free between."""
     merged: dict[tuple[int, int], Counts] = {}
     expired = 0
-    for part in host_slices(events):
+    for part in host_slices(events, totals):
         expired += _by_window_into(merged, part, hour_floor, minute_floor)
         await asyncio.sleep(0)
     return merged, expired

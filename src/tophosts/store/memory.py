@@ -65,8 +65,8 @@ from tophosts.store import (
     TopHosts,
     WindowDump,
     by_window,
-    host_counts,
     host_slices,
+    host_totals,
     merge,
 )
 from tophosts.store.frozen import Frozen, Selection
@@ -162,8 +162,12 @@ class MemoryStore:
         """:meth:`add_now`; a batch of over ``AT_ONCE_HOSTS`` host counts is summed per
         minute a slice at a time, the loop free between, then checked and applied at
         once."""
-        if len(events) < 2 or host_counts(events) <= AT_ONCE_HOSTS:
+        if len(events) < 2:
             return self.add_now(events, key)
+        totals = host_totals(events)
+        if totals[-1] <= AT_ONCE_HOSTS:
+            return self.add_now(events, key)
+        await asyncio.sleep(0)  # each step below takes 1.5-2.6 ms at 56,000 events
         for _ in range(2):
             now = self._clock()
             if self._graveyard or not self._minute_start <= now < self._minute_end:
@@ -171,10 +175,11 @@ class MemoryStore:
             if key is not None and key[0] in self._keys:
                 break  # a replay or a conflict: nothing to sum
             self._too_far_ahead(now, events)
+            await asyncio.sleep(0)
             floors = self._hour_floor, self._minute_floor
             sums: dict[int, Counts] = {}
             expired = 0
-            for part in host_slices(events):
+            for part in host_slices(events, totals):
                 expired += self._sum_minutes(part, sums)
                 await asyncio.sleep(0)
             now = self._clock()

@@ -19,7 +19,7 @@ from tophosts.store import (
     TopHosts,
     by_window,
     by_window_in_slices,
-    host_counts,
+    host_totals,
 )
 from tophosts.store.redis.clock import RedisClock
 from tophosts.store.redis.commit import Add, GroupCommit, KeyInfo, Limits
@@ -128,10 +128,14 @@ class RedisStore:
             # Pre-aggregated per window (without zero counts), in the order
             # both stores check them, so that a refusal names the same window,
             # host and event as the memory store's.
-            if host_counts(events) <= AT_ONCE_HOSTS:
+            totals = host_totals(events)
+            if totals[-1] <= AT_ONCE_HOSTS:
                 merged, expired = by_window(events, hour_floor, minute_floor)
             else:
-                merged, expired = await by_window_in_slices(events, hour_floor, minute_floor)
+                await asyncio.sleep(0)  # the totals took a step (2.6 ms at 56,000 events)
+                merged, expired = await by_window_in_slices(
+                    events, totals, hour_floor, minute_floor
+                )
             adds = [(size, start, acc) for (size, start), acc in merged.items() if acc]
             summed = sum(sum(acc.values()) for size, _, acc in adds if size == HOUR)
         if key is not None:
