@@ -162,6 +162,11 @@ class Store(Protocol):
         older than the past round hour are counted as expired and not stored;
         zero counts are never stored.
 
+        A batch of more than ``AT_ONCE_HOSTS`` host counts is prepared a slice at a
+        time (:func:`host_slices`), the event loop free between slices, and checked
+        and applied at once: other requests may run meanwhile, and what they add
+        counts in its checks, but none sees it half applied.
+
         With ``key``, after the skew check: if the key has a live record, nothing is
         applied, and the answer is its outcome with ``replayed`` set when the
         fingerprint matches, else :class:`~tophosts.idempotency.KeyConflict`; if
