@@ -400,3 +400,19 @@ def test_redis_and_metrics_targets() -> None:
     assert "tophosts vs itself -3.0%" in undecided["measured"]
     results["metrics"][0]["control_pct_paired"] = 0.5
     assert report.targets(results)[0]["met"] is True
+
+
+def test_body_lag_times_single_events_beside_batches_at_max_body(tmp_path: Path) -> None:
+    from bench import body_lag
+
+    args = ["--rounds", "1", "--seconds", "0.3", "--max-body", str(1 << 20)]
+    assert body_lag.main([*args, "--out", str(tmp_path)]) == 0
+    doc = json.loads((tmp_path / "body_lag.json").read_text())
+    rows = {row["case"]: row for row in doc["rows"]}
+    assert set(rows) == {"alone", body_lag.POOL, body_lag.DISTINCT, body_lag.REFUSED}
+    assert rows["alone"]["batches"] == 0
+    for case, row in rows.items():
+        assert row["target"] == "tophosts"
+        assert row["requests"] > 0
+        assert 0 < row["p50_ms"] <= row["p99_ms"] <= row["max_ms"]
+        assert case == "alone" or row["batches"] >= 1  # each answered as expected
