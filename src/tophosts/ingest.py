@@ -5,6 +5,10 @@ objects and middleware: read the body under the size limit, decode, apply, and
 answer with prebuilt headers. A request with an ``Idempotency-Key`` takes
 :meth:`Ingest._keyed` instead, for both routes; one without pays for nothing
 but looking for the header in the scan that checks the Content-Length.
+
+A batch body past ``AT_ONCE_BYTES`` is decoded a slice at a time, summed by the
+store a slice at a time, and let go of a slice at a time after its answer, the
+event loop serving other requests between slices (README, "Batch size").
 """
 
 from __future__ import annotations
