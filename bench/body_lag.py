@@ -25,15 +25,12 @@ import contextlib
 import json
 import os
 import sys
-import threading
 import time
 from typing import Any
 
 from bench import servers
 from bench.data import batch_of_size
-from bench.limits import LAG_LIMIT_MS, Clock, _loop, _stopped, mid_hour_offset
-from bench.loadgen import Conn, request_bytes
-from bench.loadgen import percentile as pct
+from bench.limits import LAG_LIMIT_MS, Clock, _loop, _stopped, beside, lag_figures, mid_hour_offset
 from bench.servers import Server, Target
 from tophosts.config import Settings
 from tophosts.windows import HOUR
@@ -44,49 +41,8 @@ DISTINCT = "distinct hosts"
 REFUSED = "5 hosts of 10,000, the last event refused"
 
 
-def beside(
-    port: int, body: bytes, clock: Clock, seconds: float, status: int = 200
-) -> tuple[list[float], int]:
-    """Single-event latencies (ms) while another connection posts ``body`` back to back,
-    each answered ``status``; and how many of those batches were answered."""
-    stop = threading.Event()
-    posted = [0]
-    failed: list[str] = []
-
-    def feed() -> None:
-        raw = request_bytes("POST", "/counters", body)
-        with Conn(port) as conn:
-            while not stop.is_set():
-                got, answer = conn.request(raw)
-                if got != status:
-                    failed.append(f"POST /counters answered {got}: {answer[:200]!r}")
-                    return
-                posted[0] += 1
-
-    feeder = threading.Thread(target=feed, daemon=True)
-    feeder.start()
-    try:
-        latencies = _loop(port, clock, seconds)
-    finally:
-        stop.set()
-        feeder.join()
-    if failed:
-        raise RuntimeError(failed[0])
-    return latencies, posted[0]
-
-
 def row(target: str, case: str, latencies: list[float], batches: int) -> dict[str, Any]:
-    ms = sorted(latencies)
-    return {
-        "target": target,
-        "case": case,
-        "requests": len(ms),
-        "batches": batches,
-        "p50_ms": round(pct(ms, 50), 3),
-        "p99_ms": round(pct(ms, 99), 3),
-        "max_ms": round(ms[-1], 3),
-        "over_limit": sum(1 for m in ms if m > LAG_LIMIT_MS),
-    }
+    return {"target": target, "case": case, "batches": batches, **lag_figures(latencies)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -307,41 +307,18 @@ class Limits:
         self.bench.step(f"limits: POST /counter loop alone, then beside {len(full):,} B batches")
         self.bench._quiet()
         alone = _loop(server.port, clock, seconds)
-        stop = threading.Event()
-        posted = [0]
-
-        def feed() -> None:
-            raw = request_bytes("POST", "/counters", full)
-            with Conn(server.port) as conn:
-                while not stop.is_set():
-                    status, answer = conn.request(raw)
-                    if status != 200:
-                        raise RuntimeError(f"POST /counters answered {status}: {answer[:200]!r}")
-                    posted[0] += 1
-
-        feeder = threading.Thread(target=feed, daemon=True)
-        feeder.start()
-        try:
-            beside = _loop(server.port, clock, seconds)
-        finally:
-            stop.set()
-            feeder.join()
-        for case, latencies, batches in (
+        latencies, posted = beside(server.port, full, clock, seconds)
+        for case, ms, batches in (
             ("single events alone", alone, 0),
-            (f"single events beside {len(full):,} B batches", beside, posted[0]),
+            (f"single events beside {len(full):,} B batches", latencies, posted),
         ):
-            ms = sorted(latencies)
             self.rows.append(
                 {
                     "limit": "max-body-lag",
                     "cap": len(full),
                     "case": case,
-                    "requests": len(ms),
                     "batches": batches,
-                    "p50_ms": round(pct(ms, 50), 3),
-                    "p99_ms": round(pct(ms, 99), 3),
-                    "max_ms": round(ms[-1], 3),
-                    "over_limit": sum(1 for m in ms if m > LAG_LIMIT_MS),
+                    **lag_figures(ms),
                 }
             )
 
@@ -390,20 +367,15 @@ class Limits:
                         written += _SNAPSHOT_LINE.findall(on.log_text())[before:]
                 rss = {key: server.rss_mb() for key, server in (("on", on), ("off", off))}
         for key in ("off", "on"):
-            ms = sorted(latencies[key])
             every = f"every {plan.lag_interval:g} s"
             row: Row = {
                 "limit": "snapshot",
                 "cap": hosts,
                 "case": f"snapshots {every if key == 'on' else 'off'}",
                 "pairs": hosts,
-                "requests": len(ms),
-                "p50_ms": round(pct(ms, 50), 3),
-                "p99_ms": round(pct(ms, 99), 3),
-                "max_ms": round(ms[-1], 3) if ms else None,
-                # Answers slower than the stall limit: the machine's outliers hit
-                # both servers; a snapshot that held the loop would add one each.
-                "over_limit": sum(1 for m in ms if m > LAG_LIMIT_MS),
+                # over_limit: the machine's outliers hit both servers; a snapshot
+                # that held the loop would add one each.
+                **lag_figures(latencies[key]),
                 "rss_mb": _rounded(rss[key]),
             }
             if key == "on":
@@ -504,6 +476,51 @@ def _median_refused(port: int, length: int, samples: int) -> float:
         if not answer.startswith(b"HTTP/1.1 413 "):
             raise RuntimeError(f"expected 413, got {answer[:200]!r}")
     return statistics.median(out)
+
+
+def lag_figures(latencies: Sequence[float]) -> Row:
+    """How many answers, their p50, p99 and slowest (ms), and how many took longer
+    than the stall limit."""
+    ms = sorted(latencies)
+    return {
+        "requests": len(ms),
+        "p50_ms": round(pct(ms, 50), 3),
+        "p99_ms": round(pct(ms, 99), 3),
+        "max_ms": round(ms[-1], 3) if ms else None,
+        "over_limit": sum(1 for m in ms if m > LAG_LIMIT_MS),
+    }
+
+
+def beside(
+    port: int, body: bytes, clock: Clock, seconds: float, status: int = 200
+) -> tuple[list[float], int]:
+    """Single-event latencies (ms) of :func:`_loop` while another connection posts
+    ``body`` to ``/counters`` back to back, each answered ``status``; and how many of
+    those batches were answered. A batch answered otherwise fails the run."""
+    stop = threading.Event()
+    posted = [0]
+    failed: list[str] = []
+
+    def feed() -> None:
+        raw = request_bytes("POST", "/counters", body)
+        with Conn(port) as conn:
+            while not stop.is_set():
+                got, answer = conn.request(raw)
+                if got != status:
+                    failed.append(f"POST /counters answered {got}: {answer[:200]!r}")
+                    return
+                posted[0] += 1
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    try:
+        latencies = _loop(port, clock, seconds)
+    finally:
+        stop.set()
+        feeder.join()
+    if failed:
+        raise RuntimeError(failed[0])
+    return latencies, posted[0]
 
 
 def _loop(port: int, clock: Clock, seconds: float) -> list[float]:

@@ -178,6 +178,7 @@ class Ingest:
                 await asyncio.sleep(0)
         except EventError:
             await _drop(events, cuts)
+            cuts.clear()  # nothing left for the caller to let go of
             raise
         return events
 
