@@ -326,6 +326,23 @@ def batches(per: int, seed: int) -> Callable[[], list[bytes]]:
     return lambda: [events.batch(per, *ingest_span()) for _ in range(16)]
 
 
+MEASURABLE_CPU_S = 0.1
+"""The least server CPU time a short run must use for its CPU per request to count:
+ten ticks of the kernel's usual 100 Hz clock, so the figure is within about 10%."""
+LONGEST_SHORT_RUN_S = 5.0
+
+
+def _longer(seconds: float, used: Iterable[float]) -> float:
+    """The next length for a short run whose servers used ``used`` CPU seconds in
+    ``seconds``, or 0 when each used enough to measure (or the run is long enough):
+    on a starved machine a 0.3 s run may use no measurable CPU at all."""
+    if not seconds or seconds >= LONGEST_SHORT_RUN_S:
+        return 0.0
+    if all(cpu >= MEASURABLE_CPU_S for cpu in used):
+        return 0.0
+    return min(seconds * 4, LONGEST_SHORT_RUN_S)
+
+
 def load_row(result: LoadResult) -> Row:
     return {
         "requests": result.requests,
@@ -451,12 +468,17 @@ class Bench:
             **(others or {}),
             "machine": machine_cpu_seconds,
         }
-        before = {name: meter() for name, meter in meters.items()}
-        if short and self.plan.short_runs:
-            results = AsyncioLoad().run(server.port, loads, self.plan.short_runs)
-        else:
-            results = self.gen.run(server.port, loads, self.plan.seconds)
-        used = {name: meter() - before[name] for name, meter in meters.items()}
+        seconds_asked = self.plan.short_runs if short else 0.0
+        while True:
+            before = {name: meter() for name, meter in meters.items()}
+            if seconds_asked:
+                results = AsyncioLoad().run(server.port, loads, seconds_asked)
+            else:
+                results = self.gen.run(server.port, loads, self.plan.seconds)
+            used = {name: meter() - before[name] for name, meter in meters.items()}
+            seconds_asked = _longer(seconds_asked, [used["server"]])
+            if not seconds_asked:
+                break
         seconds = results[0].seconds
         row: Row = {
             "background_cores": background,
@@ -730,12 +752,14 @@ class Bench:
 
         if self.plan.warmup and not self.plan.short_runs:
             run(runs, self.plan.warmup)
-        before = [server.cpu_seconds() for server, _ in runs]
-        results = run(runs, seconds)
-        return [
-            (result, server.cpu_seconds() - cpu)
-            for (server, _), result, cpu in zip(runs, results, before, strict=True)
-        ]
+        while True:
+            before = [server.cpu_seconds() for server, _ in runs]
+            results = run(runs, seconds)
+            used = [
+                server.cpu_seconds() - cpu for (server, _), cpu in zip(runs, before, strict=True)
+            ]
+            if not self.plan.short_runs or not (seconds := _longer(seconds, used)):
+                return list(zip(results, used, strict=True))
 
     def _load(self, port: int, load: Load, seconds: float) -> LoadResult:
         if self.plan.short_runs:

@@ -11,7 +11,7 @@ from typing import Any
 
 import bench
 import pytest
-from bench import apps, loadgen, report, servers
+from bench import apps, loadgen, report, scenarios, servers
 from bench.scenarios import INSTR_TARGETS, REDIS_SETUPS, SCENARIOS
 from starlette.testclient import TestClient
 
@@ -330,6 +330,17 @@ def test_percentile_is_nearest_rank() -> None:
     assert loadgen.percentile([], 99) == 0.0
     assert loadgen.percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.0
     assert loadgen.percentile([float(n) for n in range(1, 101)], 99) == 99.0
+
+
+def test_a_short_run_too_starved_to_measure_its_cpu_is_run_again_longer() -> None:
+    # CI once got a quick-bench row with no CPU per request: a 0.3 s run on a busy
+    # machine had used less CPU than one clock tick (10 ms).
+    assert scenarios._longer(0.3, [0.0, 0.2]) == pytest.approx(1.2)
+    assert scenarios._longer(1.2, [0.09]) == pytest.approx(4.8)
+    assert scenarios._longer(4.8, [0.0]) == scenarios.LONGEST_SHORT_RUN_S
+    assert scenarios._longer(scenarios.LONGEST_SHORT_RUN_S, [0.0]) == 0  # then it stops
+    assert scenarios._longer(0.3, [0.1, 0.2]) == 0  # every server measured: done
+    assert scenarios._longer(0.0, [0.0]) == 0  # a full-plan run is never lengthened
 
 
 def test_targets_compare_tophosts_with_the_ceiling_of_the_same_run() -> None:
