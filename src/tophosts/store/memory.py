@@ -579,10 +579,10 @@ class MemoryStore:
         target = self._hours.get(hour)
         if target is None:
             if len(counts) > self._max_tracked:
-                self._check_exactly(((ts, counts),))
+                self._check_one(counts, {})
             target = self._hours[hour] = {}
         elif total > MAX_COUNT or len(target) + len(counts) > self._max_tracked:
-            self._check_exactly(((ts, counts),))
+            self._check_one(counts, target)
         self._totals[hour] = total
         get = target.get
         cache = self._cache
@@ -637,6 +637,20 @@ class MemoryStore:
                     raise total_too_large(host, _pushes_over(events, start, host, known))
         for start, _ in hours:
             self._check_cardinality(start, events)
+
+    def _check_one(self, counts: Counts, known: Counts) -> None:
+        """:meth:`_check_exactly` of one event (no zero counts) of a live hour whose
+        hosts are ``known``, without the batch machinery: the refusal a full hour gives
+        each new host's event is the cap's most frequent answer."""
+        for host, n in counts.items():
+            if known.get(host, 0) + n > MAX_COUNT:
+                raise total_too_large(host, 0)
+        room = self._max_tracked - len(known)
+        for host in counts:
+            if host not in known:
+                if room <= 0:
+                    raise too_many_tracked(HOUR, host, self._max_tracked, 0)
+                room -= 1
 
     def _check_cardinality(self, start: int, events: Sequence[Event]) -> None:
         """Refuse the first event that would add a host past the cap to the hour ``start``."""
