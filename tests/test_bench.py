@@ -427,3 +427,18 @@ def test_body_lag_times_single_events_beside_batches_at_max_body(tmp_path: Path)
         assert row["requests"] > 0
         assert 0 < row["p50_ms"] <= row["p99_ms"] <= row["max_ms"]
         assert case == "alone" or row["batches"] >= 1  # each answered as expected
+
+
+def test_full_hour_compares_an_event_at_a_full_hour_with_a_baseline(tmp_path: Path) -> None:
+    from bench import full_hour
+
+    src = Path(__file__).parents[1] / "src"  # this code as its own baseline
+    args = ["--baseline", str(src), "--quick", "--rounds", "1", "--cap", "1000"]
+    assert full_hour.main([*args, "--out", str(tmp_path)]) == 0
+    doc = json.loads((tmp_path / "full_hour.json").read_text())
+    assert [row["case"] for row in doc["rows"]] == ["known host (200)", "new host (429)"]
+    for row in doc["rows"]:
+        # Each round's answers were checked (a 200 each, a 429 each), and both were timed.
+        assert row["median"] > 0
+        assert len(row["rounds"]) == 1
+    assert all(r["this"] > 0 and r["baseline"] > 0 for r in doc["cpu_us"])
