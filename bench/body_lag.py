@@ -2,9 +2,10 @@
 ``POST /counter`` one at a time over one connection, alone and while a second
 connection posts batches of exactly ``--max-body`` bytes back to back.
 
-Three bodies: events of 5 hosts drawn from 10,000 (what a shipper sends);
-events of distinct hosts (about 250,000 in 8 MiB, the dearest to apply); and
-the first body with its last event refused (a count of -1: 400). Each server
+Four bodies: events of 5 hosts drawn from 10,000 (what a shipper sends);
+events of distinct hosts (about 250,000 in 8 MiB, the dearest to apply);
+the first body with its last event refused (a count of -1: 400); and the
+first body cut short by its closing bracket (not JSON: 400). Each server
 runs with the defaults of ``make run`` (``--log-level info``), pinned to the
 server CPU; the probe and the feeder run here. With ``--baseline SRC`` (the
 ``src`` folder of another tophosts, e.g. ``git archive main | tar -x -C
@@ -39,6 +40,7 @@ RESULTS = os.path.join(os.path.dirname(__file__), "results")
 POOL = "5 hosts of 10,000 an event"
 DISTINCT = "distinct hosts"
 REFUSED = "5 hosts of 10,000, the last event refused"
+CUT_SHORT = "5 hosts of 10,000, cut short (no closing bracket)"
 
 
 def row(target: str, case: str, latencies: list[float], batches: int) -> dict[str, Any]:
@@ -66,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     # The same events but the last, a negative count: refused (400) at its last event.
     bad = b',{"timestamp":%d,"bad.example":-1}]' % now
     bodies[REFUSED] = batch_of_size(limit - len(bad), now - 50, now - 5)[0].rstrip()[:-1] + bad
+    bodies[CUT_SHORT] = bodies[POOL].rstrip()[:-1]  # not JSON: 400
     common = ["--clock-offset", f"{offset:.3f}", "--log-level", "info", "--max-body", str(limit)]
     targets: list[Target] = ["tophosts"]
     if args.baseline:
@@ -86,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
                     latencies[(target, "alone")] += _loop(server.port, clock, args.seconds)
                     for case, body in bodies.items():
                         print(f"round {n + 1}: {target} beside {case}", file=sys.stderr)
-                        status = 400 if case == REFUSED else 200
+                        status = 400 if case in (REFUSED, CUT_SHORT) else 200
                         more, posted = beside(server.port, body, clock, args.seconds, status)
                         latencies[(target, case)] += more
                         batches[(target, case)] += posted

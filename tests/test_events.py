@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tophosts.events import MAX_COUNT, Decoder, EventError
+from tophosts.events import MAX_COUNT, Decoder, Event, EventError
 
 decoder = Decoder(max_hosts=5)
 
@@ -387,3 +387,54 @@ def test_an_out_of_range_number_deep_inside_is_explained_without_recursion(
     error = one_error(body)
     assert error.__cause__ is None
     assert words in error.message
+
+
+def _events(n: int, ndjson: bool, start: int = 0) -> bytes:
+    events = [b'{"timestamp":%d,"h%d.example":1}' % (1000 + i, i) for i in range(start, n)]
+    return b"\n".join(events) if ndjson else b"[" + b",".join(events) + b"]"
+
+
+# Bodies whose values msgspec cannot find (a syntax error, an end too early, bytes
+# that are not UTF-8): refused without the typed decode of the whole body first,
+# and NDJSON's lines before the error read in slices.
+_MALFORMED = {
+    "array cut short": (_events(200, False)[:-1], False),
+    "array with a syntax error at its end": (_events(200, False)[:-1] + b",]", False),
+    "array with a bad count, then cut short": (
+        _events(100, False)[:-1] + b',{"timestamp":1,"x":-1},' + _events(100, False)[1:-1],
+        False,
+    ),
+    "array not UTF-8 at its end": (_events(200, False)[:-1] + b',{"timestamp":1,"\xff":1}]', False),
+    "object cut short": (b'{"a":1,' * 300, False),
+    "NDJSON cut short": (_events(200, True)[:-3], True),
+    "NDJSON with a bad event, then cut short": (
+        _events(100, True) + b'\n{"timestamp":1,"x":-1}\n' + _events(200, True, 100)[:-3],
+        True,
+    ),
+    "NDJSON with an event over two lines, then cut short": (
+        b'{"timestamp":1,\n"a":1}\n' + _events(200, True)[:-3],
+        True,
+    ),
+    "NDJSON whose second line is bad, with more after it": (
+        _events(1, True) + b"\n{]\n" + _events(200, True, 1),
+        True,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", _MALFORMED)
+def test_a_malformed_batch_in_slices_is_refused_as_it_is_whole(case: str) -> None:
+    body, ndjson = _MALFORMED[case]
+    with pytest.raises(EventError) as whole:
+        decoder.many(body, ndjson)
+    parts: list[list[Event]] = []
+    with pytest.raises(EventError) as sliced:
+        parts.extend(decoder.slices(body, ndjson, size=256))
+    got, want = sliced.value, whole.value
+    assert (got.message, got.index, got.status) == (want.message, want.index, want.status)
+    assert got.__cause__ is None  # explained, not a guard's catch
+    if case == "NDJSON cut short":
+        # The lines before the error came a slice at a time: the loop had its turns.
+        assert len(parts) > 5
+        assert sum(map(len, parts)) == 199
+        assert "line 200:" in got.message

@@ -33,7 +33,7 @@ import json
 import logging
 import re
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from types import FrameType
 from typing import Annotated, Any
 
@@ -196,8 +196,12 @@ class Decoder:
             size = SLICE_BYTES
         try:
             raws = _RAW.decode_lines(body) if ndjson else _RAW_LIST.decode(body)
-        except (msgspec.DecodeError, RecursionError):
+        except msgspec.DecodeError as exc:
+            if len(body) > size:
+                yield from self._refused(body, ndjson, exc, size)
             raws = []  # a refusal: many() words it
+        except RecursionError:
+            raws = []
         if len(raws) < 2 or len(body) <= size:
             yield self.many(body, ndjson)
             return
@@ -215,12 +219,57 @@ class Decoder:
                     raise _unexplained(exc) from exc
                 if placed is not None:
                     raise placed from placed.__cause__
+                if not ndjson and not _is_utf8(body):
+                    self._refuse_malformed(body, ndjson)  # as many() would, after its decode
                 self.many(body, ndjson)  # raises the body's own refusal
                 bug = RuntimeError("a slice of a batch was refused, the batch was not")
                 raise _unexplained(bug) from bug
             yield events
             if ndjson:
                 pos = _after(body, pos, part, joined)
+
+    def _refused(
+        self, body: bytes, ndjson: bool, syntax: msgspec.DecodeError, size: int
+    ) -> Iterator[list[Event]]:
+        """:meth:`slices` of a body whose values could not be found: raises its refusal.
+
+        NDJSON is explained as :meth:`_explain_ndjson` does, but the whole lines
+        before the syntax error go through :meth:`slices` (their first bad event
+        is the body's); an array's explanation is one step.
+        """
+        events = cut = 0
+        if ndjson:
+            yield []  # each scan of the body a step of its own
+            cut = _lines_cut(body, syntax)
+        if cut:
+            yield []
+            for part in self.slices(body[:cut], True, size):
+                events += len(part)
+                yield part
+        self._refuse_malformed(body, ndjson, events, cut)
+        self.many(body, ndjson)  # raises the body's own refusal
+        bug = RuntimeError("a batch whose values could not be found was not refused")
+        raise _unexplained(bug) from bug
+
+    def _refuse_malformed(self, body: bytes, ndjson: bool, events: int = 0, cut: int = 0) -> None:
+        """Raise the refusal :meth:`many` gives a body whose values could not be found,
+        without the typed decode it tries first: that decode of a large body fails
+        where the values' scan failed, after as long as the explanation takes.
+        ``events``, ``cut``: an NDJSON body's whole lines before its syntax error end
+        at ``cut`` and hold ``events`` good events. Returns, for :meth:`many` to word
+        it, when the explanation finds nothing."""
+        try:
+            with _fixed_depth():
+                if cut:
+                    error = self._explain_lines(body, events, _ndjson_walk(body, cut))
+                elif ndjson:
+                    error = self._explain_ndjson(body)
+                else:
+                    error = self._explain_array(body)
+        except Exception:
+            return
+        if error is not None:
+            raise error from error.__cause__
 
     @staticmethod
     def _in_body(
@@ -244,12 +293,7 @@ class Decoder:
         if error.index is None:
             return None  # about the slice as a whole: not expected of one that parsed
         if not ndjson:
-            if not body.isascii():
-                try:
-                    body.decode()
-                except UnicodeDecodeError:
-                    return None
-            return _placed(error, first + error.index)
+            return _placed(error, first + error.index) if _is_utf8(body) else None
         line = _LINE.match(error.message)
         if line is None:
             return None
@@ -323,9 +367,14 @@ class Decoder:
                 events, pos = self._lines_before(body, exc)
             except EventError as before:
                 return before  # an event before the syntax error is the first bad one
-            values = _ndjson_walk(body, pos)
-        else:
-            events, values = 0, _ndjson_events(body)
+            return self._explain_lines(body, events, _ndjson_walk(body, pos))
+        return self._explain_lines(body, 0, _ndjson_events(body))
+
+    def _explain_lines(
+        self, body: bytes, events: int, values: Iterable[tuple[int, bytes]]
+    ) -> EventError | None:
+        """The first bad one of ``values`` (``(start, bytes)``), which follow ``events``
+        good events of the NDJSON ``body``, on its line; or the lack of any event."""
         index = events - 1
         for index, (start, raw) in enumerate(values, events):
             error = self._event_error(raw)
@@ -344,17 +393,9 @@ class Decoder:
         Raises the error of the first bad event among them, if any. ``(0, 0)``
         when that prefix cannot be read alone (an event spans its last line end).
         """
-        position = _BYTE.search(str(syntax))
-        end = int(position[1]) - 1 if position else len(body)
-        cut = body.rfind(b"\n", 0, max(end, 0)) + 1
-        if cut == 0 or _WS.fullmatch(body, 0, cut):
-            return 0, 0
-        try:
-            _RAW.decode_lines(memoryview(body)[:cut])
-        except (msgspec.DecodeError, RecursionError):
-            return 0, 0
+        cut = _lines_cut(body, syntax)
         # The same values as at the start of the whole body: no token spans a LF.
-        return len(self.many(body[:cut], ndjson=True)), cut
+        return (len(self.many(body[:cut], ndjson=True)), cut) if cut else (0, 0)
 
 
 # -- duplicate keys and NUL ---------------------------------------------------
@@ -621,6 +662,31 @@ def _kind_of(raw: bytes) -> Any:
 
 _DEEP = "the request body nests too deeply; events are flat JSON objects"
 _NOT_JSON = "the request body is not valid UTF-8 JSON"
+
+
+def _lines_cut(body: bytes, syntax: Exception) -> int:
+    """Where the whole lines of an NDJSON ``body`` before its syntax error end, if
+    they hold values that read alone (0 if not)."""
+    position = _BYTE.search(str(syntax))
+    end = int(position[1]) - 1 if position else len(body)
+    cut = body.rfind(b"\n", 0, max(end, 0)) + 1
+    if cut == 0 or _WS.fullmatch(body, 0, cut):
+        return 0
+    try:
+        _RAW.decode_lines(memoryview(body)[:cut])
+    except (msgspec.DecodeError, RecursionError):
+        return 0
+    return cut
+
+
+def _is_utf8(body: bytes) -> bool:
+    if body.isascii():
+        return True
+    try:
+        body.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _explain_json(body: bytes, offset: int = 0) -> str | None:
