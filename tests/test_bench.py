@@ -443,3 +443,16 @@ def test_full_hour_compares_an_event_at_a_full_hour_with_a_baseline(tmp_path: Pa
         assert row["median"] > 0
         assert len(row["rounds"]) == 1
     assert all(r["this"] > 0 and r["baseline"] > 0 for r in doc["cpu_us"])
+
+
+def test_steps_times_the_decoders_longest_step_on_large_bodies(tmp_path: Path) -> None:
+    from bench import steps
+
+    assert steps.main(["--size", "300000", "--repeat", "1", "--out", str(tmp_path)]) == 0
+    rows = {row["body"]: row for row in json.loads((tmp_path / "steps.json").read_text())["rows"]}
+    assert set(rows) == set(steps.bodies(300_000, 1000))
+    for name, row in rows.items():
+        good = name in ("array", "NDJSON")
+        assert row["outcome"] == "accepted" if good else row["outcome"].startswith("400: ")
+        assert 0 < row["longest_step_ms"] <= row["total_ms"]
+    assert "not valid UTF-8 JSON" in rows["NDJSON cut short"]["outcome"]
