@@ -406,6 +406,37 @@ _MALFORMED = {
     ),
     "array not UTF-8 at its end": (_events(200, False)[:-1] + b',{"timestamp":1,"\xff":1}]', False),
     "object cut short": (b'{"a":1,' * 300, False),
+    "array whose hosts hold '},' and quotes, then a syntax error": (
+        b"["
+        + b",".join(b'{"timestamp":%d,"h},\\"%d":1}' % (i, i) for i in range(300))
+        + b',{"timestamp" 1}]',
+        False,
+    ),
+    # The last event is longer than a slice: the part after it starts at "]".
+    "array whose last event is long, then a trailing comma": (
+        _events(50, False)[:-1] + b',{"timestamp":1,"' + b"h" * 250 + b'":1},],{"a":1}]',
+        False,
+    ),
+    "array with a syntax error in its middle": (
+        _events(150, False)[:-1] + b',{"timestamp" 1},' + _events(150, False)[1:],
+        False,
+    ),
+    "array with a trailing comma in its middle": (
+        _events(100, False)[:-1] + b",," + _events(100, False)[1:],
+        False,
+    ),
+    "array with an out-of-range number, then cut short": (
+        _events(100, False)[:-1] + b',{"timestamp":1,"x":1e400},' + _events(100, False)[1:-1],
+        False,
+    ),
+    "array not UTF-8 early, cut short late": (
+        b'[{"timestamp":1,"\xff":1},' + _events(200, False)[1:-1],
+        False,
+    ),
+    "array with an event too deep, then cut short": (
+        _events(100, False)[:-1] + b"," + b"[" * 2000 + _events(100, False)[1:-1],
+        False,
+    ),
     "NDJSON cut short": (_events(200, True)[:-3], True),
     "NDJSON with a bad event, then cut short": (
         _events(100, True) + b'\n{"timestamp":1,"x":-1}\n' + _events(200, True, 100)[:-3],

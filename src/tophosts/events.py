@@ -33,7 +33,7 @@ import json
 import logging
 import re
 import sys
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from types import FrameType
 from typing import Annotated, Any
 
@@ -220,7 +220,11 @@ class Decoder:
                 if placed is not None:
                     raise placed from placed.__cause__
                 if not ndjson and not _is_utf8(body):
-                    self._refuse_malformed(body, ndjson)  # as many() would, after its decode
+                    # As many() would explain it after its decode, a slice at a time.
+                    reason = yield from _raws_explained(body, raws, size)
+                    if reason is not None:
+                        raise EventError(reason) from None
+                    self._refuse_malformed(body, ndjson)
                 self.many(body, ndjson)  # raises the body's own refusal
                 bug = RuntimeError("a slice of a batch was refused, the batch was not")
                 raise _unexplained(bug) from bug
@@ -238,8 +242,12 @@ class Decoder:
         is the body's); an array's explanation is one step.
         """
         events = cut = 0
+        yield []  # each scan of the body a step of its own
+        if not ndjson and not isinstance(syntax, msgspec.ValidationError):
+            reason = yield from _array_explained(body, size)
+            if reason is not None:
+                raise EventError(reason)
         if ndjson:
-            yield []  # each scan of the body a step of its own
             cut = _lines_cut(body, syntax)
         if cut:
             yield []
@@ -664,6 +672,76 @@ _DEEP = "the request body nests too deeply; events are flat JSON objects"
 _NOT_JSON = "the request body is not valid UTF-8 JSON"
 
 
+def _array_explained(body: bytes, size: int) -> Generator[list[Event], None, str | None]:
+    """:func:`_explain_json` of a body that opens a JSON array whose values could not be
+    found, reading it about ``size`` bytes a step (each step yields ``[]``); or
+    ``None``, for the whole body's explanation to word it.
+
+    The array is cut after a comma where the values before it read alone as an
+    array: then the comma is the array's own, and what follows reads in ``[0,``
+    as it does in the body (``[`` for the first part), the decoder being in the
+    same state there. The generic decode of each part in turn then stops where
+    the whole body's would, with the same message, its byte positions moved by
+    where the part starts; the part left at the end holds the syntax error.
+    """
+    start = _end_of_space(body, 0)
+    if body[start : start + 1] != b"[":
+        return None
+    pos, head = start + 1, b"["  # where the part starts, and what it reads after
+    while True:
+        end, span = -1, size
+        # Events are objects: the comma after a "}" is the likely one.
+        while (cut := body.find(b"},", pos + span) + 1) > 0:
+            try:
+                with _fixed_depth():
+                    _RAW_LIST.decode(head + body[pos:cut] + b"]")
+            except (msgspec.DecodeError, RecursionError):
+                span *= 2  # inside a value, or a fault before it: look further
+                yield []
+                continue
+            end = cut
+            break
+        try:
+            with _fixed_depth():
+                msgspec.json.decode(head + (body[pos:end] + b"]" if end >= 0 else body[pos:]))
+        except RecursionError:
+            return _DEEP
+        except msgspec.ValidationError:
+            yield []
+            with _fixed_depth():
+                return _explain_past_range(body)
+        except msgspec.DecodeError as exc:
+            return _malformed(exc, pos - len(head))
+        if end < 0:
+            return None  # the rest reads: not what its scan said
+        pos, head = end + 1, b"[0,"
+        yield []
+
+
+def _raws_explained(
+    body: bytes, raws: list[msgspec.Raw], size: int
+) -> Generator[list[Event], None, str | None]:
+    """:func:`_explain_json` of an array body whose values ``raws`` were found, but
+    which is not UTF-8: the values are decoded generically about ``size`` bytes a
+    step, and the first refusal without a byte position is the whole body's (one
+    with a position, or none: ``None``, for the whole body's explanation)."""
+    yield []
+    for first, end in spans(list(itertools.accumulate(map(len, raws))), size):
+        yield []
+        try:
+            with _fixed_depth():
+                msgspec.json.decode(b"[" + b",".join(raws[first:end]) + b"]")
+        except RecursionError:
+            return _DEEP
+        except msgspec.ValidationError:
+            yield []
+            with _fixed_depth():
+                return _explain_past_range(body)
+        except msgspec.DecodeError as exc:
+            return None if _BYTE.search(str(exc)) else _malformed(exc, 0)
+    return None
+
+
 def _lines_cut(body: bytes, syntax: Exception) -> int:
     """Where the whole lines of an NDJSON ``body`` before its syntax error end, if
     they hold values that read alone (0 if not)."""
@@ -706,6 +784,11 @@ def _explain_json(body: bytes, offset: int = 0) -> str | None:
         pass  # an out-of-range number: the decode stopped there, so read on
     except msgspec.DecodeError as exc:
         return _malformed(exc, offset)
+    return _explain_past_range(body, offset)
+
+
+def _explain_past_range(body: bytes, offset: int = 0) -> str | None:
+    """:func:`_explain_json` once the generic decode stopped at an out-of-range number."""
     # A raw decode checks the syntax without numbers' ranges, but not UTF-8.
     try:
         _RAW.decode(body)
