@@ -35,7 +35,7 @@ import re
 import sys
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from types import FrameType
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 
@@ -69,6 +69,29 @@ def spans(totals: Sequence[int], budget: int) -> Iterator[tuple[int, int]]:
         end = bisect.bisect_right(totals, reached + budget, start + 1)
         yield start, end
         start = end
+
+
+_T = TypeVar("_T")
+
+TOTALS_STEP = 16_384
+"""Items whose running total :func:`running_totals` takes in one step (about 1 ms)."""
+
+
+def running_totals(
+    items: Sequence[_T], weights: Callable[[Sequence[_T]], Iterable[int]], into: list[int]
+) -> Iterator[None]:
+    """Append to ``into`` the running totals of the weights of ``items`` (``weights``
+    maps a run of items to theirs), ``TOTALS_STEP`` items a step, yielding after each
+    step (not at all for no items)."""
+    for start in range(0, len(items), TOTALS_STEP):
+        run = weights(items[start : start + TOTALS_STEP])
+        base = into[-1] if into else 0
+        into.extend(itertools.islice(itertools.accumulate(itertools.chain((base,), run)), 1, None))
+        yield
+
+
+def _lengths(items: Sequence[msgspec.Raw]) -> Iterable[int]:
+    return map(len, items)
 
 
 Event = tuple[int, dict[str, int]]
@@ -205,9 +228,12 @@ class Decoder:
         if len(raws) < 2 or len(body) <= size:
             yield self.many(body, ndjson)
             return
+        totals: list[int] = []
+        for _ in running_totals(raws, _lengths, totals):
+            yield []  # the scan, then each run of the totals, a step of its own
         glue = b"\n" if ndjson else b","
         pos = 0  # NDJSON: where the slice's values start in the body (its whitespace first)
-        for first, end in spans(list(itertools.accumulate(map(len, raws))), size):
+        for first, end in spans(totals, size):
             part = raws[first:end]
             joined = glue.join(part)
             try:
@@ -725,8 +751,10 @@ def _raws_explained(
     which is not UTF-8: the values are decoded generically about ``size`` bytes a
     step, and the first refusal without a byte position is the whole body's (one
     with a position, or none: ``None``, for the whole body's explanation)."""
-    yield []
-    for first, end in spans(list(itertools.accumulate(map(len, raws))), size):
+    totals: list[int] = []
+    for _ in running_totals(raws, _lengths, totals):
+        yield []
+    for first, end in spans(totals, size):
         yield []
         try:
             with _fixed_depth():

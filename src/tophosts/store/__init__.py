@@ -12,11 +12,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from operator import itemgetter
 from typing import NamedTuple, Protocol
 
-from tophosts.events import Event, spans
+from tophosts.events import TOTALS_STEP, Event, running_totals, spans, too_far_ahead
 from tophosts.idempotency import Keyed
 from tophosts.windows import HOUR, MINUTE, Window, hour_of, minute_of, settled_after
 
@@ -251,6 +251,39 @@ def host_totals(events: Sequence[Event]) -> list[int]:
     """The running total of a batch's host counts, event by event: the last is what
     summing the batch costs."""
     return list(itertools.accumulate(map(len, map(itemgetter(1), events))))
+
+
+def _host_counts(events: Sequence[Event]) -> Iterable[int]:
+    return map(len, map(itemgetter(1), events))
+
+
+async def host_totals_in_steps(events: Sequence[Event]) -> list[int]:
+    """:func:`host_totals`; of a batch of over ``TOTALS_STEP`` events, that many a step,
+    the loop free between."""
+    if len(events) <= TOTALS_STEP:
+        return host_totals(events)
+    totals: list[int] = []
+    for _ in running_totals(events, _host_counts, totals):
+        await asyncio.sleep(0)
+    return totals
+
+
+def refuse_future(events: Sequence[Event], now: float, max_skew: int, first: int = 0) -> None:
+    """Refuse the first of ``events`` (``first``: the index of the first in its batch)
+    stamped past ``now + max_skew``."""
+    horizon = now + max_skew
+    stamps = [ts for ts, _ in events]
+    if stamps and max(stamps) > horizon:
+        i = next(i for i, ts in enumerate(stamps) if ts > horizon)
+        raise too_far_ahead(stamps[i], now, max_skew, first + i)
+
+
+async def refuse_future_in_steps(events: Sequence[Event], now: float, max_skew: int) -> None:
+    """:func:`refuse_future`, ``TOTALS_STEP`` events a step past that many."""
+    for start in range(0, len(events), TOTALS_STEP):
+        refuse_future(events[start : start + TOTALS_STEP], now, max_skew, start)
+        if len(events) > TOTALS_STEP:
+            await asyncio.sleep(0)
 
 
 def host_slices(events: Sequence[Event], totals: Sequence[int]) -> Iterator[Sequence[Event]]:

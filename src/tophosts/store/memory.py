@@ -40,6 +40,7 @@ from collections.abc import Sequence
 from tophosts.events import (
     MAX_COUNT,
     Event,
+    spans,
     too_far_ahead,
     too_many_tracked,
     total_too_large,
@@ -56,6 +57,7 @@ from tophosts.idempotency import (
 )
 from tophosts.store import (
     AT_ONCE_HOSTS,
+    SLICE_HOSTS,
     Added,
     Clock,
     Counts,
@@ -65,9 +67,9 @@ from tophosts.store import (
     TopHosts,
     WindowDump,
     by_window,
-    host_slices,
-    host_totals,
+    host_totals_in_steps,
     merge,
+    refuse_future,
 )
 from tophosts.store.frozen import Frozen, Selection
 from tophosts.windows import (
@@ -164,7 +166,7 @@ class MemoryStore:
         once."""
         if len(events) < 2:
             return self.add_now(events, key)
-        totals = host_totals(events)
+        totals = await host_totals_in_steps(events)
         if totals[-1] <= AT_ONCE_HOSTS:
             return self.add_now(events, key)
         await asyncio.sleep(0)  # each step below takes 1.5-2.6 ms at 56,000 events
@@ -172,12 +174,13 @@ class MemoryStore:
             now = self._rolled_now()
             if key is not None and key[0] in self._keys:
                 break  # a replay or a conflict: nothing to sum
-            self._too_far_ahead(now, events)
-            await asyncio.sleep(0)
             floors = self._hour_floor, self._minute_floor
             sums: dict[int, Counts] = {}
             expired = 0
-            for part in host_slices(events, totals):
+            # The skew slice by slice: the first event past it is still the batch's first.
+            for start, end in spans(totals, SLICE_HOSTS):
+                part = events[start:end]
+                self._too_far_ahead(now, part, start)
                 expired += self._sum_minutes(part, sums)
                 await asyncio.sleep(0)
             now = self._rolled_now()
@@ -502,13 +505,9 @@ class MemoryStore:
                 self._forget(HOUR, hour)
         return Added(len(events) - expired, expired, sum(added.values()))
 
-    def _too_far_ahead(self, now: float, events: Sequence[Event]) -> None:
+    def _too_far_ahead(self, now: float, events: Sequence[Event], first: int = 0) -> None:
         """Refuse the first event of a batch past the future skew."""
-        horizon = now + self._max_skew
-        stamps = [ts for ts, _ in events]
-        if max(stamps) > horizon:
-            i = next(i for i, ts in enumerate(stamps) if ts > horizon)
-            raise too_far_ahead(stamps[i], now, self._max_skew, i)
+        refuse_future(events, now, self._max_skew, first)
 
     def _sum_minutes(self, events: Sequence[Event], sums: dict[int, Counts]) -> int:
         """Add each live event's counts to its minute's in ``sums`` (zero counts dropped),

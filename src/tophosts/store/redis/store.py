@@ -8,7 +8,7 @@ import contextlib
 import time
 from collections.abc import Sequence
 
-from tophosts.events import Event, too_far_ahead
+from tophosts.events import Event
 from tophosts.idempotency import Keyed, KeyInFlight
 from tophosts.store import (
     AT_ONCE_HOSTS,
@@ -19,7 +19,8 @@ from tophosts.store import (
     TopHosts,
     by_window,
     by_window_in_slices,
-    host_totals,
+    host_totals_in_steps,
+    refuse_future_in_steps,
 )
 from tophosts.store.redis.clock import RedisClock
 from tophosts.store.redis.commit import Add, GroupCommit, KeyInfo, Limits
@@ -99,10 +100,7 @@ class RedisStore:
 
     async def add(self, events: Sequence[Event], key: Keyed | None = None) -> Added:
         now = self._clock()
-        horizon = now + self._max_skew
-        for i, (ts, _) in enumerate(events):
-            if ts > horizon:
-                raise too_far_ahead(ts, now, self._max_skew, i)
+        await refuse_future_in_steps(events, now, self._max_skew)
         minute_floor, hour_floor = floors(now)
 
         adds: list[Add]
@@ -128,7 +126,7 @@ class RedisStore:
             # Pre-aggregated per window (without zero counts), in the order
             # both stores check them, so that a refusal names the same window,
             # host and event as the memory store's.
-            totals = host_totals(events)
+            totals = await host_totals_in_steps(events)
             if not totals or totals[-1] <= AT_ONCE_HOSTS:  # none: an empty batch
                 merged, expired = by_window(events, hour_floor, minute_floor)
             else:
