@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).parent.parent / "src" / "tophosts"
 # A name is a module or a package (all its modules but those named themselves):
 # the feeders' pure parsers sit low, beside the decoder, so that settings can use them.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("__init__", "windows", "asgi", "background", "durable"),
+    ("__init__", "windows", "asgi", "background", "durable", "gcpause"),
     ("events", "idempotency", "formats", "syslog.address", "syslog.framing", "syslog.header"),
     ("syslog.lines",),
     ("store",),

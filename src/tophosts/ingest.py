@@ -18,7 +18,7 @@ from functools import partial
 from time import perf_counter
 from typing import Any
 
-from tophosts import idempotency, logs
+from tophosts import gcpause, idempotency, logs
 from tophosts.asgi import (
     BodyTooLarge,
     ClientGone,
@@ -35,6 +35,7 @@ from tophosts.asgi import (
     send_json,
 )
 from tophosts.events import AT_ONCE_BYTES, Decoder, Event, EventError
+from tophosts.gcpause import Share
 from tophosts.idempotency import KeyInFlight, KeyRefused
 from tophosts.metrics import Metrics
 from tophosts.responses import RETRY_AFTER
@@ -137,7 +138,16 @@ class Ingest:
         return None
 
     async def _many(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """``POST /counters``: a JSON array or NDJSON body of events, applied whole."""
+        """``POST /counters``: a JSON array or NDJSON body of events, applied whole; the
+        garbage collector held off from the decode of a large one until it is let go of
+        (:mod:`tophosts.gcpause`)."""
+        share = gcpause.Share()
+        try:
+            await self._batch(scope, receive, send, share)
+        finally:
+            share.give_back()
+
+    async def _batch(self, scope: Scope, receive: Receive, send: Send, share: Share) -> None:
         started = perf_counter()
         body = b""
         events: list[Event] = []
@@ -145,9 +155,9 @@ class Ingest:
         try:
             key = scan(scope, self.max_body, _KEY)
             if key is not None:
-                return await self._keyed(scope, receive, send, started, key)
+                return await self._keyed(scope, receive, send, started, key, share)
             body = await read_body(receive, self.max_body)
-            events = await self._decode(scope, body, cuts)
+            events = await self._decode(scope, body, cuts, share)
             sync = self.sync
             if sync is not None and len(body) <= AT_ONCE_BYTES:
                 added = sync.add_now(events)  # at most about 43,000 host counts
@@ -164,12 +174,15 @@ class Ingest:
         await self._answer(send, started, 200, payload, body)
         return await _drop(events, cuts)
 
-    async def _decode(self, scope: Scope, body: bytes, cuts: list[int]) -> list[Event]:
+    async def _decode(
+        self, scope: Scope, body: bytes, cuts: list[int], share: Share | None
+    ) -> list[Event]:
         """The events of a batch; a large one a slice at a time, the loop free between,
-        noting in ``cuts`` where each slice starts."""
+        noting in ``cuts`` where each slice starts, the collector held (``share``)."""
         ndjson = _is_ndjson(scope)
-        if len(body) <= AT_ONCE_BYTES:
+        if len(body) <= AT_ONCE_BYTES or share is None:
             return self.decoder.many(body, ndjson)
+        share.take()
         events: list[Event] = []
         try:
             for part in self.decoder.slices(body, ndjson):
@@ -183,7 +196,13 @@ class Ingest:
         return events
 
     async def _keyed(
-        self, scope: Scope, receive: Receive, send: Send, started: float, raw: bytes
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        started: float,
+        raw: bytes,
+        share: Share | None = None,
     ) -> None:
         """Either route, with an ``Idempotency-Key``: the key is in flight from now until
         the answer, the body's arrival included, and the store keeps the outcome
@@ -206,7 +225,7 @@ class Ingest:
                 keyed = (digest, idempotency.fingerprint(self.path, body))
                 sync = self.sync
                 if self.batch:
-                    events = await self._decode(scope, body, cuts)
+                    events = await self._decode(scope, body, cuts, share)
                     if len(events) > idempotency.MAX_EVENTS:
                         raise idempotency.too_many_events(len(events))
                     if sync is not None and len(body) <= AT_ONCE_BYTES:
