@@ -2,10 +2,11 @@
 ``POST /counter`` one at a time over one connection, alone and while a second
 connection posts batches of exactly ``--max-body`` bytes back to back.
 
-Four bodies: events of 5 hosts drawn from 10,000 (what a shipper sends);
+Five bodies: events of 5 hosts drawn from 10,000 (what a shipper sends);
 events of distinct hosts (about 250,000 in 8 MiB, the dearest to apply);
-the first body with its last event refused (a count of -1: 400); and the
-first body cut short by its closing bracket (not JSON: 400). Each server
+the first body with its last event refused (a count of -1: 400); the first
+body cut short by its closing bracket (not JSON: 400); and events of one host
+each, about 32 bytes (some 260,000 events in 8 MiB, the most tuples). Each server
 runs with the defaults of ``make run`` (``--log-level info``), pinned to the
 server CPU; the probe and the feeder run here. With ``--baseline SRC`` (the
 ``src`` folder of another tophosts, e.g. ``git archive main | tar -x -C
@@ -41,6 +42,14 @@ POOL = "5 hosts of 10,000 an event"
 DISTINCT = "distinct hosts"
 REFUSED = "5 hosts of 10,000, the last event refused"
 CUT_SHORT = "5 hosts of 10,000, cut short (no closing bracket)"
+TINY = "1 host of 5 an event, about 32 bytes each"
+
+
+def tiny_batch(size: int, timestamp: int) -> bytes:
+    """A batch of at most ``size`` bytes of one-host events, hosts ``t0`` to ``t4``."""
+    event = b'{"timestamp":%d,"t%%d.example":1}' % timestamp
+    n = (size - 2) // (len(event % 0) + 1)
+    return b"[" + b",".join(event % (i % 5) for i in range(n)) + b"]"
 
 
 def row(target: str, case: str, latencies: list[float], batches: int) -> dict[str, Any]:
@@ -69,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     bad = b',{"timestamp":%d,"bad.example":-1}]' % now
     bodies[REFUSED] = batch_of_size(limit - len(bad), now - 50, now - 5)[0].rstrip()[:-1] + bad
     bodies[CUT_SHORT] = bodies[POOL].rstrip()[:-1]  # not JSON: 400
+    bodies[TINY] = tiny_batch(limit, now - 5)  # about 260,000 events
     common = ["--clock-offset", f"{offset:.3f}", "--log-level", "info", "--max-body", str(limit)]
     targets: list[Target] = ["tophosts"]
     if args.baseline:

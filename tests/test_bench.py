@@ -420,7 +420,7 @@ def test_body_lag_times_single_events_beside_batches_at_max_body(tmp_path: Path)
     assert body_lag.main([*args, "--out", str(tmp_path)]) == 0
     doc = json.loads((tmp_path / "body_lag.json").read_text())
     rows = {row["case"]: row for row in doc["rows"]}
-    cases = {body_lag.POOL, body_lag.DISTINCT, body_lag.REFUSED, body_lag.CUT_SHORT}
+    cases = {body_lag.POOL, body_lag.DISTINCT, body_lag.REFUSED, body_lag.CUT_SHORT, body_lag.TINY}
     assert set(rows) == {"alone", *cases}
     assert rows["alone"]["batches"] == 0
     for case, row in rows.items():
