@@ -3,7 +3,8 @@
 loop free between two slices), timing the time to each slice and to the
 refusal. Bodies: good batches (JSON and NDJSON), the same refused at their last
 event, cut short, with a syntax error or bytes that are not UTF-8 at the end, and
-one giant value (a number of ``--size`` digits, alone, as a count, in an array).
+one giant value (a number of ``--size`` digits, alone, as a count, in an array;
+one event of as many hosts as fit).
 
     python -m bench.steps --size 8388608 --repeat 3
 
@@ -49,7 +50,17 @@ def bodies(size: int, now: int) -> dict[str, tuple[bytes, bool]]:
         "one giant number": (digits, False),
         "one event, a giant count": (b'[{"timestamp":1,"a":' + digits + b"}]", False),
         "one NDJSON event, a giant count": (b'{"timestamp":1,"a":' + digits + b"}", True),
+        "one event of as many hosts as fit": (b"[" + _wide(size - 2) + b"]", False),
     }
+
+
+def _wide(size: int) -> bytes:
+    """One event of as many hosts (``h0``, ``h1``, ...) as fit in ``size`` bytes."""
+    members, length = [b'"timestamp":1'], 15
+    while length + len(member := b'"h%d":1' % len(members)) + 1 <= size:
+        members.append(member)
+        length += len(member) + 1
+    return b"{" + b",".join(members) + b"}"
 
 
 def time_steps(decoder: Decoder, body: bytes, ndjson: bool) -> tuple[float, float, str]:
