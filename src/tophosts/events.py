@@ -34,6 +34,7 @@ import logging
 import re
 import sys
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from functools import partial
 from types import FrameType
 from typing import Annotated, Any, TypeVar
 
@@ -727,17 +728,10 @@ def _array_explained(body: bytes, size: int) -> Generator[list[Event], None, str
                 continue
             end = cut
             break
-        try:
-            with _fixed_depth():
-                msgspec.json.decode(head + (body[pos:end] + b"]" if end >= 0 else body[pos:]))
-        except RecursionError:
-            return _DEEP
-        except msgspec.ValidationError:
-            yield []
-            with _fixed_depth():
-                return _explain_past_range(body)
-        except msgspec.DecodeError as exc:
-            return _malformed(exc, pos - len(head))
+        part = head + (body[pos:end] + b"]" if end >= 0 else body[pos:])
+        fault = yield from _fault_in(part, body, partial(_malformed, offset=pos - len(head)))
+        if fault != "":
+            return fault
         if end < 0:
             return None  # the rest reads: not what its scan said
         pos, head = end + 1, b"[0,"
@@ -756,18 +750,37 @@ def _raws_explained(
         yield []
     for first, end in spans(totals, size):
         yield []
-        try:
-            with _fixed_depth():
-                msgspec.json.decode(b"[" + b",".join(raws[first:end]) + b"]")
-        except RecursionError:
-            return _DEEP
-        except msgspec.ValidationError:
-            yield []
-            with _fixed_depth():
-                return _explain_past_range(body)
-        except msgspec.DecodeError as exc:
-            return None if _BYTE.search(str(exc)) else _malformed(exc, 0)
+        part = b"[" + b",".join(raws[first:end]) + b"]"
+        fault = yield from _fault_in(part, body, _unplaced)
+        if fault != "":
+            return fault
     return None
+
+
+def _unplaced(exc: msgspec.DecodeError) -> str | None:
+    """A fault of values joined anew, if its message names no byte to place."""
+    return None if _BYTE.search(str(exc)) else _malformed(exc, 0)
+
+
+def _fault_in(
+    part: bytes, body: bytes, worded: Callable[[msgspec.DecodeError], str | None]
+) -> Generator[list[Event], None, str | None]:
+    """Where the generic decode of ``body`` stops, if it stops in ``part`` (a stretch of
+    it, read in the state the whole decode is in there): its explanation, worded by
+    ``worded`` for a fault of the part's own (``None``: explain the body whole);
+    ``""`` if the part reads."""
+    try:
+        with _fixed_depth():
+            msgspec.json.decode(part)
+    except RecursionError:
+        return _DEEP
+    except msgspec.ValidationError:
+        yield []  # an out-of-range number: the whole decode stops there, then reads on
+        with _fixed_depth():
+            return _explain_past_range(body)
+    except msgspec.DecodeError as exc:
+        return worded(exc)
+    return ""
 
 
 def _lines_cut(body: bytes, syntax: Exception) -> int:
