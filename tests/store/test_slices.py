@@ -156,3 +156,17 @@ async def test_a_key_is_kept_with_a_batch_taken_in_slices() -> None:
     assert again.replayed
     assert again.accepted == 5
     assert store.top_now(Window.MINUTE, 10) == [("a", 5)]
+
+
+async def test_a_zero_count_in_a_later_slice_is_not_tracked(
+    make_store: Callable[..., Store],
+) -> None:
+    # Slices of 2 host counts: "z" with a count of 0 comes in a later slice than the
+    # first of its minute, whose sum it is added into.
+    store = make_store()
+    events: list[Event] = [(PAST_MINUTE, {"a": 1, "b": 1}), (PAST_MINUTE + 1, {"z": 0, "a": 2})]
+    with small_slices(2):
+        assert await store.add(events) == Added(2, 0, 4)
+    assert await store.top(Window.MINUTE, 10) == [("a", 3), ("b", 1)]
+    sizes = await store.sizes()
+    assert (sizes.minute_hosts, sizes.hour_hosts) == (2, 2)

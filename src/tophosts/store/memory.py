@@ -530,13 +530,13 @@ class MemoryStore:
         # Each host then touches each window dict once however many events of the
         # batch mention it.
         for start, group in by_minute.items():
-            summed = _summed(group)
             acc = sums.get(start)
             if acc is None:
+                summed = _summed(group)
                 # Never an event's own dict: a later slice may add to it.
                 sums[start] = dict(summed) if summed is group[0] else summed
             else:
-                merge(acc, summed)
+                _add_into(acc, group)  # a later slice: each host touched once, not twice
         return expired
 
     def add_one_now(
@@ -802,6 +802,16 @@ def _leaves(key: tuple[int, int]) -> int:
     same for every window): the order of the frozen records."""
     size, start = key
     return kept_until(size, start, 0)
+
+
+def _add_into(acc: Counts, group: list[Counts]) -> None:
+    """Add each of ``group`` to ``acc``, host by host, without their zero counts."""
+    get = acc.get
+    for counts in group:
+        if 0 in counts.values():
+            counts = {host: n for host, n in counts.items() if n}
+        for host, n in counts.items():
+            acc[host] = get(host, 0) + n
 
 
 def _summed(group: list[Counts]) -> Counts:
