@@ -266,7 +266,8 @@ class Decoder:
 
         NDJSON is explained as :meth:`_explain_ndjson` does, but the whole lines
         before the syntax error go through :meth:`slices` (their first bad event
-        is the body's); an array's explanation is one step.
+        is the body's); an array part by part (:func:`_array_explained`). Either
+        falls back to the whole body's explanation where it cannot place a fault.
         """
         events = cut = 0
         yield []  # each scan of the body a step of its own

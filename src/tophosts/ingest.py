@@ -175,12 +175,12 @@ class Ingest:
         return await _drop(events, cuts)
 
     async def _decode(
-        self, scope: Scope, body: bytes, cuts: list[int], share: Share | None
+        self, scope: Scope, body: bytes, cuts: list[int], share: Share
     ) -> list[Event]:
         """The events of a batch; a large one a slice at a time, the loop free between,
         noting in ``cuts`` where each slice starts, the collector held (``share``)."""
         ndjson = _is_ndjson(scope)
-        if len(body) <= AT_ONCE_BYTES or share is None:
+        if len(body) <= AT_ONCE_BYTES:
             return self.decoder.many(body, ndjson)
         share.take()
         events: list[Event] = []
@@ -225,6 +225,7 @@ class Ingest:
                 keyed = (digest, idempotency.fingerprint(self.path, body))
                 sync = self.sync
                 if self.batch:
+                    assert share is not None  # _many passes its own
                     events = await self._decode(scope, body, cuts, share)
                     if len(events) > idempotency.MAX_EVENTS:
                         raise idempotency.too_many_events(len(events))

@@ -247,14 +247,14 @@ SLICE_HOSTS = 2_048
 """The host counts summed in one step, past ``AT_ONCE_HOSTS``: about 0.3 ms."""
 
 
+def _host_counts(events: Sequence[Event]) -> Iterable[int]:
+    return map(len, map(itemgetter(1), events))
+
+
 def host_totals(events: Sequence[Event]) -> list[int]:
     """The running total of a batch's host counts, event by event: the last is what
     summing the batch costs."""
-    return list(itertools.accumulate(map(len, map(itemgetter(1), events))))
-
-
-def _host_counts(events: Sequence[Event]) -> Iterable[int]:
-    return map(len, map(itemgetter(1), events))
+    return list(itertools.accumulate(_host_counts(events)))
 
 
 async def host_totals_in_steps(events: Sequence[Event]) -> list[int]:

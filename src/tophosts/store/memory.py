@@ -806,12 +806,8 @@ def _leaves(key: tuple[int, int]) -> int:
 
 def _add_into(acc: Counts, group: list[Counts]) -> None:
     """Add each of ``group`` to ``acc``, host by host, without their zero counts."""
-    get = acc.get
     for counts in group:
-        if 0 in counts.values():
-            counts = {host: n for host, n in counts.items() if n}
-        for host, n in counts.items():
-            acc[host] = get(host, 0) + n
+        merge(acc, {host: n for host, n in counts.items() if n} if 0 in counts.values() else counts)
 
 
 def _summed(group: list[Counts]) -> Counts:
